@@ -37,9 +37,22 @@ BRIDGE_CIDR = "10.213.0.1/24"
 # What every test host has without reaching a mirror: sshd, Python for Ansible,
 # nginx and njs for the gateway role, zstd for .tar.zst release archives.
 PACKAGES = [
-    "systemd", "systemd-sysv", "dbus", "openssh-server", "python3", "python3-apt",
-    "python3-venv", "iproute2", "procps", "ca-certificates", "curl", "zstd", "acl",
-    "nginx-light", "libnginx-mod-http-js", "less",
+    "systemd",
+    "systemd-sysv",
+    "dbus",
+    "openssh-server",
+    "python3",
+    "python3-apt",
+    "python3-venv",
+    "iproute2",
+    "procps",
+    "ca-certificates",
+    "curl",
+    "zstd",
+    "acl",
+    "nginx-light",
+    "libnginx-mod-http-js",
+    "less",
 ]
 
 
@@ -65,8 +78,10 @@ def build_rootfs() -> Path:
     tmp = root.with_name(root.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     log(f"debootstrap {SUITE} into {tmp} (once; cached afterwards)")
-    run(["debootstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}",
-         SUITE, str(tmp), MIRROR], stdout=subprocess.DEVNULL)
+    run(
+        ["debootstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}", SUITE, str(tmp), MIRROR],
+        stdout=subprocess.DEVNULL,
+    )
     # Each host gets its own SSH host keys and machine-id at boot, not the cache's.
     for key in (tmp / "etc/ssh").glob("ssh_host_*"):
         key.unlink()
@@ -108,18 +123,28 @@ def up(name: str, address: str, bridge: str, pubkey: Path, spec: Path | None) ->
     for d in (upper, work, merged):
         d.mkdir(parents=True, exist_ok=True)
     # An overlay keeps the cached root read-only and makes a host cost seconds, not a copy.
-    run(["mount", "-t", "overlay", "overlay", "-o",
-         f"lowerdir={root},upperdir={upper},workdir={work}", str(merged)])
+    run(["mount", "-t", "overlay", "overlay", "-o", f"lowerdir={root},upperdir={upper},workdir={work}", str(merged)])
     _personalise(merged, name, address, pubkey, spec)
     log_file = open(state / "console.log", "w")
     # --keep-unit with --register=no: nspawn then needs no system bus, which matters on
     # CI machines whose PID 1 is not systemd (it would fail "Failed to open system bus").
     proc = subprocess.Popen(
-        ["systemd-nspawn", "--quiet", "--boot", "--register=no", "--keep-unit",
-         f"--machine={name}",
-         f"--directory={merged}", f"--network-bridge={bridge}", "--console=passive"],
-        stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
-        start_new_session=True)
+        [
+            "systemd-nspawn",
+            "--quiet",
+            "--boot",
+            "--register=no",
+            "--keep-unit",
+            f"--machine={name}",
+            f"--directory={merged}",
+            f"--network-bridge={bridge}",
+            "--console=passive",
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     (state / "pid").write_text(str(proc.pid))
     info = {"name": name, "address": address.split("/")[0], "pid": proc.pid, "root": str(merged)}
     (state / "host.json").write_text(json.dumps(info))
@@ -133,7 +158,8 @@ def _personalise(merged: Path, name: str, address: str, pubkey: Path, spec: Path
         address += "/24"
     gateway = BRIDGE_CIDR.split("/")[0]
     (merged / "etc/systemd/network/10-host0.network").write_text(
-        f"[Match]\nName=host0\n\n[Network]\nAddress={address}\nGateway={gateway}\nLinkLocalAddressing=no\n")
+        f"[Match]\nName=host0\n\n[Network]\nAddress={address}\nGateway={gateway}\nLinkLocalAddressing=no\n"
+    )
     ssh = merged / "root/.ssh"
     ssh.mkdir(mode=0o700, parents=True, exist_ok=True)
     (ssh / "authorized_keys").write_text(pubkey.read_text())
@@ -143,6 +169,7 @@ def _personalise(merged: Path, name: str, address: str, pubkey: Path, spec: Path
 
 def _wait_for_ssh(address: str, proc: subprocess.Popen, console: Path, timeout: float = 90) -> None:
     import socket
+
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -200,8 +227,9 @@ def down_all(bridge: str) -> None:
 def list_hosts() -> list[dict]:
     if not STATE_DIR.exists():
         return []
-    return [json.loads((d / "host.json").read_text()) for d in sorted(STATE_DIR.iterdir())
-            if (d / "host.json").exists()]
+    return [
+        json.loads((d / "host.json").read_text()) for d in sorted(STATE_DIR.iterdir()) if (d / "host.json").exists()
+    ]
 
 
 def main() -> None:

@@ -1,0 +1,995 @@
+#!/usr/bin/env python3
+"""An API-compatible stand-in for `ollama`, for tests and the sandbox only.
+
+It speaks Ollama's HTTP API and the CLI verbs the roles use, honours the same
+environment (OLLAMA_HOST, OLLAMA_MODELS, OLLAMA_NUM_PARALLEL, OLLAMA_MAX_QUEUE,
+OLLAMA_KEEP_ALIVE, OLLAMA_CONTEXT_LENGTH, OLLAMA_LOAD_TIMEOUT, OLLAMA_MAX_LOADED_MODELS,
+CUDA_VISIBLE_DEVICES), and simulates what matters to a load balancer: per-model
+parallel slots, a bounded queue that answers 503 when full, load time, time to
+first token and tokens per second. It reads the simulated GPUs from the same
+spec as the fake NVML library, so /api/ps shows which GPUs hold a model and
+whether it spilled to CPU.
+
+Every response carries X-Ollama-Instance (host:port) and X-Ollama-Gpus (the
+UUIDs it may use), so a test behind a gateway can tell who answered.
+
+Knobs that exist only here (OLLAMA_STANDIN_*): TTFT_MS (50), TOKENS_PER_SEC (50),
+TOKENS (24, answer length when num_predict is unset), LOAD_MS (200), PULL_MS (100).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import socket
+import sys
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib import error as urlerror
+from urllib import request as urlrequest
+
+VERSION = "@VERSION@"  # replaced when the archive is built
+HERE = Path(__file__).resolve().parent
+GIB = 1024**3
+MIB = 1024**2
+# llama.cpp --fit keeps this much free on every device (FACTS.md).
+FIT_MARGIN = 1024 * MIB
+ERR_BUSY = "server busy, please try again.  maximum pending requests exceeded"
+WORDS = (
+    "the quick brown fox jumps over the lazy dog while seven GPUs hum along "
+    "and the gateway keeps every stream flowing token by token"
+).split()
+
+
+# ----------------------------------------------------------------- settings
+def parse_duration(value: str | None, default: float) -> float:
+    """Ollama's durations: Go strings ("5m", "1h30m"), plain seconds, negative = forever."""
+    if value is None or value.strip() == "":
+        return default
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        parts = re.findall(r"(-?[\d.]+)(ms|s|m|h)", value)
+        if not parts or "".join(n + u for n, u in parts) != value:
+            return default
+        unit = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
+        seconds = sum(float(n) * unit[u] for n, u in parts)
+    return float("inf") if seconds < 0 else seconds
+
+
+def parse_host(value: str | None) -> tuple[str, int]:
+    value = (value or "").strip() or "127.0.0.1:11434"
+    value = re.sub(r"^https?://", "", value).rstrip("/")
+    host, _, port = value.rpartition(":") if ":" in value else (value, "", "")
+    return (host.strip("[]") or "127.0.0.1"), int(port or 11434)
+
+
+def env_int(name: str, default: int) -> int:
+    try:
+        return int(os.environ.get(name) or default)
+    except ValueError:
+        return default
+
+
+class Config:
+    def __init__(self, env=os.environ):
+        self.host, self.port = parse_host(env.get("OLLAMA_HOST"))
+        self.models = Path(env.get("OLLAMA_MODELS") or Path.home() / ".ollama/models")
+        self.num_parallel = max(1, env_int("OLLAMA_NUM_PARALLEL", 1))
+        self.max_queue = env_int("OLLAMA_MAX_QUEUE", 512)
+        self.keep_alive = parse_duration(env.get("OLLAMA_KEEP_ALIVE"), 300)
+        self.load_timeout = parse_duration(env.get("OLLAMA_LOAD_TIMEOUT"), 300)
+        if self.load_timeout <= 0:
+            self.load_timeout = float("inf")
+        self.context_length = env_int("OLLAMA_CONTEXT_LENGTH", 0)
+        self.max_loaded = env_int("OLLAMA_MAX_LOADED_MODELS", 0)
+        self.kv_bytes = {"q8_0": 1.0625, "q4_0": 0.5625}.get(env.get("OLLAMA_KV_CACHE_TYPE", ""), 2)
+        self.ttft = env_int("OLLAMA_STANDIN_TTFT_MS", 50) / 1000
+        self.tps = max(1, env_int("OLLAMA_STANDIN_TOKENS_PER_SEC", 50))
+        self.tokens = env_int("OLLAMA_STANDIN_TOKENS", 24)
+        self.load_time = env_int("OLLAMA_STANDIN_LOAD_MS", 200) / 1000
+        self.pull_time = env_int("OLLAMA_STANDIN_PULL_MS", 100) / 1000
+        self.gpus = visible_gpus(env)
+        if not self.max_loaded:
+            self.max_loaded = 3 * max(1, len(self.gpus))
+
+
+def visible_gpus(env) -> list[dict]:
+    """The GPUs CUDA would show this process: the spec's, filtered by CUDA_VISIBLE_DEVICES."""
+    spec_path = env.get("NVML_SIM_SPEC") or "/etc/nvidia-sim/gpus.json"
+    try:
+        spec = json.loads(Path(spec_path).read_text())
+    except (OSError, ValueError):
+        return []
+    if spec.get("init_error"):
+        return []
+    devices = []
+    for index, gpu in enumerate(spec.get("gpus", [])):
+        devices.append({**gpu, "index": index})
+        for mig in gpu.get("mig_devices", []) if gpu.get("mig_mode") else []:
+            devices.append({**mig, "index": None, "parent": gpu["uuid"]})
+    wanted = env.get("CUDA_VISIBLE_DEVICES")
+    if wanted is None:
+        return [d for d in devices if d["index"] is not None]
+    chosen = []
+    for token in [t.strip() for t in wanted.split(",") if t.strip()]:
+        if token == "-1":
+            return []
+        match = [d for d in devices if d["uuid"] == token or str(d["index"]) == token]
+        if not match:
+            break  # CUDA stops at the first invalid entry
+        chosen.append(match[0])
+    return chosen
+
+
+def dumps(value) -> str:
+    """JSON as Go's encoder writes it: no spaces."""
+    return json.dumps(value, separators=(",", ":"))
+
+
+def log(level: str, msg: str, **fields) -> None:
+    extra = " ".join(f"{k}={dumps(v) if isinstance(v, str) and ' ' in v else v}" for k, v in fields.items())
+    stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    print(f'time={stamp} level={level} source=standin msg="{msg}" {extra}'.rstrip(), file=sys.stderr, flush=True)
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+# ----------------------------------------------------------------- model store
+def normalise(name: str) -> str:
+    name = name.strip()
+    if name.startswith("registry.ollama.ai/library/"):
+        name = name[len("registry.ollama.ai/library/") :]
+    return name if ":" in name.rsplit("/", 1)[-1] else name + ":latest"
+
+
+class Store:
+    """OLLAMA_MODELS as Ollama lays it out: manifests/<registry>/<ns>/<model>/<tag>, blobs/sha256-*.
+
+    Blobs hold a short placeholder; the manifest records the catalogue's real size."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.catalogue = {
+            normalise(k): v
+            for k, v in json.loads((HERE / "catalogue.json").read_text()).items()
+            if not k.startswith("_")
+        }
+
+    def manifest_path(self, name: str) -> Path:
+        model, tag = normalise(name).rsplit(":", 1)
+        return self.root / "manifests/registry.ollama.ai/library" / model / tag
+
+    def get(self, name: str) -> dict | None:
+        path = self.manifest_path(name)
+        if not path.is_file():
+            return None
+        manifest = json.loads(path.read_text())
+        entry = self.catalogue.get(normalise(name), {})
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        return {
+            "name": normalise(name),
+            "manifest": manifest,
+            "digest": digest,
+            "modified": datetime.fromtimestamp(path.stat().st_mtime, UTC),
+            "size": sum(layer["size"] for layer in manifest["layers"]),
+            "entry": entry,
+        }
+
+    def names(self) -> list[str]:
+        base = self.root / "manifests/registry.ollama.ai/library"
+        if not base.is_dir():
+            return []
+        return sorted(f"{m.name}:{t.name}" for m in base.iterdir() if m.is_dir() for t in m.iterdir())
+
+    def write(self, name: str) -> dict:
+        entry = self.catalogue[normalise(name)]
+        blob = f"stand-in weights for {normalise(name)}\n".encode()
+        weights = "sha256:" + hashlib.sha256(normalise(name).encode()).hexdigest()
+        config = dumps({"model_format": "gguf", "model_family": entry["family"]}).encode()
+        config_digest = "sha256:" + hashlib.sha256(config).hexdigest()
+        blobs = self.root / "blobs"
+        blobs.mkdir(parents=True, exist_ok=True)
+        (blobs / weights.replace(":", "-")).write_bytes(blob)
+        (blobs / config_digest.replace(":", "-")).write_bytes(config)
+        manifest = {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+            "config": {
+                "mediaType": "application/vnd.docker.container.image.v1+json",
+                "digest": config_digest,
+                "size": len(config),
+            },
+            "layers": [{"mediaType": "application/vnd.ollama.image.model", "digest": weights, "size": entry["size"]}],
+        }
+        path = self.manifest_path(name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".partial")
+        tmp.write_text(dumps(manifest))
+        tmp.rename(path)  # a reader never sees half a manifest
+        return manifest
+
+    def delete(self, name: str) -> bool:
+        path = self.manifest_path(name)
+        if not path.is_file():
+            return False
+        path.unlink()
+        return True
+
+
+def details(entry: dict) -> dict:
+    return {
+        "parent_model": "",
+        "format": "gguf",
+        "family": entry.get("family", ""),
+        "families": [entry.get("family", "")],
+        "parameter_size": entry.get("parameter_size", ""),
+        "quantization_level": entry.get("quantization_level", ""),
+    }
+
+
+# ----------------------------------------------------------------- scheduler
+class Busy(Exception):
+    pass
+
+
+class LoadFailed(Exception):
+    pass
+
+
+class Runner:
+    """One loaded model: its slots (OLLAMA_NUM_PARALLEL), context and placement."""
+
+    def __init__(self, cfg: Config, model: dict, num_ctx: int):
+        info = model["entry"].get("model_info", {})
+        arch = info.get("general.architecture", "")
+        train_ctx = int(info.get(f"{arch}.context_length", num_ctx) or num_ctx)
+        self.name = model["name"]
+        self.model = model
+        self.num_ctx = min(num_ctx, train_ctx)
+        self.slots = threading.BoundedSemaphore(cfg.num_parallel)
+        self.active = 0
+        self.expires = time.monotonic() + cfg.keep_alive
+        self.keep_alive = cfg.keep_alive
+        self.size, self.size_vram = self._place(cfg, info, arch, model["size"])
+        self.gpus = [g["uuid"] for g in cfg.gpus] if self.size_vram else []
+
+    def _place(self, cfg: Config, info: dict, arch: str, weights: int) -> tuple[int, int]:
+        layers = int(info.get(f"{arch}.block_count", 0))
+        heads = int(info.get(f"{arch}.attention.head_count", 1) or 1)
+        kv_heads = int(info.get(f"{arch}.attention.head_count_kv", heads) or heads)
+        embd = int(info.get(f"{arch}.embedding_length", 0))
+        head_dim = embd // heads if heads else 0
+        k = int(info.get(f"{arch}.attention.key_length", head_dim))
+        v = int(info.get(f"{arch}.attention.value_length", head_dim))
+        ctx_total = self.num_ctx * cfg.num_parallel
+        kv = int(ctx_total * layers * kv_heads * (k + v) * cfg.kv_bytes)
+        need = weights + kv + 256 * MIB
+        room = sum(max(0, g["memory_total"] - g.get("memory_used", 0) - FIT_MARGIN) for g in cfg.gpus)
+        if need > room:
+            log("WARN", "model does not fit in VRAM, offloading to CPU", model=self.name, required=need, available=room)
+        return need, min(need, room)
+
+
+class Scheduler:
+    def __init__(self, cfg: Config, store: Store):
+        self.cfg = cfg
+        self.store = store
+        self.lock = threading.Condition()
+        self.runners: dict[str, Runner] = {}
+        self.loading: set[str] = set()
+        self.pending = 0
+        threading.Thread(target=self._reaper, daemon=True).start()
+
+    def default_ctx(self) -> int:
+        if self.cfg.context_length > 0:
+            return self.cfg.context_length
+        vram = sum(g["memory_total"] for g in self.cfg.gpus)
+        # Ollama >= 0.15.5 sizes the default context by visible VRAM (FACTS.md).
+        return 262144 if vram >= 47 * GIB else 32768 if vram >= 23 * GIB else 4096
+
+    def acquire(self, model: dict, options: dict, keep_alive: float | None) -> tuple[Runner, float]:
+        """Wait for a free slot on a loaded runner; 503 (Busy) when the queue is full."""
+        with self.lock:
+            if self.pending >= self.cfg.max_queue:
+                raise Busy(ERR_BUSY)
+            self.pending += 1
+        try:
+            load_started = time.monotonic()
+            runner = self._runner(model, int(options.get("num_ctx") or self.default_ctx()))
+            load = time.monotonic() - load_started
+            runner.slots.acquire()  # the generations beyond OLLAMA_NUM_PARALLEL wait here
+        finally:
+            with self.lock:
+                self.pending -= 1
+        with self.lock:
+            runner.active += 1
+            if keep_alive is not None:
+                runner.keep_alive = keep_alive
+        return runner, load
+
+    def release(self, runner: Runner) -> None:
+        with self.lock:
+            runner.active -= 1
+            runner.expires = time.monotonic() + runner.keep_alive
+            if runner.keep_alive == 0 and runner.active == 0:
+                self.runners.pop(runner.name, None)
+            self.lock.notify_all()
+        runner.slots.release()
+
+    def _runner(self, model: dict, num_ctx: int) -> Runner:
+        name = model["name"]
+        with self.lock:
+            while name in self.loading:
+                self.lock.wait()
+            if name in self.runners:
+                return self.runners[name]
+            self.loading.add(name)
+        try:
+            if self.cfg.load_time > self.cfg.load_timeout:
+                time.sleep(self.cfg.load_timeout)
+                raise LoadFailed("timed out waiting for llama runner to start - progress 0.00")
+            time.sleep(self.cfg.load_time)
+            runner = Runner(self.cfg, model, num_ctx)
+            with self.lock:
+                self._evict_for_one_more()
+                self.runners[name] = runner
+            log(
+                "INFO",
+                "model loaded",
+                model=name,
+                num_ctx=runner.num_ctx,
+                parallel=self.cfg.num_parallel,
+                size_vram=runner.size_vram,
+                size=runner.size,
+            )
+            return runner
+        finally:
+            with self.lock:
+                self.loading.discard(name)
+                self.lock.notify_all()
+
+    def _evict_for_one_more(self) -> None:
+        idle = sorted((r for r in self.runners.values() if r.active == 0), key=lambda r: r.expires)
+        while len(self.runners) >= self.cfg.max_loaded and idle:
+            self.runners.pop(idle.pop(0).name)
+
+    def unload(self, name: str) -> None:
+        with self.lock:
+            runner = self.runners.get(name)
+            if runner and runner.active == 0:
+                self.runners.pop(name)
+
+    def _reaper(self) -> None:
+        while True:
+            time.sleep(0.5)
+            with self.lock:
+                for name, r in list(self.runners.items()):
+                    if r.active == 0 and time.monotonic() >= r.expires:
+                        self.runners.pop(name)
+                        log("INFO", "model unloaded", model=name)
+
+    def ps(self) -> list[Runner]:
+        with self.lock:
+            return list(self.runners.values())
+
+
+# ----------------------------------------------------------------- HTTP API
+def embedding(text: str, dims: int) -> list[float]:
+    seed = hashlib.sha256(text.encode()).digest()
+    raw = [((seed[i % 32] * (i + 1)) % 251) / 125.0 - 1.0 for i in range(dims)]
+    norm = sum(x * x for x in raw) ** 0.5 or 1.0
+    return [round(x / norm, 6) for x in raw]
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "ollama-standin"
+    cfg: Config
+    store: Store
+    sched: Scheduler
+
+    def log_message(self, fmt, *args):  # one line per request, like Ollama's [GIN] lines
+        log("INFO", "request", method=self.command, path=self.path, status=args[1] if len(args) > 1 else "")
+
+    # --- plumbing
+    def _identity_headers(self):
+        self.send_header("X-Ollama-Instance", f"{socket.gethostname()}:{self.cfg.port}")
+        self.send_header("X-Ollama-Gpus", ",".join(g["uuid"] for g in self.cfg.gpus))
+
+    def send_json(self, status: int, body, extra: dict | None = None):
+        data = dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json; charset=utf-8")
+        self.send_header("Content-Length", str(len(data)))
+        self._identity_headers()
+        for k, v in (extra or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(data)
+
+    def error(self, status: int, message: str):
+        self.send_json(status, {"error": message})
+
+    def start_stream(self, content_type: str):
+        self.send_response(200)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Transfer-Encoding", "chunked")
+        self.send_header("Cache-Control", "no-cache")
+        self._identity_headers()
+        self.end_headers()
+
+    def chunk(self, data: bytes):
+        self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+        self.wfile.flush()
+
+    def end_stream(self):
+        self.wfile.write(b"0\r\n\r\n")
+        self.wfile.flush()
+
+    def body(self) -> dict | None:
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        if not raw.strip():
+            return {}
+        try:
+            data = json.loads(raw)
+        except ValueError as exc:
+            self.error(400, f"invalid character in request body: {exc}")
+            return None
+        if not isinstance(data, dict):
+            self.error(400, "json: cannot unmarshal request body")
+            return None
+        return data
+
+    # --- routing
+    def do_HEAD(self):
+        self.do_GET()
+
+    def do_GET(self):
+        routes = {
+            "/": self.root,
+            "/api/version": self.version,
+            "/api/tags": self.tags,
+            "/api/ps": self.ps,
+            "/v1/models": self.v1_models,
+            "/standin/stats": self.stats,
+        }
+        handler = routes.get(self.path.split("?")[0])
+        if handler is None:
+            return self.error(404, "404 page not found")
+        handler()
+
+    def do_POST(self):
+        routes = {
+            "/api/generate": self.generate,
+            "/api/chat": self.chat,
+            "/api/show": self.show,
+            "/api/pull": self.pull,
+            "/api/embed": self.embed,
+            "/api/embeddings": self.embeddings,
+            "/api/copy": self.copy,
+            "/api/create": self.unsupported,
+            "/api/push": self.unsupported,
+            "/v1/chat/completions": self.v1_chat,
+            "/v1/completions": self.v1_completions,
+            "/v1/embeddings": self.v1_embeddings,
+        }
+        handler = routes.get(self.path.split("?")[0])
+        if handler is None:
+            return self.error(404, "404 page not found")
+        data = self.body()
+        if data is not None:
+            handler(data)
+
+    def do_DELETE(self):
+        if self.path != "/api/delete":
+            return self.error(404, "404 page not found")
+        data = self.body()
+        if data is None:
+            return
+        name = data.get("model") or data.get("name") or ""
+        if not self.store.delete(name):
+            return self.error(404, f"model '{name}' not found")
+        self.send_json(200, {})
+
+    # --- endpoints
+    def root(self):
+        data = b"Ollama is running"
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain; charset=utf-8")
+        self.send_header("Content-Length", str(len(data)))
+        self._identity_headers()
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(data)
+
+    def version(self):
+        self.send_json(200, {"version": VERSION})
+
+    def tags(self):
+        models = []
+        for name in self.store.names():
+            m = self.store.get(name)
+            models.append(
+                {
+                    "name": name,
+                    "model": name,
+                    "modified_at": m["modified"].isoformat(),
+                    "size": m["size"],
+                    "digest": m["digest"],
+                    "details": details(m["entry"]),
+                }
+            )
+        self.send_json(200, {"models": models})
+
+    def ps(self):
+        models = []
+        for r in self.sched.ps():
+            remaining = r.expires - time.monotonic()
+            expires = (
+                datetime(2318, 1, 1, tzinfo=UTC)
+                if remaining == float("inf")
+                else datetime.now(UTC) + timedelta(seconds=max(0, remaining))
+            )
+            models.append(
+                {
+                    "name": r.name,
+                    "model": r.name,
+                    "size": r.size,
+                    "digest": r.model["digest"],
+                    "details": details(r.model["entry"]),
+                    "expires_at": expires.isoformat(),
+                    "size_vram": r.size_vram,
+                    "context_length": r.num_ctx,
+                    # not in Ollama's answer: which instance and GPUs hold it, for tests and status
+                    "standin": {
+                        "instance": f"{socket.gethostname()}:{self.cfg.port}",
+                        "gpus": r.gpus,
+                        "active": r.active,
+                    },
+                }
+            )
+        self.send_json(200, {"models": models})
+
+    def stats(self):
+        """Not Ollama's: queue and slot counts, so tests can wait on state instead of sleeping."""
+        with self.sched.lock:
+            self.send_json(
+                200,
+                {
+                    "pending": self.sched.pending,
+                    "num_parallel": self.cfg.num_parallel,
+                    "max_queue": self.cfg.max_queue,
+                    "active": {n: r.active for n, r in self.sched.runners.items()},
+                },
+            )
+
+    def v1_models(self):
+        self.send_json(
+            200,
+            {
+                "object": "list",
+                "data": [{"id": n, "object": "model", "created": 0, "owned_by": "library"} for n in self.store.names()],
+            },
+        )
+
+    def show(self, data):
+        name = data.get("model") or data.get("name") or ""
+        m = self.store.get(name)
+        if not m:
+            return self.error(404, f"model '{name}' not found")
+        entry = m["entry"]
+        self.send_json(
+            200,
+            {
+                "license": "",
+                "modelfile": f"FROM {name}\n",
+                "parameters": "",
+                "template": "{{ .Prompt }}",
+                "details": details(entry),
+                "model_info": entry.get("model_info", {}),
+                "capabilities": entry.get("capabilities", ["completion"]),
+                "modified_at": m["modified"].isoformat(),
+            },
+        )
+
+    def pull(self, data):
+        name = normalise(data.get("model") or data.get("name") or "")
+        stream = data.get("stream", True)
+        entry = self.store.catalogue.get(name)
+        if entry is None:
+            message = "pull model manifest: file does not exist"
+            return self._stream_error(message) if stream else self.error(500, message)
+        already = self.store.get(name) is not None
+        digest = "sha256:" + hashlib.sha256(name.encode()).hexdigest()
+        if stream:
+            self.start_stream("application/x-ndjson")
+            self.chunk(b'{"status":"pulling manifest"}\n')
+            steps = 1 if already else 5
+            for i in range(1, steps + 1):
+                if not already:
+                    time.sleep(self.cfg.pull_time / steps)
+                progress = {
+                    "status": f"pulling {digest[7:19]}",
+                    "digest": digest,
+                    "total": entry["size"],
+                    "completed": entry["size"] * i // steps,
+                }
+                self.chunk(dumps(progress).encode() + b"\n")
+        elif not already:
+            time.sleep(self.cfg.pull_time)
+        self.store.write(name)
+        if stream:
+            for status in ("verifying sha256 digest", "writing manifest", "success"):
+                self.chunk(dumps({"status": status}).encode() + b"\n")
+            self.end_stream()
+        else:
+            self.send_json(200, {"status": "success"})
+
+    def _stream_error(self, message: str):
+        self.start_stream("application/x-ndjson")
+        self.chunk(dumps({"error": message}).encode() + b"\n")
+        self.end_stream()
+
+    def copy(self, data):
+        source, dest = data.get("source", ""), data.get("destination", "")
+        m = self.store.get(source)
+        if not m or not dest:
+            return self.error(404, f"model '{source}' not found")
+        path = self.store.manifest_path(dest)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(dumps(m["manifest"]))
+        self.send_json(200, {})
+
+    def unsupported(self, data):
+        self.error(400, f"{self.path} is not simulated by the Ollama stand-in")
+
+    # --- generation
+    def _model(self, data) -> dict | None:
+        name = data.get("model") or data.get("name") or ""
+        if not name:
+            self.error(400, "model is required")
+            return None
+        m = self.store.get(name)
+        if m is None:
+            self.error(404, f'model "{name}" not found, try pulling it first')
+        return m
+
+    def _keep_alive(self, data) -> float | None:
+        if "keep_alive" not in data:
+            return None
+        value = data["keep_alive"]
+        return (
+            parse_duration(str(value), self.cfg.keep_alive)
+            if not isinstance(value, (int, float))
+            else (float("inf") if value < 0 else float(value))
+        )
+
+    def _generate(self, data, text_of, emit_token, emit_done, content_type, stream_default=True):
+        """Shared by /api/generate, /api/chat and the OpenAI routes."""
+        m = self._model(data)
+        if m is None:
+            return
+        if "embedding" in m["entry"].get("capabilities", []) and "completion" not in m["entry"]["capabilities"]:
+            return self.error(400, f'"{m["name"]}" does not support generate')
+        options = data.get("options") or {}
+        prompt = text_of(data)
+        keep_alive = self._keep_alive(data)
+        started = time.monotonic()
+        try:
+            runner, load = self.sched.acquire(m, options, keep_alive)
+        except Busy as exc:
+            return self.error(503, str(exc))
+        except LoadFailed as exc:
+            return self.error(500, str(exc))
+        try:
+            if prompt is None:  # an empty request only loads (or, with keep_alive 0, unloads)
+                reason = "unload" if keep_alive == 0 else "load"
+                return self.send_json(200, emit_done(m["name"], "", reason, 0, started, load, final=True))
+            n = int(options.get("num_predict") or data.get("max_tokens") or self.cfg.tokens)
+            n = self.cfg.tokens if n < 0 else n
+            seed = int(hashlib.sha256(prompt.encode()).hexdigest()[:6], 16)
+            tokens = [WORDS[(seed + i) % len(WORDS)] + " " for i in range(n)]
+            stream = data.get("stream", stream_default)
+            # "length" when the caller's num_predict cut the answer; else a simulated end of text
+            reason = "length" if options.get("num_predict") or data.get("max_tokens") else "stop"
+            time.sleep(self.cfg.ttft)
+            if not stream:
+                for _ in tokens[1:]:
+                    time.sleep(1 / self.cfg.tps)
+                return self.send_json(
+                    200, emit_done(m["name"], "".join(tokens), reason, len(tokens), started, load, final=True)
+                )
+            self.start_stream(content_type)
+            for i, token in enumerate(tokens):
+                if i:
+                    time.sleep(1 / self.cfg.tps)
+                self.chunk(emit_token(m["name"], token))
+            self.chunk(emit_done(m["name"], "", reason, len(tokens), started, load, final=False))
+            self.end_stream()
+        except (BrokenPipeError, ConnectionResetError):
+            log("INFO", "client went away, generation stopped", model=m["name"])
+        finally:
+            self.sched.release(runner)
+
+    def _done_fields(self, reason, count, started, load):
+        total = int((time.monotonic() - started) * 1e9)
+        return {
+            "done": True,
+            "done_reason": reason,
+            "total_duration": total,
+            "load_duration": int(load * 1e9),
+            "prompt_eval_count": 8,
+            "prompt_eval_duration": int(self.cfg.ttft * 1e9),
+            "eval_count": count,
+            "eval_duration": int(count / self.cfg.tps * 1e9),
+        }
+
+    def generate(self, data):
+        def text_of(d):
+            return d.get("prompt") or None
+
+        def token(model, t):
+            return dumps({"model": model, "created_at": now_iso(), "response": t, "done": False}).encode() + b"\n"
+
+        def done(model, text, reason, count, started, load, final):
+            body = {
+                "model": model,
+                "created_at": now_iso(),
+                "response": text,
+                **self._done_fields(reason, count, started, load),
+            }
+            return body if final else dumps(body).encode() + b"\n"
+
+        self._generate(data, text_of, token, done, "application/x-ndjson")
+
+    def chat(self, data):
+        def text_of(d):
+            messages = d.get("messages") or []
+            return " ".join(str(m.get("content", "")) for m in messages) or None
+
+        def token(model, t):
+            return (
+                dumps(
+                    {
+                        "model": model,
+                        "created_at": now_iso(),
+                        "message": {"role": "assistant", "content": t},
+                        "done": False,
+                    }
+                ).encode()
+                + b"\n"
+            )
+
+        def done(model, text, reason, count, started, load, final):
+            body = {
+                "model": model,
+                "created_at": now_iso(),
+                "message": {"role": "assistant", "content": text},
+                **self._done_fields(reason, count, started, load),
+            }
+            return body if final else dumps(body).encode() + b"\n"
+
+        self._generate(data, text_of, token, done, "application/x-ndjson")
+
+    def _openai(self, data, chat: bool):
+        ident = "chatcmpl-" + hashlib.sha1(str(time.time()).encode()).hexdigest()[:8]
+        obj = "chat.completion" if chat else "text_completion"
+
+        def text_of(d):
+            if chat:
+                return " ".join(str(m.get("content", "")) for m in d.get("messages") or []) or None
+            return d.get("prompt") or None
+
+        def choice(t, reason, stream):
+            if not chat:
+                return {"index": 0, "text": t, "finish_reason": reason}
+            key = "delta" if stream else "message"
+            return {"index": 0, key: {"role": "assistant", "content": t}, "finish_reason": reason}
+
+        def token(model, t):
+            chunk = {
+                "id": ident,
+                "object": obj + (".chunk" if chat else ""),
+                "created": int(time.time()),
+                "model": model,
+                "system_fingerprint": "fp_ollama",
+                "choices": [choice(t, None, True)],
+            }
+            return b"data: " + dumps(chunk).encode() + b"\n\n"
+
+        def done(model, text, reason, count, started, load, final):
+            body = {
+                "id": ident,
+                "object": obj if final else obj + (".chunk" if chat else ""),
+                "created": int(time.time()),
+                "model": model,
+                "system_fingerprint": "fp_ollama",
+                "choices": [choice(text, "stop" if reason in ("load", "unload") else reason, not final)],
+            }
+            if final:
+                body["usage"] = {"prompt_tokens": 8, "completion_tokens": count, "total_tokens": 8 + count}
+                return body
+            return b"data: " + dumps(body).encode() + b"\n\ndata: [DONE]\n\n"
+
+        self._generate(data, text_of, token, done, "text/event-stream", stream_default=False)
+
+    def v1_chat(self, data):
+        self._openai(data, chat=True)
+
+    def v1_completions(self, data):
+        self._openai(data, chat=False)
+
+    def _embed(self, data, inputs, answer):
+        m = self._model(data)
+        if m is None:
+            return
+        info = m["entry"].get("model_info", {})
+        dims = int(info.get(f"{info.get('general.architecture')}.embedding_length", 768))
+        started = time.monotonic()
+        try:
+            runner, load = self.sched.acquire(m, data.get("options") or {}, self._keep_alive(data))
+        except Busy as exc:
+            return self.error(503, str(exc))
+        try:
+            time.sleep(self.cfg.ttft)
+            vectors = [embedding(t, dims) for t in inputs]
+            self.send_json(200, answer(m["name"], vectors, started, load))
+        finally:
+            self.sched.release(runner)
+
+    def embed(self, data):
+        raw = data.get("input", "")
+        inputs = raw if isinstance(raw, list) else [raw]
+        self._embed(
+            data,
+            inputs,
+            lambda model, vecs, started, load: {
+                "model": model,
+                "embeddings": vecs,
+                "total_duration": int((time.monotonic() - started) * 1e9),
+                "load_duration": int(load * 1e9),
+                "prompt_eval_count": sum(len(str(i).split()) for i in inputs),
+            },
+        )
+
+    def embeddings(self, data):
+        self._embed(data, [data.get("prompt", "")], lambda model, vecs, started, load: {"embedding": vecs[0]})
+
+    def v1_embeddings(self, data):
+        raw = data.get("input", "")
+        inputs = raw if isinstance(raw, list) else [raw]
+        self._embed(
+            data,
+            inputs,
+            lambda model, vecs, started, load: {
+                "object": "list",
+                "model": model,
+                "data": [{"object": "embedding", "embedding": v, "index": i} for i, v in enumerate(vecs)],
+                "usage": {"prompt_tokens": 8, "total_tokens": 8},
+            },
+        )
+
+
+def serve(cfg: Config) -> None:
+    store = Store(cfg.models)
+    cfg.models.mkdir(parents=True, exist_ok=True)
+    handler = type("BoundHandler", (Handler,), {"cfg": cfg, "store": store, "sched": Scheduler(cfg, store)})
+
+    class Server(ThreadingHTTPServer):
+        daemon_threads = True
+        request_queue_size = 1024
+        address_family = socket.AF_INET6 if ":" in cfg.host else socket.AF_INET
+
+    httpd = Server((cfg.host, cfg.port), handler)
+    log("INFO", f"Listening on {cfg.host}:{cfg.port} (version {VERSION})")
+    log(
+        "INFO",
+        "inference compute",
+        gpus=",".join(g["uuid"] for g in cfg.gpus) or "cpu",
+        num_parallel=cfg.num_parallel,
+        max_queue=cfg.max_queue,
+        context_length=cfg.context_length,
+    )
+    httpd.serve_forever()
+
+
+# ----------------------------------------------------------------- CLI
+def client(path: str, body: dict | None = None, method: str | None = None):
+    host, port = parse_host(os.environ.get("OLLAMA_HOST"))
+    host = "127.0.0.1" if host in ("0.0.0.0", "") else host
+    url = f"http://{'[' + host + ']' if ':' in host else host}:{port}{path}"
+    data = dumps(body).encode() if body is not None else None
+    req = urlrequest.Request(
+        url, data=data, method=method or ("POST" if data else "GET"), headers={"Content-Type": "application/json"}
+    )
+    return urlrequest.urlopen(req, timeout=600)
+
+
+def human(size: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if size < 1000 or unit == "TB":
+            return f"{size:.1f} {unit}" if unit != "B" else f"{int(size)} B"
+        size /= 1000
+    return ""
+
+
+def cli(argv: list[str]) -> int:
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(
+            "Usage:\n  ollama [flags]\n  ollama [command]\n\nAvailable Commands:\n"
+            "  serve  Start ollama\n  pull   Pull a model from a registry\n"
+            "  list   List models\n  ps     List running models\n\nFlags:\n  -v, --version"
+        )
+        return 0
+    cmd, args = argv[0], argv[1:]
+    try:
+        if cmd in ("-v", "--version"):
+            try:
+                server = json.load(client("/api/version"))["version"]
+                print(f"ollama version is {server}")
+                if server != VERSION:
+                    print(f"Warning: client version is {VERSION}")
+            except (urlerror.URLError, OSError):
+                print("Warning: could not connect to a running Ollama instance")
+                print(f"Warning: client version is {VERSION}")
+            return 0
+        if cmd == "serve":
+            serve(Config())
+            return 0
+        if cmd in ("list", "ls"):
+            models = json.load(client("/api/tags"))["models"]
+            print(f"{'NAME':<32}{'ID':<16}{'SIZE':<10}MODIFIED")
+            for m in models:
+                print(f"{m['name']:<32}{m['digest'][:12]:<16}{human(m['size']):<10}recently")
+            return 0
+        if cmd == "ps":
+            models = json.load(client("/api/ps"))["models"]
+            print(f"{'NAME':<28}{'ID':<16}{'SIZE':<10}{'PROCESSOR':<18}{'CONTEXT':<10}UNTIL")
+            for m in models:
+                share = round(100 * m["size_vram"] / m["size"]) if m["size"] else 0
+                proc = "100% GPU" if share == 100 else "100% CPU" if share == 0 else f"{100 - share}%/{share}% CPU/GPU"
+                print(
+                    f"{m['name']:<28}{m['digest'][:12]:<16}{human(m['size']):<10}{proc:<18}"
+                    f"{m['context_length']:<10}{m['expires_at']}"
+                )
+            return 0
+        if cmd == "pull":
+            if not args:
+                print("Error: accepts 1 arg(s), received 0", file=sys.stderr)
+                return 1
+            with client("/api/pull", {"model": args[0], "stream": True}) as resp:
+                for line in resp:
+                    event = json.loads(line)
+                    if "error" in event:
+                        print(f"Error: {event['error']}", file=sys.stderr)
+                        return 1
+                    if "total" in event:
+                        print(f"{event['status']}: {human(event['completed'])}/{human(event['total'])}")
+                    else:
+                        print(event["status"])
+            return 0
+    except urlerror.HTTPError as exc:
+        print(f"Error: {json.load(exc).get('error', exc.reason)}", file=sys.stderr)
+        return 1
+    except (urlerror.URLError, ConnectionError) as exc:
+        print(f"Error: could not connect to ollama server, run 'ollama serve' to start it ({exc})", file=sys.stderr)
+        return 1
+    print(
+        f'Error: unknown command "{cmd}" for "ollama" (the stand-in simulates serve, pull, list, ps)', file=sys.stderr
+    )
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(cli(sys.argv[1:]))

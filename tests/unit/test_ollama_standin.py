@@ -1,0 +1,184 @@
+"""The Ollama stand-in behaves like Ollama where a load balancer and the roles can tell."""
+
+import json
+import threading
+import time
+import urllib.error
+
+import pytest
+
+
+def wait_for(predicate, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.02)
+    raise AssertionError("condition not reached in time")
+
+
+def pulled(server, model="qwen3:0.6b"):
+    server.post("/api/pull", {"model": model, "stream": False}).read()
+    return server
+
+
+def test_num_parallel_4_serves_four_streams_while_the_fifth_waits(standin):
+    server = pulled(standin(OLLAMA_NUM_PARALLEL="4", OLLAMA_STANDIN_TTFT_MS="0", OLLAMA_STANDIN_TOKENS_PER_SEC="10"))
+    first_token_at = {}
+
+    def stream(i):
+        body = {"model": "qwen3:0.6b", "prompt": f"p{i}", "options": {"num_predict": 15}}
+        with server.post("/api/generate", body) as resp:
+            first_token_at[i] = time.monotonic()
+            for _ in resp:
+                pass
+
+    threads = [threading.Thread(target=stream, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    wait_for(lambda: len(first_token_at) == 4)
+    fifth = threading.Thread(target=stream, args=(4,))
+    fifth.start()
+    wait_for(lambda: server.get("/standin/stats")["pending"] == 1)
+    stats = server.get("/standin/stats")
+    assert stats["active"] == {"qwen3:0.6b": 4}
+    assert 4 not in first_token_at, "the fifth stream started before a slot was free"
+    for t in threads + [fifth]:
+        t.join(timeout=10)
+    # the fifth got its first token only once one of the four had finished (15 tokens at 10/s)
+    assert first_token_at[4] - max(first_token_at[i] for i in range(4)) > 1.0
+
+
+def test_queue_beyond_max_queue_answers_503_like_ollama(standin):
+    server = pulled(standin(OLLAMA_NUM_PARALLEL="1", OLLAMA_MAX_QUEUE="2", OLLAMA_STANDIN_TOKENS_PER_SEC="20"))
+    results = []
+
+    def request(i):
+        body = {"model": "qwen3:0.6b", "prompt": f"p{i}", "stream": False, "options": {"num_predict": 20}}
+        try:
+            with server.post("/api/generate", body) as resp:
+                results.append(resp.status)
+        except urllib.error.HTTPError as exc:
+            results.append(exc.code)
+
+    holders = [threading.Thread(target=request, args=(i,)) for i in range(3)]
+    holders[0].start()
+    wait_for(lambda: server.get("/standin/stats")["active"].get("qwen3:0.6b") == 1)
+    for t in holders[1:]:
+        t.start()
+    wait_for(lambda: server.get("/standin/stats")["pending"] == 2)
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        server.post("/api/generate", {"model": "qwen3:0.6b", "prompt": "one too many", "stream": False})
+    assert refused.value.code == 503
+    assert "maximum pending requests exceeded" in json.load(refused.value)["error"]
+    for t in holders:
+        t.join(timeout=20)
+    assert results == [200, 200, 200], "queued requests must be served, not dropped"
+
+
+def test_stream_is_ndjson_token_by_token_with_identity_headers(standin):
+    server = pulled(standin(CUDA_VISIBLE_DEVICES="2,3", OLLAMA_STANDIN_TOKENS_PER_SEC="20"))
+    body = {"model": "qwen3:0.6b", "messages": [{"role": "user", "content": "hi"}], "options": {"num_predict": 5}}
+    with server.post("/api/chat", body) as resp:
+        assert resp.headers["Content-Type"] == "application/x-ndjson"
+        assert resp.headers["X-Ollama-Instance"].endswith(f":{server.port}")
+        gpus = resp.headers["X-Ollama-Gpus"].split(",")
+        arrivals, events = [], []
+        for line in resp:
+            arrivals.append(time.monotonic())
+            events.append(json.loads(line))
+    spec = json.loads(open(server.env["NVML_SIM_SPEC"]).read())
+    assert gpus == [spec["gpus"][2]["uuid"], spec["gpus"][3]["uuid"]]
+    assert [e["done"] for e in events] == [False] * 5 + [True]
+    assert events[-1]["eval_count"] == 5 and events[-1]["done_reason"] == "length"
+    # tokens arrive spread over time (20/s), not in one burst at the end
+    assert arrivals[4] - arrivals[0] > 0.15
+
+
+def test_openai_chat_streams_sse_and_ends_with_done(standin):
+    server = pulled(standin())
+    body = {"model": "qwen3:0.6b", "messages": [{"role": "user", "content": "hi"}], "stream": True, "max_tokens": 3}
+    with server.post("/v1/chat/completions", body) as resp:
+        assert resp.headers["Content-Type"] == "text/event-stream"
+        data = [line.decode().strip() for line in resp if line.strip()]
+    assert data[-1] == "data: [DONE]"
+    chunks = [json.loads(d[len("data: ") :]) for d in data[:-1]]
+    assert all(c["object"] == "chat.completion.chunk" for c in chunks)
+    assert "".join(c["choices"][0]["delta"]["content"] for c in chunks).split() != []
+    plain = json.load(server.post("/v1/chat/completions", {**body, "stream": False}))
+    assert plain["object"] == "chat.completion" and plain["usage"]["completion_tokens"] == 3
+
+
+def test_pull_writes_manifest_and_show_returns_gguf_model_info(standin, tmp_path):
+    server = standin()
+    with server.post("/api/pull", {"model": "llama3.1:8b"}) as resp:
+        events = [json.loads(line) for line in resp]
+    assert events[0]["status"] == "pulling manifest" and events[-1]["status"] == "success"
+    assert any(e.get("completed") == e.get("total") == 4920753328 for e in events)
+    manifest = tmp_path / "models/manifests/registry.ollama.ai/library/llama3.1/8b"
+    assert json.loads(manifest.read_text())["layers"][0]["size"] == 4920753328
+    tags = server.get("/api/tags")["models"]
+    assert [(m["name"], m["size"]) for m in tags] == [("llama3.1:8b", 4920753328)]
+    info = json.load(server.post("/api/show", {"model": "llama3.1:8b"}))["model_info"]
+    assert info["general.architecture"] == "llama"
+    assert (info["llama.block_count"], info["llama.attention.head_count_kv"]) == (32, 8)
+
+
+def test_unknown_model_errors_are_ollamas(standin):
+    server = standin()
+    with pytest.raises(urllib.error.HTTPError) as missing:
+        server.post("/api/generate", {"model": "llama3.1:8b", "prompt": "x"})
+    assert missing.value.code == 404
+    assert json.load(missing.value)["error"] == 'model "llama3.1:8b" not found, try pulling it first'
+    pull = server.cli("pull", "no-such-model:1b")
+    assert pull.returncode == 1 and "file does not exist" in pull.stderr
+
+
+def test_default_context_follows_visible_vram_and_context_length_overrides(standin):
+    one_l20 = pulled(standin(CUDA_VISIBLE_DEVICES="0"))
+    one_l20.post("/api/generate", {"model": "qwen3:0.6b"}).read()  # empty prompt: load only
+    (model,) = one_l20.get("/api/ps")["models"]
+    # 48 GiB visible: Ollama would pick 256k, capped at the model's 40960 training context
+    assert model["context_length"] == 40960
+    assert model["standin"]["gpus"] == [json.loads(open(one_l20.env["NVML_SIM_SPEC"]).read())["gpus"][0]["uuid"]]
+    fixed = pulled(standin(OLLAMA_CONTEXT_LENGTH="8192"))
+    fixed.post("/api/generate", {"model": "qwen3:0.6b"}).read()
+    assert fixed.get("/api/ps")["models"][0]["context_length"] == 8192
+
+
+def test_model_that_outgrows_vram_spills_to_cpu_in_ps(standin):
+    server = pulled(
+        standin(CUDA_VISIBLE_DEVICES="0", OLLAMA_CONTEXT_LENGTH="131072", OLLAMA_NUM_PARALLEL="4"), "llama3.3:70b"
+    )
+    server.post("/api/generate", {"model": "llama3.3:70b"}).read()
+    (model,) = server.get("/api/ps")["models"]
+    assert model["size_vram"] < model["size"], "a 70B at 4x128k cannot fit one 48 GB GPU"
+    assert "CPU/GPU" in server.cli("ps").stdout
+
+
+def test_keep_alive_zero_unloads_and_load_timeout_fails_slow_loads(standin):
+    server = pulled(standin())
+    server.post("/api/generate", {"model": "qwen3:0.6b"}).read()
+    assert len(server.get("/api/ps")["models"]) == 1
+    done = json.load(server.post("/api/generate", {"model": "qwen3:0.6b", "keep_alive": 0}))
+    assert done["done_reason"] == "unload" and server.get("/api/ps")["models"] == []
+    slow = pulled(standin(OLLAMA_STANDIN_LOAD_MS="2000", OLLAMA_LOAD_TIMEOUT="1s"))
+    with pytest.raises(urllib.error.HTTPError) as failed:
+        slow.post("/api/generate", {"model": "qwen3:0.6b", "prompt": "x"})
+    assert failed.value.code == 500 and "timed out waiting for llama runner" in json.load(failed.value)["error"]
+
+
+def test_embed_returns_unit_vectors_of_the_models_width(standin):
+    server = pulled(standin(), "nomic-embed-text")
+    answer = json.load(server.post("/api/embed", {"model": "nomic-embed-text", "input": ["a", "b"]}))
+    assert len(answer["embeddings"]) == 2 and len(answer["embeddings"][0]) == 768
+    assert abs(sum(x * x for x in answer["embeddings"][0]) - 1) < 1e-3
+
+
+def test_cli_version_list_and_ps(standin):
+    server = pulled(standin())
+    assert server.cli("--version").stdout.strip() == "ollama version is 0.33.0"
+    assert "qwen3:0.6b" in server.cli("list").stdout
+    server.post("/api/generate", {"model": "qwen3:0.6b"}).read()
+    assert "100% GPU" in server.cli("ps").stdout
