@@ -214,14 +214,20 @@ def down(name: str, timeout: float = 60) -> None:
     if os.path.ismount(merged):
         run(["umount", "--recursive", str(merged)])
     shutil.rmtree(state)
+    if not list_hosts():  # the last host takes the bridge with it: nothing is left behind
+        remove_bridge(BRIDGE)
+
+
+def remove_bridge(bridge: str) -> None:
+    if Path(f"/sys/class/net/{bridge}").exists():
+        run(["ip", "link", "delete", bridge])
 
 
 def down_all(bridge: str) -> None:
     if STATE_DIR.exists():
         for state in sorted(STATE_DIR.iterdir()):
             down(state.name)
-    if Path(f"/sys/class/net/{bridge}").exists():
-        run(["ip", "link", "delete", bridge])
+    remove_bridge(bridge)
 
 
 def list_hosts() -> list[dict]:
