@@ -1,0 +1,57 @@
+# The two commands in the README: `make sandbox` and `make test`.
+VENV    := .venv
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+# Debian packages the controller needs to boot test hosts and build the simulated driver.
+APT_PACKAGES := systemd-container debootstrap gcc make iproute2 openssh-client curl python3-venv
+
+.PHONY: setup system-packages sandbox sandbox-down test lint unit molecule leftovers clean
+
+setup: system-packages $(VENV)/.installed
+
+system-packages:
+	@dpkg-query -W -f='$${Status}\n' $(APT_PACKAGES) 2>/dev/null | grep -vq "install ok installed" \
+	  || [ $$(dpkg-query -W -f='$${Status}\n' $(APT_PACKAGES) 2>/dev/null | wc -l) -ne $(words $(APT_PACKAGES)) ] \
+	  && { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(APT_PACKAGES); } || true
+
+$(VENV)/.installed: requirements-dev.txt
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -r requirements-dev.txt
+	ansible-galaxy collection install -r requirements.yml
+	touch $@
+
+# Command 1: boot the simulated 8-GPU host, deploy site.yml to it, show the result.
+sandbox: setup
+	ansible-playbook playbooks/sandbox.yml
+	ansible-playbook site.yml
+	ansible-playbook playbooks/sandbox_report.yml
+
+sandbox-down:
+	python3 tests/harness/nspawn.py down sandbox-gpu1
+
+# Command 2: every test.
+test: lint unit molecule leftovers
+
+lint: setup
+	yamllint --strict .
+	ansible-lint
+	ruff check .
+	ruff format --check .
+
+unit: setup
+	pytest
+
+molecule: setup
+	molecule test --all
+
+# Molecule's destroy must leave no container, overlay mount or bridge behind.
+leftovers:
+	@left=$$(python3 tests/harness/nspawn.py list | grep -v '"sandbox-' || true); \
+	 if [ -n "$$left" ]; then echo "test hosts left running: $$left"; exit 1; fi
+	@if ! python3 tests/harness/nspawn.py list | grep -q .; then \
+	   ! pgrep -a systemd-nspawn && ! ip link show olt-br0 >/dev/null 2>&1 \
+	   || { echo "systemd-nspawn or the olt-br0 bridge outlived the tests"; exit 1; }; fi
+	@echo "no test host, nspawn process or bridge left behind"
+
+clean: sandbox-down
+	rm -rf $(VENV) .cache tests/gpu_sim/build

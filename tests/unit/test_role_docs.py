@@ -1,0 +1,28 @@
+"""Every role variable is declared, defaulted and documented alike (README drift is a bug)."""
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+ROLES = sorted(p.name for p in (REPO / "roles").iterdir() if (p / "defaults/main.yml").exists())
+
+
+def readme_table(role: str) -> dict[str, str]:
+    text = (REPO / "README.md").read_text()
+    section = text.split(f"### Variables of the `{role}` role", 1)[1].split("\n## ", 1)[0]
+    return dict(re.findall(r"^\| `(\w+)` \| `(.*?)` \|", section, re.M))
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_defaults_argument_specs_and_readme_list_the_same_variables(role):
+    defaults = yaml.safe_load((REPO / f"roles/{role}/defaults/main.yml").read_text())
+    specs = yaml.safe_load((REPO / f"roles/{role}/meta/argument_specs.yml").read_text())
+    options = specs["argument_specs"]["main"]["options"]
+    assert set(defaults) == set(options), "defaults/main.yml and meta/argument_specs.yml disagree"
+    table = readme_table(role)
+    assert set(table) == set(defaults), "README variables table and defaults/main.yml disagree"
+    for name, value in defaults.items():
+        assert yaml.safe_load(table[name]) == value, f"README shows another default for {name}"
