@@ -33,7 +33,9 @@ def test_nvidia_ml_py_reads_the_eight_simulated_l20s_through_libnvidia_ml(host):
 
 def test_nvidia_smi_prints_the_same_gpus_as_nvml(host):
     probe = json.loads(host.check_output(f"/opt/nvml-probe/bin/python -c '{PROBE}'"))
-    smi = host.check_output("nvidia-smi --query-gpu=index,uuid,name,memory.total,compute_cap --format=csv,noheader,nounits")
+    smi = host.check_output(
+        "nvidia-smi --query-gpu=index,uuid,name,memory.total,compute_cap --format=csv,noheader,nounits"
+    )
     rows = [line.split(", ") for line in smi.splitlines()]
     assert rows == [
         [str(i), g["uuid"], g["name"], str(g["total"] // 2**20), ".".join(map(str, g["cc"]))]
