@@ -41,13 +41,14 @@ class Standin:
     """One `ollama serve` from the stand-in archive, on a loopback port."""
 
     def __init__(self, root: Path, env: dict, log: Path):
+        self.binary = root / "bin/ollama"
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         full_env = {**os.environ, "OLLAMA_HOST": f"127.0.0.1:{self.port}", **env}
         self.env = full_env
         self.log = log
         self.proc = subprocess.Popen(
-            [str(root / "bin/ollama"), "serve"], env=full_env, stdout=open(log, "w"), stderr=subprocess.STDOUT
+            [str(self.binary), "serve"], env=full_env, stdout=open(log, "w"), stderr=subprocess.STDOUT
         )
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
@@ -69,7 +70,7 @@ class Standin:
         return urllib.request.urlopen(req, timeout=timeout)
 
     def cli(self, *args) -> subprocess.CompletedProcess:
-        return subprocess.run([str(self.root_bin), *args], env=self.env, capture_output=True, text=True)
+        return subprocess.run([str(self.binary), *args], env=self.env, capture_output=True, text=True)
 
     def stop(self):
         self.proc.terminate()
@@ -94,7 +95,6 @@ def standin(standin_archive, tmp_path):
             "OLLAMA_STANDIN_PULL_MS": "0",
         }
         s = Standin(root, {**base, **env}, tmp_path / f"serve-{len(started)}.log")
-        s.root_bin = root / "bin/ollama"
         started.append(s)
         return s
 

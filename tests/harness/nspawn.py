@@ -111,7 +111,7 @@ def host_dir(name: str) -> Path:
     return STATE_DIR / name
 
 
-def up(name: str, address: str, bridge: str, pubkey: Path, spec: Path | None) -> dict:
+def up(name: str, address: str, bridge: str, pubkey: Path) -> dict:
     root = build_rootfs()
     state = host_dir(name)
     if (state / "pid").exists() and _alive(int((state / "pid").read_text())):
@@ -124,7 +124,7 @@ def up(name: str, address: str, bridge: str, pubkey: Path, spec: Path | None) ->
         d.mkdir(parents=True, exist_ok=True)
     # An overlay keeps the cached root read-only and makes a host cost seconds, not a copy.
     run(["mount", "-t", "overlay", "overlay", "-o", f"lowerdir={root},upperdir={upper},workdir={work}", str(merged)])
-    _personalise(merged, name, address, pubkey, spec)
+    _personalise(merged, name, address, pubkey)
     log_file = open(state / "console.log", "w")
     # --keep-unit with --register=no: nspawn then needs no system bus, which matters on
     # CI machines whose PID 1 is not systemd (it would fail "Failed to open system bus").
@@ -152,7 +152,7 @@ def up(name: str, address: str, bridge: str, pubkey: Path, spec: Path | None) ->
     return info
 
 
-def _personalise(merged: Path, name: str, address: str, pubkey: Path, spec: Path | None) -> None:
+def _personalise(merged: Path, name: str, address: str, pubkey: Path) -> None:
     (merged / "etc/hostname").write_text(name + "\n")
     if "/" not in address:
         address += "/24"
@@ -247,7 +247,6 @@ def main() -> None:
     u.add_argument("address")
     u.add_argument("--bridge", default=BRIDGE)
     u.add_argument("--pubkey", type=Path, required=True)
-    u.add_argument("--gpu-spec", type=Path)
     d = sub.add_parser("down")
     d.add_argument("name")
     a = sub.add_parser("down-all")
@@ -257,7 +256,7 @@ def main() -> None:
     if args.cmd == "rootfs":
         print(build_rootfs())
     elif args.cmd == "up":
-        print(json.dumps(up(args.name, args.address, args.bridge, args.pubkey, args.gpu_spec)))
+        print(json.dumps(up(args.name, args.address, args.bridge, args.pubkey)))
     elif args.cmd == "down":
         down(args.name)
     elif args.cmd == "down-all":
