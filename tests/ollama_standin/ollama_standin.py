@@ -13,6 +13,10 @@ whether it spilled to CPU.
 Every response carries X-Ollama-Instance (host:port) and X-Ollama-Gpus (the
 UUIDs it may use), so a test behind a gateway can tell who answered.
 
+Simplifications: a model is loaded at the first request's num_ctx and keeps it until
+unloaded (Ollama reloads when num_ctx changes); pulled blobs are placeholders, while
+manifests carry the real model sizes.
+
 Knobs that exist only here (OLLAMA_STANDIN_*): TTFT_MS (50), TOKENS_PER_SEC (50),
 TOKENS (24, answer length when num_predict is unset), LOAD_MS (200), PULL_MS (100).
 """
