@@ -13,7 +13,10 @@ import pytest
 
 TESTS = Path(__file__).resolve().parent
 SPECS = TESTS / "gpu_sim" / "specs"
+REPO = TESTS.parent
 sys.path.insert(0, str(TESTS / "ollama_standin"))
+sys.path.insert(0, str(REPO / "filter_plugins"))
+FIXTURES = TESTS / "unit" / "fixtures"
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,376 @@
+# -*- coding: utf-8 -*-
+"""GPUs + the operator's settings → a validated plan: one Ollama instance per GPU group."""
+
+import re
+
+from ansible.errors import AnsibleFilterError
+
+DOCUMENTATION = r"""
+name: ollama_plan
+short_description: Group a host's GPUs into Ollama instances, with ports and OLLAMA_* settings, validated
+description:
+  - Input is the GPU list of gpu_facts (or ollama_gpus pinned in inventory). Groups come from explicit
+    C(instances) (GPUs by index, GPU- or MIG- UUID) or a C(strategy)
+    (C(per_gpu), C(all), C(fixed) with C(group_size), C(balanced) by memory with C(group_count)).
+    A GPU in MIG mode contributes its MIG devices, one per instance (CUDA uses one MIG device per process).
+  - Each instance gets a name, a port (from C(base_port) upward unless given), CUDA_VISIBLE_DEVICES by UUID
+    (stable across reboots and PCI re-ordering; indices when C(cuda_devices_by=index)), and settings merged
+    role defaults → group/host vars (Ansible's precedence) → the instance's own keys.
+  - Rejects, naming host, instance and field and what would be valid, before anything changes: unknown or
+    overlapping GPUs, a GPU listed twice, empty groups, MIG devices mixed with whole GPUs, duplicate names or
+    ports, ports outside 1024-65535 or on the gateway's, wrong types or ranges, unknown keys, unknown or
+    managed OLLAMA_* names in extra_env, an unknown strategy.
+options:
+  _input:
+    description: GPUs in the gpu_facts schema.
+    type: list
+    elements: dict
+    required: true
+  host:
+    description: inventory_hostname, for messages and the plan.
+    type: str
+    required: true
+  config:
+    description: "strategy, group_size, group_count, base_port, bind_address, gateway_ports, cuda_devices_by,
+      models_dir, settings (the ollama_* knobs), extra_env, models, instances."
+    type: dict
+    required: true
+"""
+
+EXAMPLES = r"""
+plan: "{{ gpus.gpus | ollama_plan(host=inventory_hostname, config=_ollama_plan_config) }}"
+# 8x L20, instances [{name: small, gpus: [0, 1]}, {name: large, gpus: [2, 3, 4, 5, 6]}, {name: solo, gpus: [7]}]
+# => [{"name": "small", "port": 11435, "gpu_label": "GPUs 0-1", "cuda_visible_devices": "GPU-0f08…,GPU-b224…",
+#      "env": {"OLLAMA_HOST": "127.0.0.1:11435", "OLLAMA_NUM_PARALLEL": "1", …}, …}, …]
+"""
+
+RETURN = r"""
+_value:
+  description: "Instances: host, name, port, address, gpus, gpu_label, vram_total, cuda_visible_devices,
+    settings, env, models."
+  type: list
+  elements: dict
+"""
+
+# Typed settings: field → (environment variable, kind, bounds or choices).
+KNOBS = {
+    "num_parallel": ("OLLAMA_NUM_PARALLEL", "int", (1, None)),
+    "context_length": ("OLLAMA_CONTEXT_LENGTH", "int", (0, None)),
+    "flash_attention": ("OLLAMA_FLASH_ATTENTION", "bool", None),
+    "kv_cache_type": ("OLLAMA_KV_CACHE_TYPE", "choice", ("f16", "q8_0", "q4_0")),
+    "keep_alive": ("OLLAMA_KEEP_ALIVE", "duration", None),
+    "load_timeout": ("OLLAMA_LOAD_TIMEOUT", "duration", None),
+    "max_loaded_models": ("OLLAMA_MAX_LOADED_MODELS", "int", (0, None)),
+    "max_queue": ("OLLAMA_MAX_QUEUE", "int", (1, None)),
+    "sched_spread": ("OLLAMA_SCHED_SPREAD", "bool", None),
+    "gpu_overhead": ("OLLAMA_GPU_OVERHEAD", "int", (0, None)),
+    "origins": ("OLLAMA_ORIGINS", "list", None),
+    "debug": ("OLLAMA_DEBUG", "int", (0, 2)),
+}
+INSTANCE_KEYS = {"name", "gpus", "port", "models", "extra_env", *KNOBS}
+# Ollama v0.33's variables (envconfig/config.go, FACTS.md) that extra_env may set.
+FREE_OLLAMA_ENV = {
+    "OLLAMA_LLM_LIBRARY", "OLLAMA_DEBUG_LOG_REQUESTS", "OLLAMA_NOPRUNE", "OLLAMA_NOHISTORY", "OLLAMA_NO_CLOUD",
+    "OLLAMA_REMOTES", "OLLAMA_MAX_TRANSFER_STREAMS", "OLLAMA_GO_TEMPLATE", "OLLAMA_VULKAN", "OLLAMA_IGPU_ENABLE",
+    "OLLAMA_AUTH",
+}
+MANAGED_ENV = {
+    "OLLAMA_HOST": "the instance's address and port",
+    "OLLAMA_MODELS": "ollama_models_dir",
+    "CUDA_VISIBLE_DEVICES": "the instance's gpus",
+    "HIP_VISIBLE_DEVICES": "the instance's gpus",
+    "ROCR_VISIBLE_DEVICES": "the instance's gpus",
+    "GPU_DEVICE_ORDINAL": "the instance's gpus",
+    **{env: f"the field {field}" for field, (env, _, _) in KNOBS.items()},
+}
+REMOVED_ENV = {"OLLAMA_MAX_VRAM", "OLLAMA_NEW_ENGINE", "OLLAMA_MULTIUSER_CACHE"}
+STRATEGIES = ("per_gpu", "all", "fixed", "balanced")
+DURATION = re.compile(r"^-?(\d+(\.\d+)?(ns|us|µs|ms|s|m|h))+$|^-?\d+$")
+NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
+
+
+class PlanError(AnsibleFilterError):
+    pass
+
+
+def _where(host, instance=None):
+    return f"host {host}" + (f", instance '{instance}'" if instance is not None else "")
+
+
+def _check_value(where, field, kind, spec, value):
+    """Return the value normalised for its kind, or raise naming the field and what is valid."""
+
+    def bad(valid):
+        raise PlanError(f"{where}, field {field}: {valid}, got {value!r} ({type(value).__name__})")
+
+    if kind == "int":
+        # Decimal strings are accepted: `-e ollama_num_parallel=4` arrives as "4".
+        if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, str) and value.isdigit())):
+            bad("must be an integer")
+        low, high = spec
+        number = int(value)
+        if number < low or (high is not None and number > high):
+            bad(f"must be an integer from {low}" + (f" to {high}" if high is not None else " up"))
+        return number
+    if kind == "bool":
+        if not isinstance(value, bool):
+            bad("must be true or false")
+        return value
+    if kind == "choice":
+        if value not in spec:
+            bad(f"must be one of {', '.join(spec)}")
+        return value
+    if kind == "duration":
+        if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, str) and DURATION.match(value))):
+            bad('must be a duration like "5m", "1h30m", "-1" (forever) or seconds')
+        return value
+    if kind == "list":
+        if isinstance(value, str):
+            value = [v for v in value.split(",") if v]
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            bad("must be a list of strings")
+        return value
+    raise AssertionError(kind)
+
+
+def _check_settings(where, prefix, settings):
+    checked = {}
+    for field, value in settings.items():
+        if field not in KNOBS:
+            raise PlanError(f"{where}, field {prefix}{field}: unknown setting; valid: {', '.join(sorted(KNOBS))}")
+        _, kind, spec = KNOBS[field]
+        checked[field] = _check_value(where, prefix + field, kind, spec, value)
+    return checked
+
+
+def _check_extra_env(where, field, extra_env):
+    if not isinstance(extra_env, dict):
+        raise PlanError(f"{where}, field {field}: must be a map of NAME: value, got {type(extra_env).__name__}")
+    for name, value in extra_env.items():
+        if name in MANAGED_ENV:
+            raise PlanError(f"{where}, field {field}.{name}: set by the toolkit from {MANAGED_ENV[name]}; use that")
+        if name in REMOVED_ENV:
+            raise PlanError(f"{where}, field {field}.{name}: removed from Ollama, it has no effect in v0.33")
+        if name.startswith("OLLAMA_") and name not in FREE_OLLAMA_ENV:
+            raise PlanError(
+                f"{where}, field {field}.{name}: not an Ollama v0.33 variable; valid in extra_env: "
+                f"{', '.join(sorted(FREE_OLLAMA_ENV))} (typed settings: {', '.join(sorted(KNOBS))})"
+            )
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise PlanError(f"{where}, field {field}.{name}: must be a string or number, got {value!r}")
+    return {name: str(value) for name, value in extra_env.items()}
+
+
+def _units(gpus):
+    """What can be given to an instance: whole GPUs, and the MIG devices of GPUs in MIG mode."""
+    units = []
+    for gpu in gpus:
+        if gpu.get("mig_mode"):
+            for mig in gpu.get("mig_devices", []):
+                units.append(dict(mig, mig=True, parent_index=gpu["index"], label=f"{gpu['index']}/{mig['index']}"))
+        else:
+            units.append(dict(gpu, mig=False, label=str(gpu["index"])))
+    return units
+
+
+def _label(units):
+    if len(units) == 1:
+        unit = units[0]
+        return f"MIG {unit['label']}" if unit["mig"] else f"GPU {unit['label']}"
+    indices = [u["index"] for u in units]
+    if indices == list(range(indices[0], indices[0] + len(indices))):
+        return f"GPUs {indices[0]}-{indices[-1]}"
+    return "GPUs " + ",".join(map(str, indices))
+
+
+def _auto_name(units):
+    if units[0]["mig"]:
+        return f"mig{units[0]['parent_index']}-{units[0]['index']}"
+    return "gpu" + _label(units).split(" ", 1)[1].replace(",", "_")
+
+
+def _strategy_groups(host, units, config):
+    strategy = config.get("strategy", "per_gpu")
+    if strategy not in STRATEGIES:
+        raise PlanError(f"{_where(host)}, field ollama_gpu_strategy: {strategy!r} is unknown; valid: {', '.join(STRATEGIES)}")
+    whole = [u for u in units if not u["mig"]]
+    migs = [[u] for u in units if u["mig"]]  # one MIG device per instance, whatever the strategy
+    if strategy == "per_gpu":
+        return [[u] for u in whole] + migs
+    if strategy == "all":
+        return ([whole] if whole else []) + migs
+    if strategy == "fixed":
+        size = _check_value(_where(host), "ollama_gpu_group_size", "int", (1, None), config.get("group_size"))
+        return [whole[i : i + size] for i in range(0, len(whole), size)] + migs
+    count = _check_value(_where(host), "ollama_gpu_group_count", "int", (1, None), config.get("group_count"))
+    if count > len(whole):
+        raise PlanError(
+            f"{_where(host)}, field ollama_gpu_group_count: {count} groups need at least {count} GPUs; "
+            f"this host has {len(whole)}"
+        )
+    groups = [[] for _ in range(count)]
+    # Largest GPU first into the group with the least memory so far (LPT): near-equal VRAM per group.
+    for unit in sorted(whole, key=lambda u: (-u["memory_total"], u["index"])):
+        min(groups, key=lambda g: (sum(u["memory_total"] for u in g), len(g))).append(unit)
+    groups = [sorted(g, key=lambda u: u["index"]) for g in groups]
+    return sorted(groups, key=lambda g: g[0]["index"]) + migs
+
+
+def _resolve(host, name, refs, units, gpus):
+    where = _where(host, name)
+    if not isinstance(refs, list) or not refs:
+        raise PlanError(f"{where}, field gpus: must be a non-empty list of GPU indices or UUIDs")
+    by_index = {u["index"]: u for u in units if not u["mig"]}
+    by_uuid = {u["uuid"]: u for u in units}
+    mig_parents = {g["index"]: g for g in gpus if g.get("mig_mode")}
+    mig_parents.update({g["uuid"]: g for g in gpus if g.get("mig_mode")})
+    valid = (
+        f"valid: indices {', '.join(map(str, sorted(by_index)))}" if by_index else "valid: no whole GPU"
+    ) + (f" or UUIDs {', '.join(sorted(by_uuid))}" if by_uuid else "")
+    chosen = []
+    for ref in refs:
+        if isinstance(ref, bool) or not isinstance(ref, (int, str)):
+            raise PlanError(f"{where}, field gpus: {ref!r} is neither an index nor a UUID; {valid}")
+        key = int(ref) if isinstance(ref, str) and ref.isdigit() else ref
+        if key in mig_parents:
+            parent = mig_parents[key]
+            raise PlanError(
+                f"{where}, field gpus: GPU {parent['index']} is in MIG mode and cannot be used whole; list its MIG "
+                f"devices instead: {', '.join(m['uuid'] for m in parent.get('mig_devices', [])) or 'none configured'}"
+            )
+        unit = by_index.get(key) if isinstance(key, int) else by_uuid.get(key)
+        if unit is None:
+            raise PlanError(f"{where}, field gpus: GPU {ref!r} does not exist on this host; {valid}")
+        if unit in chosen:
+            raise PlanError(f"{where}, field gpus: GPU {ref!r} is listed twice")
+        chosen.append(unit)
+    if any(u["mig"] for u in chosen) and len(chosen) > 1:
+        kinds = "MIG devices mixed with whole GPUs" if not all(u["mig"] for u in chosen) else "several MIG devices"
+        raise PlanError(f"{where}, field gpus: {kinds}; CUDA uses one MIG device per process, so give each its own instance")
+    return chosen
+
+
+def _instances_from_config(host, units, gpus, config):
+    given = config.get("instances")
+    if not isinstance(given, list) or not given:
+        raise PlanError(f"{_where(host)}, field ollama_instances: must be a non-empty list of instances")
+    specs = []
+    for position, spec in enumerate(given):
+        if not isinstance(spec, dict):
+            raise PlanError(f"{_where(host)}, field ollama_instances[{position}]: must be a map, got {spec!r}")
+        name = spec.get("name", f"#{position}")
+        unknown = sorted(set(spec) - INSTANCE_KEYS)
+        if unknown:
+            raise PlanError(
+                f"{_where(host, name)}, field {unknown[0]}: unknown key; valid: {', '.join(sorted(INSTANCE_KEYS))}"
+            )
+        units_of = _resolve(host, name, spec.get("gpus"), units, gpus)
+        specs.append((spec, units_of))
+    return specs
+
+
+def _check_overlaps(host, planned):
+    owner = {}
+    for name, units_of in planned:
+        for unit in units_of:
+            if unit["uuid"] in owner:
+                raise PlanError(
+                    f"{_where(host, name)}, field gpus: GPU {unit['label']} ({unit['uuid']}) is already in instance "
+                    f"'{owner[unit['uuid']]}'; each GPU belongs to one instance"
+                )
+            owner[unit["uuid"]] = name
+
+
+def ollama_plan(gpus, host, config):
+    if not isinstance(gpus, list):
+        raise PlanError(f"{_where(host)}, field ollama_gpus: must be a list of GPUs, got {type(gpus).__name__}")
+    for gpu in gpus:
+        if not isinstance(gpu, dict) or not {"index", "uuid", "memory_total"} <= set(gpu):
+            raise PlanError(f"{_where(host)}, field ollama_gpus: each GPU needs index, uuid and memory_total; got {gpu!r}")
+    if not gpus:
+        raise PlanError(
+            f"{_where(host)}: no GPU found ({config.get('discovery_reason') or 'empty list'}); install the NVIDIA "
+            "driver, or pin ollama_gpus in inventory, or remove the host from ollama_gpu_hosts"
+        )
+    units = _units(gpus)
+    host_settings = _check_settings(_where(host), "ollama_", config.get("settings", {}))
+    host_env = _check_extra_env(_where(host), "ollama_extra_env", config.get("extra_env") or {})
+    by = config.get("cuda_devices_by", "uuid")
+    if by not in ("uuid", "index"):
+        raise PlanError(f"{_where(host)}, field ollama_cuda_devices_by: {by!r}; valid: uuid, index")
+    gateway_ports = {int(p) for p in config.get("gateway_ports") or []}
+    base_port = _check_value(_where(host), "ollama_base_port", "int", (1024, 65535), config.get("base_port", 11435))
+
+    if config.get("instances"):
+        specs = _instances_from_config(host, units, gpus, config)
+    else:
+        specs = [({}, group) for group in _strategy_groups(host, units, config) if group]
+    _check_overlaps(host, [(spec.get("name") or _auto_name(u), u) for spec, u in specs])
+
+    taken_ports, names, plan = set(), set(), []
+    explicit_ports = {spec["port"] for spec, _ in specs if isinstance(spec.get("port"), int)}
+    next_port = base_port
+    for spec, units_of in specs:
+        name = spec.get("name") or _auto_name(units_of)
+        where = _where(host, name)
+        if not isinstance(name, str) or not NAME.match(name):
+            raise PlanError(f"{where}, field name: must be 1-32 of a-z, 0-9, '-' and '_', starting with a letter or digit")
+        if name in names:
+            raise PlanError(f"{where}, field name: used by another instance on this host; names must be unique")
+        names.add(name)
+        if "port" in spec:
+            port = _check_value(where, "port", "int", (1024, 65535), spec["port"])
+        else:
+            while next_port in explicit_ports or next_port in taken_ports or next_port in gateway_ports:
+                next_port += 1
+            port = next_port
+        if port in gateway_ports:
+            raise PlanError(f"{where}, field port: {port} is the gateway's port on this host; pick another")
+        if port in taken_ports:
+            raise PlanError(f"{where}, field port: {port} is used by another instance on this host")
+        taken_ports.add(port)
+        own = {k: v for k, v in spec.items() if k in KNOBS}
+        settings = dict(host_settings, **_check_settings(where, "", own))
+        extra = dict(host_env, **_check_extra_env(where, "extra_env", spec.get("extra_env") or {}))
+        models = spec.get("models", config.get("models") or [])
+        if not isinstance(models, list) or not all(isinstance(m, str) and m for m in models):
+            raise PlanError(f"{where}, field models: must be a list of model names like llama3.1:8b")
+        devices = ",".join(u["uuid"] if by == "uuid" or u["mig"] else str(u["index"]) for u in units_of)
+        address = config.get("bind_address", "127.0.0.1")
+        env = {
+            "OLLAMA_HOST": f"{address}:{port}",
+            "OLLAMA_MODELS": config.get("models_dir", "/var/lib/ollama/models"),
+            "CUDA_VISIBLE_DEVICES": devices,
+        }
+        for field, value in sorted(settings.items()):
+            variable = KNOBS[field][0]
+            if isinstance(value, bool):
+                env[variable] = "true" if value else "false"
+            elif isinstance(value, list):
+                env[variable] = ",".join(value)
+            else:
+                env[variable] = str(value)
+        env.update(extra)
+        plan.append(
+            {
+                "host": host,
+                "name": name,
+                "port": port,
+                "address": address,
+                "gpus": [
+                    {k: u.get(k) for k in ("index", "uuid", "name", "memory_total", "mig")} for u in units_of
+                ],
+                "gpu_label": _label(units_of),
+                "vram_total": sum(u["memory_total"] for u in units_of),
+                "cuda_visible_devices": devices,
+                "settings": settings,
+                "env": env,
+                "models": models,
+            }
+        )
+    return plan
+
+
+class FilterModule:
+    def filters(self):
+        return {"ollama_plan": ollama_plan}

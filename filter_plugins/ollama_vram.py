@@ -1,0 +1,277 @@
+# -*- coding: utf-8 -*-
+"""VRAM estimate of a model in Ollama (llama.cpp --fit), and the fit check of an instance plan."""
+
+from ansible.errors import AnsibleFilterError
+
+DOCUMENTATION = r"""
+name: ollama_vram_estimate
+short_description: Bytes of VRAM Ollama allocates for a model at a context and parallelism
+description:
+  - Models what Ollama v0.30+ (llama-server with llama.cpp's --fit) allocates when a model is fully offloaded
+    to a GPU group. Sources in the project's FACTS.md; citations in tests/unit/test_ollama_vram.py.
+  - "C(weights): the model file's size as /api/tags reports it. Approximate: the token embedding stays in host
+    memory in llama.cpp, so this over-states VRAM by vocab × embedding × bits-per-weight (≈ 0.3 GiB for 8B)."
+  - "C(kv_cache): for each layer, cells × n_head_kv × (key_length + value_length) × bytes per element;
+    cells = min(num_ctx, training context) × num_parallel (llama-server runs with -c num_ctx×np -np np).
+    f16 2, q8_0 1.0625, q4_0 0.5625 bytes; quantised types only with flash attention (else f16, as Ollama
+    falls back). Sliding-window layers (gemma2/3, gpt-oss) hold pad256(window × parallel + 512) cells and
+    stay f16 (llama.cpp does not quantise the SWA cache). Exact for dense transformers."
+  - "C(compute): with flash attention, ubatch (512) × (vocab × 4 + embedding × 32) bytes on the first device
+    and ubatch × embedding × 32 on each further one; without it add the attention matrix
+    cells × ubatch × heads × 4 bytes per device. Approximate: within 5% of llama.cpp's logged buffer at
+    large contexts, over-states small contexts (by < 100 MiB)."
+  - "C(overhead): the 1024 MiB llama.cpp's fit keeps free on every device (LLAMA_ARG_FIT_TARGET)."
+  - Not modelled: vision projectors, MoE expert offload, CUDA context memory outside the allocator.
+options:
+  _input:
+    description: model_info from Ollama's POST /api/show (GGUF keys).
+    type: dict
+    required: true
+  size:
+    description: The model's bytes as /api/tags reports them.
+    type: int
+    required: true
+  num_ctx:
+    description: Context per request (OLLAMA_CONTEXT_LENGTH or the num_ctx option).
+    type: int
+    default: 4096
+  num_parallel:
+    description: OLLAMA_NUM_PARALLEL.
+    type: int
+    default: 1
+  kv_cache_type:
+    description: OLLAMA_KV_CACHE_TYPE.
+    type: str
+    choices: [f16, q8_0, q4_0]
+    default: f16
+  flash_attention:
+    description: Whether flash attention is on.
+    type: bool
+    default: true
+  gpu_count:
+    description: GPUs the model is spread over (compute buffers and reserve are per device).
+    type: int
+    default: 1
+"""
+
+EXAMPLES = r"""
+estimate: "{{ show.json.model_info | ollama_vram_estimate(42520413916, num_ctx=131072, num_parallel=4, gpu_count=5) }}"
+# => {"weights": 42520413916, "kv_cache": 171798691840, "compute": ..., "overhead": 5368709120, "total": ...}
+"""
+
+RETURN = r"""
+_value:
+  description: Integer bytes, keys weights, kv_cache, compute, overhead, total.
+  type: dict
+"""
+
+MIB = 1024 * 1024
+GIB = 1024 * MIB
+UBATCH = 512
+FIT_MARGIN = 1024 * MIB
+KV_BYTES = {"f16": 2.0, "q8_0": 1.0625, "q4_0": 0.5625}
+# Which layers slide, per architecture (llama.cpp's swa pattern): True for a sliding-window layer.
+SWA_LAYER = {
+    "gemma3": lambda il: il % 6 != 5,
+    "gemma2": lambda il: il % 2 == 0,
+    "gptoss": lambda il: il % 2 == 0,
+}
+DEFAULT_VOCAB = 152064  # when /api/show omits it: as large as common vocabularies, so we over- not under-state
+
+
+def _per_layer(value, layers, what):
+    if isinstance(value, list):
+        if len(value) != layers:
+            raise AnsibleFilterError(f"ollama_vram_estimate: model_info {what} lists {len(value)} layers, not {layers}")
+        return [int(v) for v in value]
+    return [int(value)] * layers
+
+
+def _positive_int(value, field):
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise AnsibleFilterError(f"ollama_vram_estimate: {field} must be an integer ≥ 1, got {value!r}")
+    return value
+
+
+def ollama_vram_estimate(
+    model_info, size, num_ctx=4096, num_parallel=1, kv_cache_type="f16", flash_attention=True, gpu_count=1
+):
+    if not isinstance(model_info, dict) or "general.architecture" not in model_info:
+        raise AnsibleFilterError("ollama_vram_estimate: input must be /api/show's model_info, with general.architecture")
+    for field, value in (("size", size), ("num_ctx", num_ctx), ("num_parallel", num_parallel), ("gpu_count", gpu_count)):
+        _positive_int(value, field)
+    if kv_cache_type not in KV_BYTES:
+        raise AnsibleFilterError(f"ollama_vram_estimate: kv_cache_type {kv_cache_type!r}; valid: {', '.join(KV_BYTES)}")
+    arch = model_info["general.architecture"]
+
+    def key(name, default=None):
+        value = model_info.get(f"{arch}.{name}", default)
+        if value is None:
+            raise AnsibleFilterError(f"ollama_vram_estimate: model_info lacks {arch}.{name}")
+        return value
+
+    layers = int(key("block_count"))
+    embd = int(key("embedding_length"))
+    heads = _per_layer(key("attention.head_count"), layers, "attention.head_count")
+    kv_heads = _per_layer(model_info.get(f"{arch}.attention.head_count_kv") or heads, layers, "head_count_kv")
+    max_heads = max(heads) or 1
+    k_len = int(model_info.get(f"{arch}.attention.key_length") or embd // max_heads)
+    v_len = int(model_info.get(f"{arch}.attention.value_length") or embd // max_heads)
+    ctx = min(num_ctx, int(model_info.get(f"{arch}.context_length") or num_ctx))
+    cells = ctx * num_parallel
+    elem = KV_BYTES[kv_cache_type if flash_attention else "f16"]
+    window = model_info.get(f"{arch}.attention.sliding_window")
+    slides = SWA_LAYER.get(arch) if window else None
+    swa_cells = min(cells, -(-(int(window or 0) * num_parallel + UBATCH) // 256) * 256)
+
+    kv = 0.0
+    for il in range(layers):
+        if slides and slides(il):
+            kv += swa_cells * kv_heads[il] * (k_len + v_len) * KV_BYTES["f16"]
+        else:
+            kv += cells * kv_heads[il] * (k_len + v_len) * elem
+    vocab = int(model_info.get(f"{arch}.vocab_size") or DEFAULT_VOCAB)
+    per_device = UBATCH * embd * 32
+    if not flash_attention:
+        per_device += cells * UBATCH * max_heads * 4
+    compute = UBATCH * vocab * 4 + per_device * gpu_count
+    result = {
+        "weights": int(size),
+        "kv_cache": int(kv),
+        "compute": int(compute),
+        "overhead": FIT_MARGIN * gpu_count,
+    }
+    result["total"] = sum(result.values())
+    return result
+
+
+DOCUMENTATION_FIT = r"""
+name: ollama_fit_check
+short_description: Check every model pinned to every instance fits its GPU group, before users meet a CPU fallback
+description:
+  - For each instance of a plan (ollama_plan) and each model pinned to it whose model_info and size are known,
+    estimates VRAM (ollama_vram_estimate) at the instance's context × num_parallel and compares it with the
+    group's VRAM minus headroom.
+  - policy C(fail) raises with every misfit; C(warn) reports them; C(adjust) lowers num_parallel, then the
+    context (halving, not below 2048), to the largest that fits, and says so.
+options:
+  _input:
+    description: The plan, a list of instances from ollama_plan.
+    type: list
+    required: true
+  models:
+    description: "{model name: {model_info: ..., size: ...}} from /api/show and /api/tags; missing models are reported as unknown."
+    type: dict
+    required: true
+  headroom:
+    description: Fraction of each group's VRAM kept free.
+    type: float
+    default: 0.10
+  policy:
+    type: str
+    choices: [fail, warn, adjust]
+    default: fail
+"""
+
+MIN_ADJUSTED_CTX = 2048
+
+
+def _gib(value):
+    return f"{value / GIB:.1f}"
+
+
+def effective_context(settings, vram_total):
+    """context_length 0 lets Ollama choose by visible VRAM (v0.15.5+, FACTS.md): 4k, 32k, or 256k."""
+    if settings.get("context_length"):
+        return settings["context_length"]
+    return 262144 if vram_total >= 47 * GIB else 32768 if vram_total >= 23 * GIB else 4096
+
+
+def _estimate_for(instance, info, settings):
+    return ollama_vram_estimate(
+        info["model_info"],
+        int(info["size"]),
+        num_ctx=effective_context(settings, instance["vram_total"]),
+        num_parallel=settings.get("num_parallel", 1),
+        kv_cache_type=settings.get("kv_cache_type", "f16"),
+        flash_attention=settings.get("flash_attention", True),
+        gpu_count=len(instance["gpus"]),
+    )
+
+
+def _line(instance, model, settings, est, capacity, headroom):
+    verdict = "fits" if est["total"] <= capacity else f"does not fit by {_gib(est['total'] - capacity)} GiB"
+    return (
+        f"instance '{instance['name']}' on {instance['host']}: {model} at num_ctx "
+        f"{effective_context(settings, instance['vram_total'])} × "
+        f"parallel {settings['num_parallel']} needs {_gib(est['total'])} GiB (weights {_gib(est['weights'])}, "
+        f"KV {_gib(est['kv_cache'])}, compute {_gib(est['compute'])}, reserve {_gib(est['overhead'])}) "
+        f"but {instance['gpu_label']} hold {_gib(instance['vram_total'])} GiB − {headroom:.0%}: {verdict}"
+    )
+
+
+def _adjust(instance, info, capacity):
+    """Largest num_parallel, then context, at which the model fits; None if nothing does."""
+    settings = dict(instance["settings"], context_length=effective_context(instance["settings"], instance["vram_total"]))
+    while True:
+        if _estimate_for(instance, info, settings)["total"] <= capacity:
+            return settings
+        if settings["num_parallel"] > 1:
+            settings["num_parallel"] -= 1
+        elif settings["context_length"] > MIN_ADJUSTED_CTX:
+            settings["context_length"] = max(MIN_ADJUSTED_CTX, settings["context_length"] // 2)
+        else:
+            return None
+
+
+def ollama_fit_check(plan, models, headroom=0.10, policy="fail"):
+    if policy not in ("fail", "warn", "adjust"):
+        raise AnsibleFilterError(f"ollama_fit_check: policy {policy!r}; valid: fail, warn, adjust")
+    if isinstance(headroom, bool) or not isinstance(headroom, (int, float)) or not 0 <= headroom < 1:
+        raise AnsibleFilterError(f"ollama_fit_check: headroom must be a fraction in [0, 1), got {headroom!r}")
+    checked, misfits = [], []
+    for instance in plan:
+        instance = dict(instance, settings=dict(instance["settings"]), fit=[])
+        capacity = int(instance["vram_total"] * (1 - headroom))
+        for model in instance.get("models", []):
+            info = models.get(model)
+            if not info:
+                instance["fit"].append({"model": model, "status": "unknown", "message": f"{model}: not known yet (pull it first)"})
+                continue
+            est = _estimate_for(instance, info, instance["settings"])
+            message = _line(instance, model, instance["settings"], est, capacity, headroom)
+            status = "fits" if est["total"] <= capacity else "misfit"
+            if status == "misfit" and policy == "adjust":
+                adjusted = _adjust(instance, info, capacity)
+                if adjusted is not None:
+                    before = dict(
+                        instance["settings"],
+                        context_length=effective_context(instance["settings"], instance["vram_total"]),
+                    )
+                    instance["settings"] = adjusted
+                    instance["env"] = dict(
+                        instance["env"],
+                        OLLAMA_NUM_PARALLEL=str(adjusted["num_parallel"]),
+                        OLLAMA_CONTEXT_LENGTH=str(adjusted["context_length"]),
+                    )
+                    est = _estimate_for(instance, info, adjusted)
+                    status = "adjusted"
+                    message += (
+                        f"; adjusted to num_parallel {before['num_parallel']} → {adjusted['num_parallel']}, "
+                        f"context {before['context_length']} → {adjusted['context_length']}"
+                    )
+            if status == "misfit":
+                misfits.append(message)
+            instance["fit"].append({"model": model, "status": status, "estimate": est, "message": message})
+        checked.append(instance)
+    if misfits and policy == "fail":
+        raise AnsibleFilterError(
+            "VRAM fit check failed (ollama_fit_policy: fail; lower num_parallel or context_length, "
+            "give the instance more GPUs, or set ollama_fit_policy to warn or adjust):\n" + "\n".join(misfits)
+        )
+    return checked
+
+
+class FilterModule:
+    def filters(self):
+        return {"ollama_vram_estimate": ollama_vram_estimate, "ollama_fit_check": ollama_fit_check}
