@@ -1,4 +1,3 @@
-# -*- coding: utf-8 -*-
 """nvidia-smi CSV → the gpu_facts schema, for hosts where operators capture nvidia-smi themselves."""
 
 import sys
@@ -52,7 +51,9 @@ _value:
 
 def ollama_gpus_from_nvidia_smi(csv_text, fields=QUERY_FIELDS, list_output=""):
     if not isinstance(csv_text, str):
-        raise AnsibleFilterError(f"ollama_gpus_from_nvidia_smi: input must be the CSV text, got {type(csv_text).__name__}")
+        raise AnsibleFilterError(
+            f"ollama_gpus_from_nvidia_smi: input must be the CSV text, got {type(csv_text).__name__}"
+        )
     try:
         return parse_nvidia_smi_csv(csv_text, fields, list_output)
     except GpuParseError as exc:

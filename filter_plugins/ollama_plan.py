@@ -1,4 +1,3 @@
-# -*- coding: utf-8 -*-
 """GPUs + the operator's settings → a validated plan: one Ollama instance per GPU group."""
 
 import re
@@ -70,8 +69,16 @@ KNOBS = {
 INSTANCE_KEYS = {"name", "gpus", "port", "models", "extra_env", *KNOBS}
 # Ollama v0.33's variables (envconfig/config.go, FACTS.md) that extra_env may set.
 FREE_OLLAMA_ENV = {
-    "OLLAMA_LLM_LIBRARY", "OLLAMA_DEBUG_LOG_REQUESTS", "OLLAMA_NOPRUNE", "OLLAMA_NOHISTORY", "OLLAMA_NO_CLOUD",
-    "OLLAMA_REMOTES", "OLLAMA_MAX_TRANSFER_STREAMS", "OLLAMA_GO_TEMPLATE", "OLLAMA_VULKAN", "OLLAMA_IGPU_ENABLE",
+    "OLLAMA_LLM_LIBRARY",
+    "OLLAMA_DEBUG_LOG_REQUESTS",
+    "OLLAMA_NOPRUNE",
+    "OLLAMA_NOHISTORY",
+    "OLLAMA_NO_CLOUD",
+    "OLLAMA_REMOTES",
+    "OLLAMA_MAX_TRANSFER_STREAMS",
+    "OLLAMA_GO_TEMPLATE",
+    "OLLAMA_VULKAN",
+    "OLLAMA_IGPU_ENABLE",
     "OLLAMA_AUTH",
 }
 MANAGED_ENV = {
@@ -121,7 +128,9 @@ def _check_value(where, field, kind, spec, value):
             bad(f"must be one of {', '.join(spec)}")
         return value
     if kind == "duration":
-        if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, str) and DURATION.match(value))):
+        if isinstance(value, bool) or not (
+            isinstance(value, int) or (isinstance(value, str) and DURATION.match(value))
+        ):
             bad('must be a duration like "5m", "1h30m", "-1" (forever) or seconds')
         return value
     if kind == "list":
@@ -192,7 +201,9 @@ def _auto_name(units):
 def _strategy_groups(host, units, config):
     strategy = config.get("strategy", "per_gpu")
     if strategy not in STRATEGIES:
-        raise PlanError(f"{_where(host)}, field ollama_gpu_strategy: {strategy!r} is unknown; valid: {', '.join(STRATEGIES)}")
+        raise PlanError(
+            f"{_where(host)}, field ollama_gpu_strategy: {strategy!r} is unknown; valid: {', '.join(STRATEGIES)}"
+        )
     whole = [u for u in units if not u["mig"]]
     migs = [[u] for u in units if u["mig"]]  # one MIG device per instance, whatever the strategy
     if strategy == "per_gpu":
@@ -224,9 +235,9 @@ def _resolve(host, name, refs, units, gpus):
     by_uuid = {u["uuid"]: u for u in units}
     mig_parents = {g["index"]: g for g in gpus if g.get("mig_mode")}
     mig_parents.update({g["uuid"]: g for g in gpus if g.get("mig_mode")})
-    valid = (
-        f"valid: indices {', '.join(map(str, sorted(by_index)))}" if by_index else "valid: no whole GPU"
-    ) + (f" or UUIDs {', '.join(sorted(by_uuid))}" if by_uuid else "")
+    valid = (f"valid: indices {', '.join(map(str, sorted(by_index)))}" if by_index else "valid: no whole GPU") + (
+        f" or UUIDs {', '.join(sorted(by_uuid))}" if by_uuid else ""
+    )
     chosen = []
     for ref in refs:
         if isinstance(ref, bool) or not isinstance(ref, (int, str)):
@@ -246,7 +257,9 @@ def _resolve(host, name, refs, units, gpus):
         chosen.append(unit)
     if any(u["mig"] for u in chosen) and len(chosen) > 1:
         kinds = "MIG devices mixed with whole GPUs" if not all(u["mig"] for u in chosen) else "several MIG devices"
-        raise PlanError(f"{where}, field gpus: {kinds}; CUDA uses one MIG device per process, so give each its own instance")
+        raise PlanError(
+            f"{where}, field gpus: {kinds}; CUDA uses one MIG device per process, so give each its own instance"
+        )
     return chosen
 
 
@@ -286,7 +299,9 @@ def ollama_plan(gpus, host, config):
         raise PlanError(f"{_where(host)}, field ollama_gpus: must be a list of GPUs, got {type(gpus).__name__}")
     for gpu in gpus:
         if not isinstance(gpu, dict) or not {"index", "uuid", "memory_total"} <= set(gpu):
-            raise PlanError(f"{_where(host)}, field ollama_gpus: each GPU needs index, uuid and memory_total; got {gpu!r}")
+            raise PlanError(
+                f"{_where(host)}, field ollama_gpus: each GPU needs index, uuid and memory_total; got {gpu!r}"
+            )
     if not gpus:
         raise PlanError(
             f"{_where(host)}: no GPU found ({config.get('discovery_reason') or 'empty list'}); install the NVIDIA "
@@ -314,7 +329,9 @@ def ollama_plan(gpus, host, config):
         name = spec.get("name") or _auto_name(units_of)
         where = _where(host, name)
         if not isinstance(name, str) or not NAME.match(name):
-            raise PlanError(f"{where}, field name: must be 1-32 of a-z, 0-9, '-' and '_', starting with a letter or digit")
+            raise PlanError(
+                f"{where}, field name: must be 1-32 of a-z, 0-9, '-' and '_', starting with a letter or digit"
+            )
         if name in names:
             raise PlanError(f"{where}, field name: used by another instance on this host; names must be unique")
         names.add(name)
@@ -357,9 +374,7 @@ def ollama_plan(gpus, host, config):
                 "name": name,
                 "port": port,
                 "address": address,
-                "gpus": [
-                    {k: u.get(k) for k in ("index", "uuid", "name", "memory_total", "mig")} for u in units_of
-                ],
+                "gpus": [{k: u.get(k) for k in ("index", "uuid", "name", "memory_total", "mig")} for u in units_of],
                 "gpu_label": _label(units_of),
                 "vram_total": sum(u["memory_total"] for u in units_of),
                 "cuda_visible_devices": devices,
@@ -371,6 +386,38 @@ def ollama_plan(gpus, host, config):
     return plan
 
 
+def _gib(value):
+    return f"{value / 2**30:.1f}"
+
+
+def ollama_plan_table(plan, headroom=0.10):
+    """The plan as text rows: instance, GPUs, VRAM, port, parallel, context, models, estimated use and what
+    is left below the headroom (VRAM, est. and free in GiB).
+
+    Takes the output of ollama_fit_check (or a bare plan: use then reads "?")."""
+    header = ("instance", "GPUs", "VRAM", "port", "parallel", "context", "models", "est.", "free")
+    rows = [header]
+    for inst in plan:
+        fits = [f for f in inst.get("fit", []) if "estimate" in f]
+        biggest = max((f["estimate"]["total"] for f in fits), default=None)
+        usable = inst["vram_total"] * (1 - headroom)
+        rows.append(
+            (
+                inst["name"],
+                inst["gpu_label"].replace("GPUs ", "").replace("GPU ", ""),
+                _gib(inst["vram_total"]),
+                str(inst["port"]),
+                str(inst["settings"].get("num_parallel", "")),
+                str(inst["settings"].get("context_length", "")) or "auto",
+                ",".join(inst.get("models", [])) or "-",
+                _gib(biggest) if biggest is not None else ("?" if inst.get("models") else "-"),
+                _gib(usable - biggest) if biggest is not None else _gib(usable),
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    return ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
+
+
 class FilterModule:
     def filters(self):
-        return {"ollama_plan": ollama_plan}
+        return {"ollama_plan": ollama_plan, "ollama_plan_table": ollama_plan_table}

@@ -1,4 +1,3 @@
-# -*- coding: utf-8 -*-
 """VRAM estimate of a model in Ollama (llama.cpp --fit), and the fit check of an instance plan."""
 
 from ansible.errors import AnsibleFilterError
@@ -97,8 +96,15 @@ def ollama_vram_estimate(
     model_info, size, num_ctx=4096, num_parallel=1, kv_cache_type="f16", flash_attention=True, gpu_count=1
 ):
     if not isinstance(model_info, dict) or "general.architecture" not in model_info:
-        raise AnsibleFilterError("ollama_vram_estimate: input must be /api/show's model_info, with general.architecture")
-    for field, value in (("size", size), ("num_ctx", num_ctx), ("num_parallel", num_parallel), ("gpu_count", gpu_count)):
+        raise AnsibleFilterError(
+            "ollama_vram_estimate: input must be /api/show's model_info, with general.architecture"
+        )
+    for field, value in (
+        ("size", size),
+        ("num_ctx", num_ctx),
+        ("num_parallel", num_parallel),
+        ("gpu_count", gpu_count),
+    ):
         _positive_int(value, field)
     if kv_cache_type not in KV_BYTES:
         raise AnsibleFilterError(f"ollama_vram_estimate: kv_cache_type {kv_cache_type!r}; valid: {', '.join(KV_BYTES)}")
@@ -206,13 +212,16 @@ def _line(instance, model, settings, est, capacity, headroom):
         f"{effective_context(settings, instance['vram_total'])} × "
         f"parallel {settings['num_parallel']} needs {_gib(est['total'])} GiB (weights {_gib(est['weights'])}, "
         f"KV {_gib(est['kv_cache'])}, compute {_gib(est['compute'])}, reserve {_gib(est['overhead'])}) "
-        f"but {instance['gpu_label']} hold {_gib(instance['vram_total'])} GiB − {headroom:.0%}: {verdict}"
+        f"but {instance['gpu_label']} {'hold' if len(instance['gpus']) > 1 else 'holds'} "
+        f"{_gib(instance['vram_total'])} GiB − {headroom:.0%}: {verdict}"
     )
 
 
 def _adjust(instance, info, capacity):
     """Largest num_parallel, then context, at which the model fits; None if nothing does."""
-    settings = dict(instance["settings"], context_length=effective_context(instance["settings"], instance["vram_total"]))
+    settings = dict(
+        instance["settings"], context_length=effective_context(instance["settings"], instance["vram_total"])
+    )
     while True:
         if _estimate_for(instance, info, settings)["total"] <= capacity:
             return settings
@@ -236,7 +245,9 @@ def ollama_fit_check(plan, models, headroom=0.10, policy="fail"):
         for model in instance.get("models", []):
             info = models.get(model)
             if not info:
-                instance["fit"].append({"model": model, "status": "unknown", "message": f"{model}: not known yet (pull it first)"})
+                instance["fit"].append(
+                    {"model": model, "status": "unknown", "message": f"{model}: not known yet (pull it first)"}
+                )
                 continue
             est = _estimate_for(instance, info, instance["settings"])
             message = _line(instance, model, instance["settings"], est, capacity, headroom)
@@ -256,10 +267,12 @@ def ollama_fit_check(plan, models, headroom=0.10, policy="fail"):
                     )
                     est = _estimate_for(instance, info, adjusted)
                     status = "adjusted"
-                    message += (
-                        f"; adjusted to num_parallel {before['num_parallel']} → {adjusted['num_parallel']}, "
-                        f"context {before['context_length']} → {adjusted['context_length']}"
-                    )
+                    changes = [
+                        f"{label} {before[key]} → {adjusted[key]}"
+                        for key, label in (("num_parallel", "num_parallel"), ("context_length", "context"))
+                        if before[key] != adjusted[key]
+                    ]
+                    message += "; adjusted: " + ", ".join(changes)
             if status == "misfit":
                 misfits.append(message)
             instance["fit"].append({"model": model, "status": status, "estimate": est, "message": message})

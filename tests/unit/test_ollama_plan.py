@@ -64,7 +64,9 @@ def test_seeds_layout_on_eight_l20s():
 
 def test_gpus_by_uuid_and_devices_by_index_when_asked():
     l20 = gpus("l20x8")
-    plan = ollama_plan(l20, "gpu1", config(cuda_devices_by="index", instances=[{"name": "a", "gpus": [l20[3]["uuid"], 5]}]))
+    plan = ollama_plan(
+        l20, "gpu1", config(cuda_devices_by="index", instances=[{"name": "a", "gpus": [l20[3]["uuid"], 5]}])
+    )
     assert plan[0]["cuda_visible_devices"] == "3,5" and plan[0]["gpu_label"] == "GPUs 3,5"
 
 
@@ -107,7 +109,11 @@ def test_ports_skip_explicit_and_gateway_ports():
         config(
             base_port=11434,
             gateway_ports=[11434, 11436],
-            instances=[{"name": "a", "gpus": [0]}, {"name": "b", "gpus": [1], "port": 11435}, {"name": "c", "gpus": [2]}],
+            instances=[
+                {"name": "a", "gpus": [0]},
+                {"name": "b", "gpus": [1], "port": 11435},
+                {"name": "c", "gpus": [2]},
+            ],
         ),
     )
     assert [i["port"] for i in plan] == [11437, 11435, 11438]
@@ -147,116 +153,150 @@ def seeds_with(**changes):
 L20_UUID_0 = "GPU-0f08811b-d814-586e-aaf1-d9315f58d54d"
 REJECTIONS = {
     "overlapping GPUs": (
-        "l20x8", config(instances=seeds_with(**{"2": {"gpus": [6, 7]}})),
+        "l20x8",
+        config(instances=seeds_with(**{"2": {"gpus": [6, 7]}})),
         "host gpu1, instance 'solo', field gpus: GPU 6 (GPU-f6c3a722-b022-5801-981c-79d61ce57167) is already in instance 'large'",
     ),
     "unknown index": (
-        "l20x8", config(instances=seeds_with(**{"2": {"gpus": [8]}})),
+        "l20x8",
+        config(instances=seeds_with(**{"2": {"gpus": [8]}})),
         "host gpu1, instance 'solo', field gpus: GPU 8 does not exist on this host; valid: indices 0, 1, 2, 3, 4, 5, 6, 7",
     ),
     "unknown UUID": (
-        "l20x8", config(instances=seeds_with(**{"2": {"gpus": ["GPU-nope"]}})),
+        "l20x8",
+        config(instances=seeds_with(**{"2": {"gpus": ["GPU-nope"]}})),
         "instance 'solo', field gpus: GPU 'GPU-nope' does not exist on this host; valid: indices",
     ),
     "GPU listed twice": (
-        "l20x8", config(instances=seeds_with(**{"0": {"gpus": [0, L20_UUID_0]}})),
+        "l20x8",
+        config(instances=seeds_with(**{"0": {"gpus": [0, L20_UUID_0]}})),
         f"instance 'small', field gpus: GPU '{L20_UUID_0}' is listed twice",
     ),
     "empty group": (
-        "l20x8", config(instances=seeds_with(**{"2": {"gpus": []}})),
+        "l20x8",
+        config(instances=seeds_with(**{"2": {"gpus": []}})),
         "instance 'solo', field gpus: must be a non-empty list of GPU indices or UUIDs",
     ),
     "duplicate names": (
-        "l20x8", config(instances=seeds_with(**{"2": {"name": "small"}})),
+        "l20x8",
+        config(instances=seeds_with(**{"2": {"name": "small"}})),
         "instance 'small', field name: used by another instance on this host",
     ),
     "bad name": (
-        "l20x8", config(instances=seeds_with(**{"2": {"name": "Solo Box"}})),
+        "l20x8",
+        config(instances=seeds_with(**{"2": {"name": "Solo Box"}})),
         "instance 'Solo Box', field name: must be 1-32 of a-z, 0-9",
     ),
     "duplicate ports": (
-        "l20x8", config(instances=seeds_with(**{"1": {"port": 12000}, "2": {"port": 12000}})),
+        "l20x8",
+        config(instances=seeds_with(**{"1": {"port": 12000}, "2": {"port": 12000}})),
         "instance 'solo', field port: 12000 is used by another instance on this host",
     ),
     "port out of range": (
-        "l20x8", config(instances=seeds_with(**{"2": {"port": 80}})),
+        "l20x8",
+        config(instances=seeds_with(**{"2": {"port": 80}})),
         "instance 'solo', field port: must be an integer from 1024 to 65535, got 80",
     ),
     "port on the gateway's": (
-        "l20x8", config(instances=seeds_with(**{"2": {"port": 11434}})),
+        "l20x8",
+        config(instances=seeds_with(**{"2": {"port": 11434}})),
         "instance 'solo', field port: 11434 is the gateway's port on this host",
     ),
     "num_parallel < 1": (
-        "l20x8", config(instances=seeds_with(**{"0": {"num_parallel": 0}})),
+        "l20x8",
+        config(instances=seeds_with(**{"0": {"num_parallel": 0}})),
         "instance 'small', field num_parallel: must be an integer from 1 up, got 0",
     ),
     "num_parallel wrong type": (
-        "l20x8", config(instances=seeds_with(**{"0": {"num_parallel": "four"}})),
+        "l20x8",
+        config(instances=seeds_with(**{"0": {"num_parallel": "four"}})),
         "instance 'small', field num_parallel: must be an integer, got 'four' (str)",
     ),
     "host setting wrong type": (
-        "l20x8", config(strategy="all", settings=dict(SETTINGS, flash_attention="yes")),
+        "l20x8",
+        config(strategy="all", settings=dict(SETTINGS, flash_attention="yes")),
         "host gpu1, field ollama_flash_attention: must be true or false, got 'yes' (str)",
     ),
     "kv cache type": (
-        "l20x8", config(instances=seeds_with(**{"1": {"kv_cache_type": "q5_1"}})),
+        "l20x8",
+        config(instances=seeds_with(**{"1": {"kv_cache_type": "q5_1"}})),
         "instance 'large', field kv_cache_type: must be one of f16, q8_0, q4_0",
     ),
     "debug out of range": (
-        "l20x8", config(instances=seeds_with(**{"1": {"debug": 3}})),
+        "l20x8",
+        config(instances=seeds_with(**{"1": {"debug": 3}})),
         "instance 'large', field debug: must be an integer from 0 to 2, got 3",
     ),
     "duration": (
-        "l20x8", config(instances=seeds_with(**{"1": {"keep_alive": "5 minutes"}})),
+        "l20x8",
+        config(instances=seeds_with(**{"1": {"keep_alive": "5 minutes"}})),
         "instance 'large', field keep_alive: must be a duration like \"5m\"",
     ),
     "unknown instance key": (
-        "l20x8", config(instances=seeds_with(**{"0": {"num_paralel": 4}})),
+        "l20x8",
+        config(instances=seeds_with(**{"0": {"num_paralel": 4}})),
         "instance 'small', field num_paralel: unknown key; valid: context_length, debug,",
     ),
     "unknown OLLAMA_ name": (
-        "l20x8", config(instances=seeds_with(**{"0": {"extra_env": {"OLLAMA_FLASH_ATTN": "1"}}})),
+        "l20x8",
+        config(instances=seeds_with(**{"0": {"extra_env": {"OLLAMA_FLASH_ATTN": "1"}}})),
         "instance 'small', field extra_env.OLLAMA_FLASH_ATTN: not an Ollama v0.33 variable; valid in extra_env:",
     ),
     "not an Ollama variable at all": (
-        "l20x8", config(strategy="all", extra_env={"OLLAMA_NUM_GPU_LAYERS": "99"}),
+        "l20x8",
+        config(strategy="all", extra_env={"OLLAMA_NUM_GPU_LAYERS": "99"}),
         "host gpu1, field ollama_extra_env.OLLAMA_NUM_GPU_LAYERS: not an Ollama v0.33 variable",
     ),
     "removed variable": (
-        "l20x8", config(strategy="all", extra_env={"OLLAMA_MAX_VRAM": "1"}),
+        "l20x8",
+        config(strategy="all", extra_env={"OLLAMA_MAX_VRAM": "1"}),
         "field ollama_extra_env.OLLAMA_MAX_VRAM: removed from Ollama, it has no effect in v0.33",
     ),
     "typed setting through extra_env": (
-        "l20x8", config(instances=seeds_with(**{"0": {"extra_env": {"OLLAMA_NUM_PARALLEL": "8"}}})),
+        "l20x8",
+        config(instances=seeds_with(**{"0": {"extra_env": {"OLLAMA_NUM_PARALLEL": "8"}}})),
         "field extra_env.OLLAMA_NUM_PARALLEL: set by the toolkit from the field num_parallel; use that",
     ),
     "pinning through extra_env": (
-        "l20x8", config(strategy="all", extra_env={"CUDA_VISIBLE_DEVICES": "0"}),
+        "l20x8",
+        config(strategy="all", extra_env={"CUDA_VISIBLE_DEVICES": "0"}),
         "field ollama_extra_env.CUDA_VISIBLE_DEVICES: set by the toolkit from the instance's gpus",
     ),
     "MIG mixed with a whole GPU": (
-        "h100-mig", config(instances=[{"name": "m", "gpus": ["MIG-372ff304-35ee-5c0d-b3c0-5215fce273f5", 0]}]),
+        "h100-mig",
+        config(instances=[{"name": "m", "gpus": ["MIG-372ff304-35ee-5c0d-b3c0-5215fce273f5", 0]}]),
         "host gpu1, instance 'm', field gpus: GPU 0 is in MIG mode and cannot be used whole; list its MIG devices",
     ),
     "two MIG devices in one instance": (
         "h100-mig",
-        config(instances=[{"name": "m", "gpus": ["MIG-372ff304-35ee-5c0d-b3c0-5215fce273f5", "MIG-3153f451-8d0b-5f59-b0f6-5e5d91bf63cb"]}]),
+        config(
+            instances=[
+                {
+                    "name": "m",
+                    "gpus": ["MIG-372ff304-35ee-5c0d-b3c0-5215fce273f5", "MIG-3153f451-8d0b-5f59-b0f6-5e5d91bf63cb"],
+                }
+            ]
+        ),
         "instance 'm', field gpus: several MIG devices; CUDA uses one MIG device per process",
     ),
     "unknown strategy": (
-        "l20x8", config(strategy="round_robin"),
+        "l20x8",
+        config(strategy="round_robin"),
         "host gpu1, field ollama_gpu_strategy: 'round_robin' is unknown; valid: per_gpu, all, fixed, balanced",
     ),
     "fixed without a size": (
-        "l20x8", config(strategy="fixed"),
+        "l20x8",
+        config(strategy="fixed"),
         "host gpu1, field ollama_gpu_group_size: must be an integer, got None",
     ),
     "balanced beyond the GPUs": (
-        "mixed", config(strategy="balanced", group_count=4),
+        "mixed",
+        config(strategy="balanced", group_count=4),
         "host gpu1, field ollama_gpu_group_count: 4 groups need at least 4 GPUs; this host has 3",
     ),
     "models not a list": (
-        "l20x8", config(instances=seeds_with(**{"0": {"models": "llama3.1:8b"}})),
+        "l20x8",
+        config(instances=seeds_with(**{"0": {"models": "llama3.1:8b"}})),
         "instance 'small', field models: must be a list of model names",
     ),
 }
@@ -276,3 +316,15 @@ def test_host_without_gpus_says_why_and_what_to_do():
     assert "host cpu1: no GPU found (NVML: Driver Not Loaded); install the NVIDIA driver, or pin ollama_gpus" in str(
         rejected.value
     )
+
+
+def test_plan_table_lists_every_instance_with_its_settings():
+    from ollama_plan import ollama_plan_table
+
+    plan = ollama_plan(gpus("l20x8"), "gpu1", config(instances=SEEDS))
+    plan[0]["fit"] = [{"model": "llama3.1:8b", "status": "fits", "estimate": {"total": 10 * GIB}}]
+    header, small, large, solo = ollama_plan_table(plan)
+    assert header.split() == ["instance", "GPUs", "VRAM", "port", "parallel", "context", "models", "est.", "free"]
+    assert small.split() == ["small", "0-1", "96.0", "11435", "4", "8192", "llama3.1:8b", "10.0", "76.4"]
+    assert large.split()[:7] == ["large", "2-6", "239.9", "11436", "1", "131072", "llama3.3:70b"]
+    assert large.split()[7] == "?" and solo.split()[6:] == ["-", "-", "43.2"]

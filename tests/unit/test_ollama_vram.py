@@ -150,7 +150,12 @@ def instance(name="large", gpus=5, num_parallel=4, context_length=131072, models
         "gpus": [{"index": i} for i in range(2, 2 + gpus)],
         "gpu_label": f"GPUs 2-{1 + gpus}",
         "vram_total": gpus * 49140 * MIB,
-        "settings": {"num_parallel": num_parallel, "context_length": context_length, "kv_cache_type": "f16", "flash_attention": True},
+        "settings": {
+            "num_parallel": num_parallel,
+            "context_length": context_length,
+            "kv_cache_type": "f16",
+            "flash_attention": True,
+        },
         "env": {"OLLAMA_NUM_PARALLEL": str(num_parallel), "OLLAMA_CONTEXT_LENGTH": str(context_length)},
         "models": list(models),
     }
@@ -163,9 +168,7 @@ def test_fit_check_message_reads_like_the_issue():
     (checked,) = ollama_fit_check([instance()], MODELS)
     (fit,) = checked["fit"]
     assert fit["status"] == "fits"
-    assert fit["message"].startswith(
-        "instance 'large' on gpu1: llama3.3:70b at num_ctx 131072 × parallel 4 needs 20"
-    )
+    assert fit["message"].startswith("instance 'large' on gpu1: llama3.3:70b at num_ctx 131072 × parallel 4 needs 20")
     assert "(weights 39.6, KV 160.0, compute " in fit["message"]
     assert fit["message"].endswith("reserve 5.0) but GPUs 2-6 hold 239.9 GiB − 10%: fits")
 
@@ -188,15 +191,18 @@ def test_fit_check_adjust_lowers_parallel_then_context():
     assert checked["fit"][0]["status"] == "adjusted"
     assert settings["num_parallel"] == 1 and settings["context_length"] == 131072
     assert checked["env"]["OLLAMA_NUM_PARALLEL"] == "1"
-    assert "adjusted to num_parallel 4 → 1, context 131072 → 131072" in checked["fit"][0]["message"]
+    assert checked["fit"][0]["message"].endswith("; adjusted: num_parallel 4 → 1")
     (one_gpu,) = ollama_fit_check([instance(gpus=1)], MODELS, policy="adjust")
     assert one_gpu["settings"]["num_parallel"] == 1 and one_gpu["settings"]["context_length"] < 131072
     assert one_gpu["fit"][0]["estimate"]["total"] <= 0.9 * one_gpu["vram_total"]
+    assert "; adjusted: num_parallel 4 → 1, context 131072 → " in one_gpu["fit"][0]["message"]
 
 
 def test_fit_check_unknown_models_and_bad_policy():
     (checked,) = ollama_fit_check([instance(models=("mystery:1b",))], MODELS)
-    assert checked["fit"] == [{"model": "mystery:1b", "status": "unknown", "message": "mystery:1b: not known yet (pull it first)"}]
+    assert checked["fit"] == [
+        {"model": "mystery:1b", "status": "unknown", "message": "mystery:1b: not known yet (pull it first)"}
+    ]
     with pytest.raises(AnsibleFilterError, match="policy 'maybe'; valid: fail, warn, adjust"):
         ollama_fit_check([instance()], MODELS, policy="maybe")
     with pytest.raises(AnsibleFilterError, match=r"headroom must be a fraction in \[0, 1\), got 10"):

@@ -19,7 +19,7 @@ def test_host_boots_systemd_as_pid1_and_is_running(host):
 
 
 def test_nvidia_ml_py_reads_the_eight_simulated_l20s_through_libnvidia_ml(host):
-    probe = host.run(f"/opt/nvml-probe/bin/python -c '{PROBE}'")
+    probe = host.run(f"/opt/ollama-fleet/nvml/bin/python -c '{PROBE}'")
     assert probe.rc == 0, probe.stderr
     gpus = json.loads(probe.stdout)
     assert len(gpus) == L20_COUNT
@@ -27,12 +27,12 @@ def test_nvidia_ml_py_reads_the_eight_simulated_l20s_through_libnvidia_ml(host):
     assert {g["total"] for g in gpus} == {49140 * 2**20}
     assert {tuple(g["cc"]) for g in gpus} == {(8, 9)}
     assert len({g["uuid"] for g in gpus}) == L20_COUNT
-    # pynvml found the library the way it does on a GPU server: by soname, through ld.so
+    # pynvml (installed by the role from the shipped wheel) found the library as on a GPU server: by soname
     assert "libnvidia-ml.so.1" in host.run("ldconfig -p").stdout
 
 
 def test_nvidia_smi_prints_the_same_gpus_as_nvml(host):
-    probe = json.loads(host.check_output(f"/opt/nvml-probe/bin/python -c '{PROBE}'"))
+    probe = json.loads(host.check_output(f"/opt/ollama-fleet/nvml/bin/python -c '{PROBE}'"))
     smi = host.check_output(
         "nvidia-smi --query-gpu=index,uuid,name,memory.total,compute_cap --format=csv,noheader,nounits"
     )
@@ -79,3 +79,35 @@ def test_installed_stand_in_serves_the_api_on_its_gpus(host, transient_instance)
     headers = host.check_output(f"curl -sfI {transient_instance}/")
     gpus = json.loads(host.check_output("cat /etc/nvidia-sim/gpus.json"))["gpus"]
     assert f"X-Ollama-Gpus: {gpus[0]['uuid']},{gpus[1]['uuid']}" in headers
+
+
+NVML_PYTHON = {"ansible_python_interpreter": "/opt/ollama-fleet/nvml/bin/python"}
+SYSTEM_PYTHON = {"ansible_python_interpreter": "/usr/bin/python3"}
+
+
+def test_gpu_facts_reads_all_eight_gpus_through_nvml(host):
+    facts = host.ansible("gpu_facts", "", check=True, extra_vars=NVML_PYTHON)
+    assert facts["source"] == "nvml" and facts["reason"] == ""
+    assert len(facts["gpus"]) == L20_COUNT
+    assert facts["driver_version"] == "570.133.20" and facts["cuda_version"] == "12.8"
+    assert facts["gpus"][7]["memory_total"] == 49140 * 2**20 and facts["gpus"][7]["compute_capability"] == "8.9"
+
+
+def test_gpu_facts_falls_back_to_nvidia_smi_with_identical_results(host):
+    assert host.run("/usr/bin/python3 -c 'import pynvml'").rc != 0, "the system Python must lack nvidia-ml-py"
+    nvml = host.ansible("gpu_facts", "", check=True, extra_vars=NVML_PYTHON)
+    smi = host.ansible("gpu_facts", "", check=True, extra_vars=SYSTEM_PYTHON)
+    assert smi["source"] == "nvidia-smi"
+    assert smi["gpus"] == nvml["gpus"]
+    assert (smi["driver_version"], smi["cuda_version"]) == (nvml["driver_version"], nvml["cuda_version"])
+
+
+def test_gpu_facts_without_a_driver_says_why(host):
+    host.run("mv /etc/nvidia-sim/gpus.json /etc/nvidia-sim/gpus.json.away")
+    try:
+        facts = host.ansible("gpu_facts", "", check=True, extra_vars=NVML_PYTHON)
+    finally:
+        host.run("mv /etc/nvidia-sim/gpus.json.away /etc/nvidia-sim/gpus.json")
+    assert facts["gpus"] == [] and facts["source"] == "none"
+    assert "NVML: Driver Not Loaded" in facts["reason"]
+    assert "couldn't communicate with the NVIDIA driver" in facts["reason"]

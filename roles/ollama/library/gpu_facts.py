@@ -1,5 +1,4 @@
 #!/usr/bin/python
-# -*- coding: utf-8 -*-
 # Apache-2.0 (see the project's README)
 
 DOCUMENTATION = r"""
@@ -173,7 +172,7 @@ def from_nvidia_smi(module):
     except GpuParseError as exc:
         raise RuntimeError(f"nvidia-smi: {exc}") from None
     first = out.strip().splitlines()[0] if out.strip() else ""
-    driver = dict(zip(QUERY_FIELDS, first.split(", "))).get("driver_version", "")
+    driver = dict(zip(QUERY_FIELDS, first.split(", "), strict=False)).get("driver_version", "")
     _, banner, _ = module.run_command([binary])
     return gpus, driver, cuda_version_from_smi_banner(banner)
 

@@ -1,4 +1,3 @@
-# -*- coding: utf-8 -*-
 # One GPU schema, two sources: used by the gpu_facts module (on the target) and by the
 # ollama_gpus_from_nvidia_smi filter (on the controller). Standard library only.
 """Parse nvidia-smi output into the schema gpu_facts returns.
@@ -58,7 +57,7 @@ def parse_nvidia_smi_csv(csv_text: str, fields=QUERY_FIELDS, list_text: str = ""
         values = [v.strip() for v in line.split(", ")]
         if len(values) != len(fields):
             raise GpuParseError(f"expected {len(fields)} comma-separated values ({', '.join(fields)}), got: {line}")
-        row = dict(zip(fields, values))
+        row = dict(zip(fields, values, strict=True))
         total = _mib(row["memory.total"], "memory.total", line)
         mig = row.get("mig.mode.current", "[N/A]")
         gpus.append(
