@@ -66,7 +66,7 @@ KNOBS = {
     "origins": ("OLLAMA_ORIGINS", "list", None),
     "debug": ("OLLAMA_DEBUG", "int", (0, 2)),
 }
-INSTANCE_KEYS = {"name", "gpus", "port", "models", "extra_env", *KNOBS}
+INSTANCE_KEYS = {"name", "gpus", "port", "models", "warm", "extra_env", *KNOBS}
 # Ollama v0.33's variables (envconfig/config.go, FACTS.md) that extra_env may set.
 FREE_OLLAMA_ENV = {
     "OLLAMA_LLM_LIBRARY",
@@ -352,6 +352,10 @@ def ollama_plan(gpus, host, config):
         models = spec.get("models", config.get("models") or [])
         if not isinstance(models, list) or not all(isinstance(m, str) and m for m in models):
             raise PlanError(f"{where}, field models: must be a list of model names like llama3.1:8b")
+        models = [model_name(m) for m in models]
+        warm = spec.get("warm", config.get("warm", True))
+        if not isinstance(warm, bool):
+            raise PlanError(f"{where}, field warm: must be true or false, got {warm!r}")
         devices = ",".join(u["uuid"] if by == "uuid" or u["mig"] else str(u["index"]) for u in units_of)
         address = config.get("bind_address", "127.0.0.1")
         env = {
@@ -364,7 +368,8 @@ def ollama_plan(gpus, host, config):
             if isinstance(value, bool):
                 env[variable] = "true" if value else "false"
             elif isinstance(value, list):
-                env[variable] = ",".join(value)
+                if value:  # an empty list leaves Ollama's default
+                    env[variable] = ",".join(value)
             else:
                 env[variable] = str(value)
         env.update(extra)
@@ -381,6 +386,7 @@ def ollama_plan(gpus, host, config):
                 "settings": settings,
                 "env": env,
                 "models": models,
+                "warm": warm,
             }
         )
     return plan
@@ -418,6 +424,52 @@ def ollama_plan_table(plan, headroom=0.10):
     return ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
 
 
+def model_name(name):
+    """Ollama's canonical name: a model without a tag is :latest."""
+    return name if ":" in name.rsplit("/", 1)[-1] else f"{name}:latest"
+
+
+def instance_url(instance):
+    """Where the host itself reaches an instance (0.0.0.0 and :: mean every address, loopback included)."""
+    address = instance["address"]
+    address = "127.0.0.1" if address in ("0.0.0.0", "") else "[::1]" if address == "::" else address
+    if ":" in address and not address.startswith("["):
+        address = f"[{address}]"
+    return f"http://{address}:{instance['port']}"
+
+
+def ollama_model_sources(plan):
+    """Each pinned model once, with the first instance that pins it: the shared store needs one pull."""
+    sources = {}
+    for instance in plan:
+        for model in instance.get("models", []):
+            sources.setdefault(
+                model_name(model),
+                {"model": model_name(model), "instance": instance["name"], "url": instance_url(instance)},
+            )
+    return list(sources.values())
+
+
+def ollama_models_from_api(shows, tags):
+    """{model: {model_info, size}} for the fit check, from /api/show results (uri loop) and /api/tags."""
+    sizes = {model_name(m["name"]): m["size"] for m in tags.get("models", [])}
+    return {
+        model_name(r["item"]["model"]): {
+            "model_info": r["json"]["model_info"],
+            "size": sizes[model_name(r["item"]["model"])],
+        }
+        for r in shows
+        if r.get("json") and model_name(r["item"]["model"]) in sizes
+    }
+
+
 class FilterModule:
     def filters(self):
-        return {"ollama_plan": ollama_plan, "ollama_plan_table": ollama_plan_table}
+        return {
+            "ollama_plan": ollama_plan,
+            "ollama_plan_table": ollama_plan_table,
+            "ollama_model_sources": ollama_model_sources,
+            "ollama_models_from_api": ollama_models_from_api,
+            "ollama_instance_url": instance_url,
+            "ollama_model_name": model_name,
+        }

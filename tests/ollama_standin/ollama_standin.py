@@ -560,6 +560,12 @@ class Handler(BaseHTTPRequestHandler):
                         "instance": f"{socket.gethostname()}:{self.cfg.port}",
                         "gpus": r.gpus,
                         "active": r.active,
+                        # the environment the process really got, so tests can check the unit delivered it
+                        "env": {
+                            k: v
+                            for k, v in os.environ.items()
+                            if k.startswith("OLLAMA_") or k == "CUDA_VISIBLE_DEVICES"
+                        },
                     },
                 }
             )

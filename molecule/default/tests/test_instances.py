@@ -1,0 +1,114 @@
+"""The seeds' layout on the 8x L20 host: one hardened, ready unit per GPU group (testinfra, over SSH)."""
+
+import json
+import re
+
+import pytest
+
+# name → (GPU indices, port, settings the inventory gives it) as in molecule.yml
+INSTANCES = {
+    "small": ([0, 1], 11435, {"OLLAMA_NUM_PARALLEL": "4", "OLLAMA_CONTEXT_LENGTH": "8192"}),
+    "large": ([2, 3, 4, 5, 6], 11436, {"OLLAMA_NUM_PARALLEL": "2", "OLLAMA_CONTEXT_LENGTH": "32768"}),
+    "solo": ([7], 11437, {"OLLAMA_NUM_PARALLEL": "1", "OLLAMA_CONTEXT_LENGTH": "8192"}),
+}
+COMMON = {
+    "OLLAMA_FLASH_ATTENTION": "true",
+    "OLLAMA_KV_CACHE_TYPE": "f16",
+    "OLLAMA_KEEP_ALIVE": "5m",
+    "OLLAMA_LOAD_TIMEOUT": "5m",
+    "OLLAMA_MAX_LOADED_MODELS": "0",
+    "OLLAMA_MAX_QUEUE": "512",
+    "OLLAMA_SCHED_SPREAD": "false",
+    "OLLAMA_GPU_OVERHEAD": "0",
+    "OLLAMA_DEBUG": "0",
+    "OLLAMA_MODELS": "/var/lib/ollama/models",
+}
+MODELS = {"small": "llama3.1:8b", "large": "llama3.3:70b", "solo": "qwen3:0.6b"}
+
+
+@pytest.fixture(scope="module")
+def uuids(host):
+    return [g["uuid"] for g in json.loads(host.check_output("cat /etc/nvidia-sim/gpus.json"))["gpus"]]
+
+
+def process_env(host, name):
+    pid = host.check_output(f"systemctl show -p MainPID --value ollama@{name}.service")
+    raw = host.check_output(f"tr '\\0' '\\n' < /proc/{pid}/environ")
+    return dict(line.split("=", 1) for line in raw.splitlines() if "=" in line)
+
+
+def ps(host, port):
+    return json.loads(host.check_output(f"curl -sf http://127.0.0.1:{port}/api/ps"))["models"]
+
+
+@pytest.mark.parametrize("name", INSTANCES)
+def test_unit_is_active_and_enabled(host, name):
+    unit = host.service(f"ollama@{name}")
+    assert unit.is_running and unit.is_enabled
+
+
+@pytest.mark.parametrize("name", INSTANCES)
+def test_each_instance_listens_only_on_its_own_port_on_loopback(host, name):
+    pid = host.check_output(f"systemctl show -p MainPID --value ollama@{name}.service")
+    listening = host.check_output(f"ss -Hltnp | grep 'pid={pid},' | awk '{{print $4}}'").split()
+    assert listening == [f"127.0.0.1:{INSTANCES[name][1]}"]
+
+
+@pytest.mark.parametrize("name", INSTANCES)
+def test_cuda_visible_devices_are_the_groups_uuids(host, uuids, name):
+    indices = INSTANCES[name][0]
+    expected = ",".join(uuids[i] for i in indices)
+    assert process_env(host, name)["CUDA_VISIBLE_DEVICES"] == expected
+    (model,) = ps(host, INSTANCES[name][1])
+    assert model["standin"]["gpus"] == [uuids[i] for i in indices]
+
+
+@pytest.mark.parametrize("name", INSTANCES)
+def test_ollama_settings_reach_the_process_as_configured(host, name):
+    _, port, own = INSTANCES[name]
+    expected = {**COMMON, **own, "OLLAMA_HOST": f"127.0.0.1:{port}"}
+    from_systemd = process_env(host, name)
+    (model,) = ps(host, port)
+    from_ollama = model["standin"]["env"]
+    for variable, value in expected.items():
+        assert from_systemd[variable] == value, variable
+        assert from_ollama[variable] == value, variable
+    assert model["context_length"] == int(own["OLLAMA_CONTEXT_LENGTH"])
+
+
+@pytest.mark.parametrize("name", INSTANCES)
+def test_unit_exposure_is_at_most_3(host, name):
+    report = host.check_output(f"systemd-analyze security ollama@{name}.service")
+    exposure = float(re.search(r"Overall exposure level for ollama@\S+: ([\d.]+)", report).group(1))
+    assert exposure <= 3.0
+
+
+def test_unit_template_verifies_and_restarts_on_failure(host):
+    assert host.run("systemd-analyze verify /etc/systemd/system/ollama@.service:ollama@probe.service").rc == 0
+    props = host.check_output("systemctl show -p Restart -p StartLimitBurst -p User ollama@small.service")
+    assert dict(line.split("=", 1) for line in props.splitlines()) == {
+        "Restart": "on-failure",
+        "User": "ollama",
+        "StartLimitBurst": "5",
+    }
+
+
+def test_pinned_models_pulled_once_into_the_shared_store_and_warm(host):
+    tags = json.loads(host.check_output("curl -sf http://127.0.0.1:11437/api/tags"))["models"]
+    assert sorted(m["name"] for m in tags) == sorted(MODELS.values())
+    manifests = host.check_output("find /var/lib/ollama/models/manifests -type f | wc -l")
+    assert int(manifests) == 3
+    for name, model in MODELS.items():
+        loaded = ps(host, INSTANCES[name][1])
+        assert [m["name"] for m in loaded] == [model]
+        assert loaded[0]["size_vram"] == loaded[0]["size"], f"{model} spilled to CPU on {name}"
+
+
+def test_a_killed_instance_comes_back(host):
+    before = host.check_output("systemctl show -p MainPID --value ollama@solo.service")
+    host.run("systemctl kill -s KILL ollama@solo.service")
+    back = host.run(
+        "for i in $(seq 50); do curl -sf http://127.0.0.1:11437/api/version && exit 0; sleep 0.2; done; exit 1"
+    )
+    assert back.rc == 0
+    assert host.check_output("systemctl show -p MainPID --value ollama@solo.service") != before
