@@ -154,11 +154,18 @@ def up(name: str, address: str, bridge: str, pubkey: Path) -> dict:
 
 def _personalise(merged: Path, name: str, address: str, pubkey: Path) -> None:
     (merged / "etc/hostname").write_text(name + "\n")
+    # debootstrap writes no /etc/hosts and copies this machine's resolver: a host would wait on (and
+    # send packets towards) a DNS server outside the test subnet. Names resolve locally, nothing else.
+    (merged / "etc/hosts").write_text(f"127.0.0.1\tlocalhost\n127.0.1.1\t{name}\n::1\tlocalhost ip6-localhost\n")
+    resolv = merged / "etc/resolv.conf"
+    if resolv.is_symlink() or resolv.exists():
+        resolv.unlink()
+    resolv.write_text("# test host: no DNS server; names come from /etc/hosts\n")
     if "/" not in address:
         address += "/24"
-    gateway = BRIDGE_CIDR.split("/")[0]
+    # No gateway: a test host reaches the test subnet and nothing beyond it.
     (merged / "etc/systemd/network/10-host0.network").write_text(
-        f"[Match]\nName=host0\n\n[Network]\nAddress={address}\nGateway={gateway}\nLinkLocalAddressing=no\n"
+        f"[Match]\nName=host0\n\n[Network]\nAddress={address}\nLinkLocalAddressing=no\n"
     )
     ssh = merged / "root/.ssh"
     ssh.mkdir(mode=0o700, parents=True, exist_ok=True)

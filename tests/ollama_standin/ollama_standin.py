@@ -28,6 +28,7 @@ import json
 import os
 import re
 import socket
+import socketserver
 import sys
 import threading
 import time
@@ -900,6 +901,11 @@ def serve(cfg: Config) -> None:
         daemon_threads = True
         request_queue_size = 1024
         address_family = socket.AF_INET6 if ":" in cfg.host else socket.AF_INET
+
+        def server_bind(self):
+            # HTTPServer.server_bind resolves its own address (getfqdn): seconds without DNS. Ollama doesn't.
+            socketserver.TCPServer.server_bind(self)
+            self.server_name, self.server_port = cfg.host, cfg.port
 
     httpd = Server((cfg.host, cfg.port), handler)
     log("INFO", f"Listening on {cfg.host}:{cfg.port} (version {VERSION})")
