@@ -12,7 +12,8 @@ ROLES = sorted(p.name for p in (REPO / "roles").iterdir() if (p / "defaults/main
 
 def readme_table(role: str) -> dict[str, str]:
     text = (REPO / "README.md").read_text()
-    section = text.split(f"### Variables of the `{role}` role", 1)[1].split("\n## ", 1)[0]
+    section = text.split(f"### Variables of the `{role}` role", 1)[1]
+    section = re.split(r"\n##+ ", section, maxsplit=1)[0]
     return dict(re.findall(r"^\| `(\w+)` \| `(.*?)` \|", section, re.M))
 
 

@@ -1,0 +1,95 @@
+"""The gateway's view of the fleet: every instance as the gateway reaches it, and model routes."""
+
+from ansible.errors import AnsibleFilterError
+
+DOCUMENTATION = r"""
+name: ollama_gateway_backends
+short_description: Every instance of every GPU host, with the address the gateway uses to reach it
+description:
+  - Input is the hostvars of the GPU hosts (C(groups['ollama_gpu_hosts'] | map('extract', hostvars))), each
+    holding C(_ollama_plan) from the ollama role in the same run.
+  - An instance on loopback is reachable only from a gateway on the same host; anything else is rejected,
+    naming the host, the instance and C(ollama_bind_address). C(0.0.0.0) means the host's C(ansible_host).
+options:
+  _input:
+    description: hostvars of the GPU hosts.
+    type: list
+    required: true
+  gateway:
+    description: inventory_hostname of the gateway.
+    type: str
+    required: true
+"""
+
+EXAMPLES = r"""
+backends: "{{ groups['ollama_gpu_hosts'] | map('extract', hostvars) | ollama_gateway_backends(gateway=inventory_hostname) }}"
+# => [{"host": "gpu1", "instance": "small", "address": "127.0.0.1", "port": 11435, "max_conns": 4,
+#      "models": ["llama3.1:8b"], "gpu_label": "GPUs 0-1"}, …]
+"""
+
+RETURN = r"""
+_value:
+  description: host, instance, address, port, max_conns, models, gpu_label, for each instance.
+  type: list
+  elements: dict
+"""
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def ollama_gateway_backends(hosts, gateway):
+    backends = []
+    for hv in hosts:
+        host = hv.get("inventory_hostname")
+        plan = hv.get("_ollama_plan")
+        if plan is None:
+            raise AnsibleFilterError(
+                f"gateway {gateway}: host {host} has no instance plan in this run; run site.yml on the GPU hosts "
+                "together with the gateway (a --limit to the gateway alone cannot see the instances)"
+            )
+        for instance in plan:
+            address = instance["address"]
+            if address in LOOPBACK and host != gateway:
+                raise AnsibleFilterError(
+                    f"host {host}, instance '{instance['name']}', field ollama_bind_address: the instance listens on "
+                    f"{address}, which gateway {gateway} cannot reach; set it to an address of {host} on the gateway's "
+                    f"network (e.g. {hv.get('ansible_host', host)})"
+                )
+            if address in ("0.0.0.0", "::", ""):
+                address = "127.0.0.1" if host == gateway else hv.get("ansible_host", host)
+            backends.append(
+                {
+                    "host": host,
+                    "instance": instance["name"],
+                    "address": address,
+                    "port": instance["port"],
+                    "max_conns": int(instance["settings"].get("num_parallel", 1)),
+                    "models": list(instance.get("models", [])),
+                    "gpu_label": instance.get("gpu_label", ""),
+                }
+            )
+    if not backends:
+        raise AnsibleFilterError(f"gateway {gateway}: no Ollama instance to balance; is ollama_gpu_hosts empty?")
+    return backends
+
+
+def ollama_gateway_routes(backends):
+    """{"upstreams": {name: [backend, …]}, "routes": {model: name}}: one upstream per distinct set of
+    instances that pin a model; models pinned nowhere use the default upstream."""
+    by_model = {}
+    for backend in backends:
+        for model in backend["models"]:
+            by_model.setdefault(model, []).append(backend)
+    upstreams, routes, names = {}, {}, {}
+    for model in sorted(by_model):
+        key = tuple((b["host"], b["instance"]) for b in by_model[model])
+        if key not in names:
+            names[key] = f"ollama_pinned_{len(names) + 1}"
+            upstreams[names[key]] = by_model[model]
+        routes[model] = names[key]
+    return {"upstreams": upstreams, "routes": routes}
+
+
+class FilterModule:
+    def filters(self):
+        return {"ollama_gateway_backends": ollama_gateway_backends, "ollama_gateway_routes": ollama_gateway_routes}
