@@ -35,7 +35,8 @@ SUITE = "bookworm"
 BRIDGE = "olt-br0"
 BRIDGE_CIDR = "10.213.0.1/24"
 # What every test host has without reaching a mirror: sshd, Python for Ansible,
-# nginx and njs for the gateway role, zstd for .tar.zst release archives.
+# nginx and njs for the gateway role, zstd for .tar.zst release archives, nftables for the
+# instance firewall on hosts whose instances listen beyond loopback.
 PACKAGES = [
     "systemd",
     "systemd-sysv",
@@ -53,6 +54,7 @@ PACKAGES = [
     "nginx-light",
     "libnginx-mod-http-js",
     "less",
+    "nftables",
 ]
 
 

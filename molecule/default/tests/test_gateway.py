@@ -1,0 +1,95 @@
+"""Through the gateway on the GPU host itself: balancing, routing, locked management, streaming."""
+
+import json
+import re
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "tests"))
+from helpers.ollama_client import burst, call  # noqa: E402
+
+GATEWAY = "http://10.213.0.11:11434"
+ADMIN = "olt-test-admin-key-0001"
+PINNED = {"llama3.1:8b": 11435, "llama3.3:70b": 11436, "qwen3:0.6b": 11437}
+
+
+def test_every_instance_is_in_the_upstream_and_up(host):
+    conf = host.check_output("cat /etc/nginx/conf.d/ollama-gateway.conf")
+    upstream = conf.split("upstream ollama_all {", 1)[1].split("}", 1)[0]
+    primaries = re.findall(r"server 127\.0\.0\.1:(\d+) max_conns=(\d+)", upstream)
+    assert primaries == [("11435", "4"), ("11436", "2"), ("11437", "1")]
+    assert len(re.findall(r"server 127\.0\.0\.1:\d+ backup", upstream)) == 3
+    health = call(f"{GATEWAY}/healthz")
+    assert health.status == 200 and (health.json()["up"], health.json()["total"]) == (3, 3)
+
+
+def test_a_pinned_model_is_answered_only_by_its_instance():
+    for model, port in PINNED.items():
+        for _ in range(4):
+            answer = call(
+                f"{GATEWAY}/api/generate",
+                {"model": model, "prompt": "hi", "stream": False, "options": {"num_predict": 2}},
+            )
+            assert answer.status == 200
+            assert answer.headers["x-ollama-instance"] == f"olt-default-gpu1:{port}"
+
+
+def test_openai_route_follows_the_model_too():
+    answer = call(
+        f"{GATEWAY}/v1/chat/completions",
+        {"model": "qwen3:0.6b", "max_tokens": 2, "messages": [{"role": "user", "content": "hi"}]},
+    )
+    assert answer.status == 200 and answer.headers["x-ollama-instance"] == "olt-default-gpu1:11437"
+
+
+def test_management_needs_the_admin_key():
+    refused = call(f"{GATEWAY}/api/pull", {"model": "qwen3:0.6b", "stream": False})
+    assert refused.status == 403 and "admin key" in refused.json()["error"]
+    allowed = call(f"{GATEWAY}/api/pull", {"model": "qwen3:0.6b", "stream": False}, key=ADMIN)
+    assert allowed.status == 200 and allowed.json() == {"status": "success"}
+    assert call(f"{GATEWAY}/api/delete", method="DELETE", body={"model": "x"}).status == 403
+
+
+def test_unknown_paths_are_not_proxied():
+    assert call(f"{GATEWAY}/api/anything").status == 404
+    assert call(f"{GATEWAY}/api/version").json() == {"version": "0.33.0"}
+
+
+def test_streaming_arrives_token_by_token():
+    answer = call(
+        f"{GATEWAY}/api/chat",
+        {"model": "qwen3:0.6b", "messages": [{"role": "user", "content": "hi"}], "options": {"num_predict": 20}},
+    )
+    assert answer.status == 200 and len(answer.chunk_times) == 21
+    # 20 tokens at the stand-in's 50/s: spread over ~0.4 s, the first long before the last
+    assert answer.chunk_times[-1] - answer.chunk_times[0] > 0.25
+    assert answer.first_byte < answer.total / 2
+
+
+def test_a_burst_beyond_every_slot_waits_instead_of_failing():
+    # 7 slots in all, 1 for qwen3:0.6b: 12 at once queue on its instance and all succeed
+    body = {"model": "qwen3:0.6b", "prompt": "burst", "stream": False, "options": {"num_predict": 5}}
+    answers = burst(f"{GATEWAY}/api/generate", [body] * 12)
+    assert [a.status for a in answers] == [200] * 12
+
+
+def test_stub_status_only_on_the_host(host):
+    assert "Active connections" in host.check_output("curl -sf http://127.0.0.1:8081/nginx_status")
+    assert host.run("curl -sf http://10.213.0.11:8081/nginx_status").rc != 0
+
+
+def test_nginx_config_is_ours_and_tested(host):
+    conf = host.file("/etc/nginx/conf.d/ollama-gateway.conf")
+    assert conf.content_string.startswith("#\n# Ansible managed")
+    assert host.run("nginx -t").rc == 0
+    keys = host.file("/etc/nginx/ollama-gateway/admin_keys.map")
+    assert keys.mode == 0o600 and ADMIN in keys.content_string
+
+
+def test_chat_answer_names_its_gpus(host):
+    uuids = [g["uuid"] for g in json.loads(host.check_output("cat /etc/nvidia-sim/gpus.json"))["gpus"]]
+    answer = call(
+        f"{GATEWAY}/api/chat",
+        {"model": "llama3.3:70b", "stream": False, "messages": [{"role": "user", "content": "hi"}]},
+    )
+    assert answer.headers["x-ollama-gpus"].split(",") == uuids[2:7]
