@@ -397,6 +397,8 @@ def embedding(text: str, dims: int) -> list[float]:
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Go's net/http sets TCP_NODELAY; without it small writes on kept-alive connections stall ~40 ms.
+    disable_nagle_algorithm = True
     server_version = "ollama-standin"
     cfg: Config
     store: Store
@@ -426,19 +428,25 @@ class Handler(BaseHTTPRequestHandler):
         self.send_json(status, {"error": message})
 
     def start_stream(self, content_type: str):
+        # HTTP/1.0 peers (nginx's default proxy_pass) get a body ended by closing, as Go's server does.
+        self.chunked = self.request_version != "HTTP/1.0"
         self.send_response(200)
         self.send_header("Content-Type", content_type)
-        self.send_header("Transfer-Encoding", "chunked")
+        if self.chunked:
+            self.send_header("Transfer-Encoding", "chunked")
+        else:
+            self.close_connection = True
         self.send_header("Cache-Control", "no-cache")
         self._identity_headers()
         self.end_headers()
 
     def chunk(self, data: bytes):
-        self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+        self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data) if self.chunked else data)
         self.wfile.flush()
 
     def end_stream(self):
-        self.wfile.write(b"0\r\n\r\n")
+        if self.chunked:
+            self.wfile.write(b"0\r\n\r\n")
         self.wfile.flush()
 
     def body(self) -> dict | None:

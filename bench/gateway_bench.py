@@ -1,0 +1,332 @@
+#!/usr/bin/env python3
+"""Gateway benchmark: our nginx config next to the seeds' recipe and plain round robin, in one run.
+
+    .venv/bin/python bench/gateway_bench.py            (root; installs nginx-light + njs if missing)
+
+Everything runs on loopback: two Ollama stand-ins (OLLAMA_NUM_PARALLEL 4 and 2, 20 ms to first
+token, 50 tokens/s) and three nginx instances in a private prefix under .cache/bench:
+  ours         roles/ollama_gateway/templates/ollama-gateway.conf.j2 rendered by Ansible's own
+               template module with the role's defaults
+  recipe       the seeds' `upstream { least_conn; server … max_conns=8; }` + bare proxy_pass
+  round robin  ours with plain round robin instead of least_conn + max_conns + overflow
+It prints one Markdown table for the README.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(REPO / "tests" / "ollama_standin"))
+from helpers.ollama_client import burst, call  # noqa: E402
+
+WORK = REPO / ".cache" / "bench"
+# Like the seeds' fleet, the instances differ: one runs 4 requests at once, the other 2.
+INSTANCES = [("127.0.0.1", 21435, 4), ("127.0.0.1", 21436, 2)]
+PORTS = {"ours": 21434, "recipe": 21444, "round robin": 21454}
+MODEL = "qwen3:0.6b"
+
+
+def sh(*cmd, **kw):
+    return subprocess.run(cmd, check=True, text=True, capture_output=True, **kw)
+
+
+def ensure_nginx():
+    if not Path("/usr/lib/nginx/modules/ngx_http_js_module.so").exists():
+        sh("apt-get", "install", "-y", "-q", "nginx-light", "libnginx-mod-http-js")
+
+
+def start_standins(procs):
+    import build_archive
+
+    archive = build_archive.build("0.33.0", WORK / "release")
+    root = WORK / "ollama"
+    shutil.rmtree(root, ignore_errors=True)
+    with tarfile.open(archive) as tar:
+        tar.extractall(root, filter="data")
+    for host, port, parallel in INSTANCES:
+        env = {
+            **os.environ,
+            "OLLAMA_HOST": f"{host}:{port}",
+            "OLLAMA_MODELS": str(WORK / "models"),
+            "OLLAMA_NUM_PARALLEL": str(parallel),
+            "OLLAMA_STANDIN_TTFT_MS": "20",
+            "OLLAMA_STANDIN_TOKENS_PER_SEC": "50",
+            "OLLAMA_STANDIN_LOAD_MS": "0",
+            "OLLAMA_STANDIN_PULL_MS": "0",
+            "NVML_SIM_SPEC": str(REPO / "tests/gpu_sim/specs/l20x8.json"),
+            "CUDA_VISIBLE_DEVICES": "0",
+        }
+        procs.append(
+            subprocess.Popen(
+                [str(root / "bin/ollama"), "serve"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            )
+        )
+    for host, port, _ in INSTANCES:
+        wait(f"http://{host}:{port}/api/version")
+        call(f"http://{host}:{port}/api/pull", {"model": MODEL, "stream": False})
+        call(f"http://{host}:{port}/api/generate", {"model": MODEL, "keep_alive": -1})
+
+
+def wait(url, timeout=15):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if call(url, timeout=2).status == 200:
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit(f"{url} did not answer")
+
+
+def render_ours(dest: Path):
+    """The role's real templates, through Ansible's template module, with the role's defaults."""
+    backends = [
+        {
+            "host": "bench",
+            "instance": f"i{n}",
+            "address": h,
+            "port": p,
+            "max_conns": par,
+            "models": [],
+            "gpu_label": f"GPU {n}",
+        }
+        for n, (h, p, par) in enumerate(INSTANCES)
+    ]
+    extra = {
+        "_ollama_gateway_backends": backends,
+        "__ollama_gateway_dir": str(WORK),
+        "ollama_gateway_port": PORTS["ours"],
+        "ollama_gateway_listen_address": "127.0.0.1",
+        "ollama_gateway_status_listen": "",
+        "_ollama_gateway_tls": False,
+    }
+    (WORK / "extra.json").write_text(json.dumps(extra))
+    env = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg")}
+    ansible = str(Path(sys.executable).parent / "ansible")
+    for src, out in (("ollama-gateway.conf.j2", dest), ("ollama_gateway.js.j2", WORK / "ollama_gateway.js")):
+        sh(
+            ansible,
+            "localhost",
+            "-c",
+            "local",
+            "-m",
+            "template",
+            "-a",
+            f"src={REPO}/roles/ollama_gateway/templates/{src} dest={out}",
+            "-e",
+            f"@{REPO}/roles/ollama_gateway/defaults/main.yml",
+            "-e",
+            f"@{WORK}/extra.json",
+            env=env,
+            cwd=REPO,
+        )
+    for keys in ("client_keys.map", "admin_keys.map"):
+        (WORK / keys).write_text("")
+
+
+# The seeds' recipe, as FACTS.md quotes it.
+RECIPE = """
+upstream recipe_backend {
+    least_conn;
+%s
+}
+server {
+    listen 127.0.0.1:%d;
+    location / {
+        proxy_pass http://recipe_backend;
+    }
+}
+"""
+# Plain round robin with streaming done right: isolates the balancing policy.
+ROUND_ROBIN = """
+upstream rr_backend {
+%s
+    keepalive 64;
+}
+server {
+    listen 127.0.0.1:%d;
+    proxy_http_version 1.1;
+    proxy_set_header Connection "";
+    proxy_buffering off;
+    location / {
+        proxy_pass http://rr_backend;
+    }
+}
+"""
+
+
+def start_nginx(procs):
+    render_ours(WORK / "ours.conf")
+    (WORK / "recipe.conf").write_text(
+        RECIPE % ("\n".join(f"    server {h}:{p} max_conns=8;" for h, p, _ in INSTANCES), PORTS["recipe"])
+    )
+    (WORK / "rr.conf").write_text(
+        ROUND_ROBIN % ("\n".join(f"    server {h}:{p};" for h, p, _ in INSTANCES), PORTS["round robin"])
+    )
+    (WORK / "logs").mkdir(exist_ok=True)
+    (WORK / "nginx.conf").write_text(f"""
+load_module /usr/lib/nginx/modules/ngx_http_js_module.so;
+worker_processes 2;
+pid {WORK}/nginx.pid;
+error_log {WORK}/logs/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    include /etc/nginx/mime.types;
+    include {WORK}/ours.conf;
+    include {WORK}/rr.conf;
+    include {WORK}/recipe.conf;
+}}
+""")
+    sh("nginx", "-t", "-q", "-p", str(WORK), "-c", str(WORK / "nginx.conf"))
+    procs.append(subprocess.Popen(["nginx", "-p", str(WORK), "-c", str(WORK / "nginx.conf"), "-g", "daemon off;"]))
+    for port in PORTS.values():
+        wait(f"http://127.0.0.1:{port}/api/version")
+
+
+def url(name, path):
+    return (
+        f"http://127.0.0.1:{PORTS[name]}{path}"
+        if name != "direct"
+        else f"http://{INSTANCES[0][0]}:{INSTANCES[0][1]}{path}"
+    )
+
+
+def ttft(name, n=40):
+    body = {"model": MODEL, "prompt": "ttft", "options": {"num_predict": 10}}
+    return statistics.median(call(url(name, "/api/generate"), body).first_byte for _ in range(n)) * 1000
+
+
+def throughput(name, seconds=4.0, workers=8):
+    """Rounds of `workers` tiny requests at once; direct alternates over the two instances."""
+    body = {"model": MODEL, "prompt": "s", "stream": False, "options": {"num_predict": 1}}
+    if name == "direct":
+        targets = [f"http://{h}:{p}/api/generate" for h, p, _ in INSTANCES] * (workers // len(INSTANCES))
+    else:
+        targets = [url(name, "/api/generate")] * workers
+    done, started = 0, time.monotonic()
+    while time.monotonic() - started < seconds:
+        done += sum(1 for a in at_once(targets, body) if a.status == 200)
+    return done / (time.monotonic() - started)
+
+
+def at_once(targets, body):
+    import threading
+
+    out = [None] * len(targets)
+
+    def one(i):
+        out[i] = call(targets[i], body)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(len(targets))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return out
+
+
+def burst_failures(name, n):
+    body = {"model": MODEL, "prompt": "burst", "options": {"num_predict": 20}}
+    return sum(1 for a in burst(url(name, "/api/generate"), [body] * n) if a.status != 200)
+
+
+def mixed_p95(name, seeds=(7, 11, 13), n=100, gap=0.1, p_long=0.1):
+    """Open-loop arrivals every 100 ms, one in ten long (150 tokens, 3 s), the rest short (3 tokens):
+    p95 latency of the short ones, pooled over three seeded sequences (the same for every setup)."""
+    import random
+    import threading
+
+    short = []
+    for seed in seeds:
+        rng = random.Random(seed)  # noqa: S311 - a repeatable workload, not a secret
+        kinds = ["long" if rng.random() < p_long else "short" for _ in range(n)]
+        times = [None] * n
+
+        def one(i, kinds=kinds, times=times):
+            body = {
+                "model": MODEL,
+                "prompt": kinds[i],
+                "stream": False,
+                "options": {"num_predict": 150 if kinds[i] == "long" else 3},
+            }
+            answer = call(url(name, "/api/generate"), body, timeout=120)
+            times[i] = answer.total if answer.status == 200 else None
+
+        threads = []
+        for i in range(n):
+            threads.append(threading.Thread(target=one, args=(i,)))
+            threads[-1].start()
+            time.sleep(gap)
+        for t in threads:
+            t.join()
+        short += [t for t, k in zip(times, kinds, strict=True) if k == "short" and t is not None]
+    return statistics.quantiles(short, n=20)[18] * 1000
+
+
+def main():
+    if os.geteuid() != 0:
+        raise SystemExit("run as root (nginx binds and apt)")
+    WORK.mkdir(parents=True, exist_ok=True)
+    procs = []
+    try:
+        ensure_nginx()
+        start_standins(procs)
+        start_nginx(procs)
+        slots = sum(par for _, _, par in INSTANCES)
+        rows = []
+        d, o, r = ttft("direct"), ttft("ours"), ttft("recipe")
+        rows.append(
+            (
+                "time to first token, median (ms)",
+                f"{o:.1f} (direct {d:.1f}, +{o - d:.1f})",
+                f"{r:.1f} (+{r - d:.1f})",
+                "gateway adds ≤ 2 ms",
+            )
+        )
+        td, to, tr = throughput("direct"), throughput("ours"), throughput("recipe")
+        rows.append(
+            (
+                "small requests/s, gateway ÷ direct",
+                f"{to / td:.2f} ({to:.0f} vs {td:.0f})",
+                f"{tr / td:.2f} ({tr:.0f})",
+                "≥ 0.85",
+            )
+        )
+        bo, br = burst_failures("ours", 10 * slots), burst_failures("recipe", 10 * slots)
+        rows.append((f"burst of {10 * slots} (10× {slots} slots): non-200", str(bo), str(br), "0"))
+        mo, mr = mixed_p95("ours"), mixed_p95("round robin")
+        rows.append(
+            ("mixed long/short: p95 of short (ms)", f"{mo:.0f}", f"{mr:.0f} (round robin)", "lower than round robin")
+        )
+        print(
+            f"\nGateway benchmark, {time.strftime('%Y-%m-%d')}: 2 stand-in instances (OLLAMA_NUM_PARALLEL 4 and 2), "
+            "20 ms to first token, 50 tokens/s, loopback; `.venv/bin/python bench/gateway_bench.py`\n"
+        )
+        print("| measure | ours | seeds' recipe / baseline | target |")
+        print("|---|---|---|---|")
+        for row in rows:
+            print("| " + " | ".join(row) + " |")
+    finally:
+        for p in reversed(procs):
+            p.send_signal(signal.SIGTERM if p.args[0] != "nginx" else signal.SIGQUIT)
+        for p in procs:
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+if __name__ == "__main__":
+    main()
