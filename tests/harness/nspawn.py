@@ -6,6 +6,7 @@ Used by the molecule create/destroy playbooks, the sandbox and the fault suite.
   nspawn.py rootfs                       build (once) and print the cached root
   nspawn.py up NAME ADDRESS [--bridge B] [--pubkey FILE]
   nspawn.py down NAME                    stop one host and remove everything of it
+  nspawn.py reboot NAME                  clean poweroff, then boot again on the same disk
   nspawn.py down-all                     stop every host and remove the bridge
   nspawn.py list                         running hosts, one JSON object a line
 
@@ -127,7 +128,12 @@ def up(name: str, address: str, bridge: str, pubkey: Path) -> dict:
     # An overlay keeps the cached root read-only and makes a host cost seconds, not a copy.
     run(["mount", "-t", "overlay", "overlay", "-o", f"lowerdir={root},upperdir={upper},workdir={work}", str(merged)])
     _personalise(merged, name, address, pubkey)
-    log_file = open(state / "console.log", "w")
+    info = {"name": name, "address": address.split("/")[0], "bridge": bridge, "root": str(merged)}
+    return _boot(state, info)
+
+
+def _boot(state: Path, info: dict) -> dict:
+    log_file = open(state / "console.log", "a")
     # --keep-unit with --register=no: nspawn then needs no system bus, which matters on
     # CI machines whose PID 1 is not systemd (it would fail "Failed to open system bus").
     proc = subprocess.Popen(
@@ -137,9 +143,9 @@ def up(name: str, address: str, bridge: str, pubkey: Path) -> dict:
             "--boot",
             "--register=no",
             "--keep-unit",
-            f"--machine={name}",
-            f"--directory={merged}",
-            f"--network-bridge={bridge}",
+            f"--machine={info['name']}",
+            f"--directory={info['root']}",
+            f"--network-bridge={info['bridge']}",
             "--console=passive",
         ],
         stdin=subprocess.DEVNULL,
@@ -148,10 +154,32 @@ def up(name: str, address: str, bridge: str, pubkey: Path) -> dict:
         start_new_session=True,
     )
     (state / "pid").write_text(str(proc.pid))
-    info = {"name": name, "address": address.split("/")[0], "pid": proc.pid, "root": str(merged)}
+    info = dict(info, pid=proc.pid)
     (state / "host.json").write_text(json.dumps(info))
     _wait_for_ssh(info["address"], proc, state / "console.log")
     return info
+
+
+def reboot(name: str, timeout: float = 60) -> dict:
+    """Power the host off cleanly and boot it again on the same disk, as a server reboots."""
+    state = host_dir(name)
+    info = json.loads((state / "host.json").read_text())
+    _stop(info["pid"], name, timeout)
+    shutil.rmtree(f"/run/systemd/nspawn/propagate/{name}", ignore_errors=True)
+    return _boot(state, info)
+
+
+def _stop(pid: int, name: str, timeout: float) -> None:
+    # SIGTERM to systemd-nspawn asks the container's systemd for a clean poweroff.
+    if _alive(pid):
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if _alive(pid):
+            log(f"{name}: no clean poweroff in {timeout}s, killing")
+            os.killpg(pid, signal.SIGKILL)
+            time.sleep(0.5)
 
 
 def _personalise(merged: Path, name: str, address: str, pubkey: Path) -> None:
@@ -206,17 +234,7 @@ def down(name: str, timeout: float = 60) -> None:
         return
     pid_file = state / "pid"
     if pid_file.exists():
-        pid = int(pid_file.read_text())
-        # SIGTERM to systemd-nspawn asks the container's systemd for a clean poweroff.
-        if _alive(pid):
-            os.kill(pid, signal.SIGTERM)
-            deadline = time.monotonic() + timeout
-            while _alive(pid) and time.monotonic() < deadline:
-                time.sleep(0.2)
-            if _alive(pid):
-                log(f"{name}: no clean poweroff in {timeout}s, killing")
-                os.killpg(pid, signal.SIGKILL)
-                time.sleep(0.5)
+        _stop(int(pid_file.read_text()), name, timeout)
     # nspawn leaves its mount-propagation directory behind when the host has no systemd.
     shutil.rmtree(f"/run/systemd/nspawn/propagate/{name}", ignore_errors=True)
     merged = state / "merged"
@@ -258,6 +276,8 @@ def main() -> None:
     u.add_argument("--pubkey", type=Path, required=True)
     d = sub.add_parser("down")
     d.add_argument("name")
+    r = sub.add_parser("reboot")
+    r.add_argument("name")
     a = sub.add_parser("down-all")
     a.add_argument("--bridge", default=BRIDGE)
     sub.add_parser("list")
@@ -268,6 +288,8 @@ def main() -> None:
         print(json.dumps(up(args.name, args.address, args.bridge, args.pubkey)))
     elif args.cmd == "down":
         down(args.name)
+    elif args.cmd == "reboot":
+        print(json.dumps(reboot(args.name)))
     elif args.cmd == "down-all":
         down_all(args.bridge)
     else:
