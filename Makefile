@@ -4,7 +4,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 # Debian packages the controller needs to boot test hosts and build the simulated driver.
 APT_PACKAGES := systemd-container debootstrap gcc make iproute2 openssh-client curl python3-venv
 
-.PHONY: setup system-packages sandbox sandbox-down test lint unit molecule leftovers clean
+.PHONY: setup system-packages sandbox sandbox-down test lint unit molecule faults leftovers clean
 
 setup: system-packages $(VENV)/.installed
 
@@ -44,6 +44,11 @@ unit: setup
 
 molecule: setup
 	molecule test --all
+
+# The fault suite alone (it is part of `make test` too), then its results as the README's table.
+faults: setup
+	molecule test -s faults
+	python3 tests/faults_report.py
 
 # Molecule's destroy must leave no container, overlay mount or bridge behind.
 leftovers:

@@ -1,0 +1,172 @@
+"""A table of bad inventories, each run through site.yml: it must stop in the check plays, before any
+change on any host, with a message naming host, instance and field."""
+
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[3]
+sys.path.insert(0, str(REPO / "tests"))
+from helpers.fleet import site, snapshot  # noqa: E402
+
+HOSTS = ["olt-ft-gpu1", "olt-ft-gpu2", "olt-ft-gw"]
+STEADY = {"ollama_keep_alive": "10m", "ollama_gateway_retry_after": 4}
+A, B = {"name": "a", "gpus": [0, 1, 2, 3], "num_parallel": 2}, {"name": "b", "gpus": [4, 5, 6, 7], "num_parallel": 2}
+
+
+def instances(*specs):
+    return {"ollama_instances": list(specs)}
+
+
+CASES = {
+    # wrong types and ranges of host-level settings
+    "num_parallel 0": (
+        {"ollama_num_parallel": 0},
+        "host olt-ft-gpu1, field ollama_num_parallel: must be an integer from 1 up, got 0",
+    ),
+    "num_parallel not a number": ({"ollama_num_parallel": "four"}, "ollama_num_parallel"),
+    "negative context": (
+        {"ollama_context_length": -1},
+        "field ollama_context_length: must be an integer from 0 up, got -1",
+    ),
+    "debug out of range": ({"ollama_debug": 5}, "field ollama_debug: must be an integer from 0 to 2, got 5"),
+    "max_queue 0": ({"ollama_max_queue": 0}, "field ollama_max_queue: must be an integer from 1 up, got 0"),
+    "keep_alive not a duration": (
+        {"ollama_keep_alive": "5 minutes"},
+        'field ollama_keep_alive: must be a duration like "5m"',
+    ),
+    "unknown kv cache type": (
+        {"ollama_kv_cache_type": "q5"},
+        "value of ollama_kv_cache_type must be one of: f16, q8_0, q4_0, got: q5",
+    ),
+    "flash attention not a boolean": ({"ollama_flash_attention": "maybe"}, "ollama_flash_attention"),
+    "unknown strategy": (
+        {"ollama_instances": [], "ollama_gpu_strategy": "round_robin"},
+        "value of ollama_gpu_strategy must be one of: per_gpu, all, fixed, balanced",
+    ),
+    "fixed groups of 0": (
+        {"ollama_instances": [], "ollama_gpu_strategy": "fixed", "ollama_gpu_group_size": 0},
+        "field ollama_gpu_group_size: must be an integer from 1 up, got 0",
+    ),
+    "more balanced groups than GPUs": (
+        {"ollama_instances": [], "ollama_gpu_strategy": "balanced", "ollama_gpu_group_count": 9},
+        "field ollama_gpu_group_count: 9 groups need at least 9 GPUs; this host has 8",
+    ),
+    "base port out of range": (
+        {"ollama_base_port": 70000},
+        "field ollama_base_port: must be an integer from 1024 to 65535, got 70000",
+    ),
+    "unknown CUDA device naming": (
+        {"ollama_cuda_devices_by": "name"},
+        "value of ollama_cuda_devices_by must be one of: uuid, index",
+    ),
+    # GPU groups
+    "overlapping GPUs": (instances(A, dict(B, gpus=[3, 4])), "instance 'b', field gpus: GPU 3 ("),
+    "unknown GPU index": (
+        instances(A, dict(B, gpus=[8])),
+        "instance 'b', field gpus: GPU 8 does not exist on this host; valid: indices 0, 1, 2, 3, 4, 5, 6, 7",
+    ),
+    "unknown GPU UUID": (
+        instances(A, dict(B, gpus=["GPU-00000000-0000-0000-0000-000000000000"])),
+        "field gpus: GPU 'GPU-00000000-0000-0000-0000-000000000000' does not exist",
+    ),
+    "GPU listed twice": (instances(A, dict(B, gpus=[4, 4])), "instance 'b', field gpus: GPU 4 is listed twice"),
+    "empty group": (instances(A, dict(B, gpus=[])), "instance 'b', field gpus: must be a non-empty list"),
+    "duplicate names": (
+        instances(A, dict(B, name="a")),
+        "instance 'a', field name: used by another instance on this host",
+    ),
+    "bad name": (instances(A, dict(B, name="Big One")), "instance 'Big One', field name: must be 1-32 of a-z"),
+    "duplicate ports": (
+        instances(dict(A, port=12000), dict(B, port=12000)),
+        "instance 'b', field port: 12000 is used by another instance",
+    ),
+    "privileged port": (
+        instances(A, dict(B, port=80)),
+        "instance 'b', field port: must be an integer from 1024 to 65535, got 80",
+    ),
+    "typo in an instance key": (instances(A, dict(B, num_paralel=4)), "instance 'b', field num_paralel: unknown key"),
+    "instance num_parallel 0": (
+        instances(A, dict(B, num_parallel=0)),
+        "instance 'b', field num_parallel: must be an integer from 1 up, got 0",
+    ),
+    "models not a list": (
+        instances(A, dict(B, models="qwen3:0.6b")),
+        "instance 'b', field models: must be a list of model names",
+    ),
+    # environment
+    "unknown OLLAMA_ name": (
+        {"ollama_extra_env": {"OLLAMA_FLASH_ATTN": "1"}},
+        "field ollama_extra_env.OLLAMA_FLASH_ATTN: not an Ollama v0.33 variable",
+    ),
+    "removed OLLAMA_ name": (
+        {"ollama_extra_env": {"OLLAMA_MAX_VRAM": "1"}},
+        "field ollama_extra_env.OLLAMA_MAX_VRAM: removed from Ollama",
+    ),
+    "not an Ollama variable": (
+        instances(A, dict(B, extra_env={"OLLAMA_USE_GPU": "1"})),
+        "instance 'b', field extra_env.OLLAMA_USE_GPU: not an Ollama v0.33 variable",
+    ),
+    "pinning through extra_env": (
+        {"ollama_extra_env": {"CUDA_VISIBLE_DEVICES": "0"}},
+        "field ollama_extra_env.CUDA_VISIBLE_DEVICES: set by the toolkit",
+    ),
+    # VRAM
+    "pinned model that cannot fit": (
+        instances(A, dict(B, gpus=[4], num_parallel=4, context_length=131072, models=["llama3.3:70b"])),
+        "instance 'b' on olt-ft-gpu1: llama3.3:70b at num_ctx 131072 × parallel 4 needs 201.0 GiB",
+    ),
+    "unknown fit policy": (
+        {"ollama_fit_policy": "ignore"},
+        "value of ollama_fit_policy must be one of: fail, warn, adjust",
+    ),
+    "headroom of 150%": ({"ollama_fit_headroom": 1.5}, "headroom must be a fraction in [0, 1), got 1.5"),
+    # install
+    "offline archive missing": (
+        {"ollama_archive_src": "/nonexistent/ollama.tgz"},
+        "host olt-ft-gpu1: field ollama_archive_src: /nonexistent/ollama.tgz does not exist on the controller",
+    ),
+    "offline archive checksum wrong": (
+        {"ollama_archive_checksum": "sha256:" + "0" * 64},
+        "not ollama_archive_checksum sha256:000",
+    ),
+    # reaching the instances and the gateway
+    "instances on loopback, gateway elsewhere": (
+        {"ollama_bind_address": "127.0.0.1"},
+        "host olt-ft-gpu1, instance 'a', field ollama_bind_address: the instance listens on 127.0.0.1, which gateway olt-ft-gw cannot reach",
+    ),
+    "TLS files missing": (
+        {"ollama_gateway_tls_cert": "/nonexistent/gw.crt", "ollama_gateway_tls_key": "/nonexistent/gw.key"},
+        "host olt-ft-gw, field ollama_gateway_tls_cert: /nonexistent/gw.crt does not exist on the controller",
+    ),
+    "TLS certificate without key": (
+        {"ollama_gateway_tls_cert": "/etc/hostname"},
+        "host olt-ft-gw, field ollama_gateway_tls_key: TLS needs both",
+    ),
+    "API key too short": (
+        {"ollama_gateway_api_keys": ["short"]},
+        "host olt-ft-gw, field ollama_gateway_api_keys/ollama_gateway_admin_keys: 1 key(s)",
+    ),
+    "rate limit not nginx syntax": (
+        {"ollama_gateway_rate_limit": "fast"},
+        "host olt-ft-gw, field ollama_gateway_rate_limit: 'fast' is not like 10r/s",
+    ),
+}
+
+
+@pytest.fixture(scope="module")
+def baseline():
+    return snapshot(HOSTS)
+
+
+@pytest.mark.parametrize("case", CASES, ids=list(CASES))
+def test_bad_inventory_stops_before_any_change(baseline, case):
+    extra, message = CASES[case]
+    run = site(dict(STEADY, **extra))
+    output = re.sub(r"\s+", " ", run.stdout + run.stderr)  # failures may go to stderr
+    assert run.returncode != 0
+    assert message in output, output[-2500:]
+    assert "Traceback" not in run.stdout + run.stderr
+    assert snapshot(HOSTS) == baseline, "hosts changed although the run failed"

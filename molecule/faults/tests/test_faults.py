@@ -1,0 +1,230 @@
+"""Faults under a steady mixed load through the gateway. Each case records what happened in
+.cache/faults/results.json (tests/faults_report.py turns it into the README table).
+
+Bounded: every load stops by itself (time and request count); traffic goes only to the test hosts."""
+
+import json
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[3]
+sys.path.insert(0, str(REPO / "tests"))
+from helpers.fleet import host, site  # noqa: E402
+from helpers.load import Load  # noqa: E402
+from helpers.ollama_client import call  # noqa: E402
+
+GATEWAY = "http://10.213.0.33:11434"
+MODEL = "qwen3:0.6b"
+RESULTS = REPO / ".cache" / "faults" / "results.json"
+GPU1, GPU2, GW = "olt-ft-gpu1", "olt-ft-gpu2", "olt-ft-gw"
+# keeps every later site.yml run from changing instance settings back and forth
+STEADY = {"ollama_keep_alive": "10m", "ollama_gateway_retry_after": 3}
+
+
+def record(case, happened, load, **counts):
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    results[case] = {
+        "happened": happened,
+        "requests": len(load.outcomes),
+        "ok": load.count("ok"),
+        "failed": load.count("failed"),
+        "cut": load.count("cut"),
+        "hung": load.count("hung"),
+        **counts,
+    }
+    RESULTS.write_text(json.dumps(results, indent=2))
+
+
+def wait_until(check, timeout, step=0.2):
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        if check():
+            return time.monotonic() - started
+        time.sleep(step)
+    raise AssertionError(f"not reached in {timeout} s")
+
+
+def answers(url):
+    try:
+        return call(url, timeout=2).status == 200
+    except OSError:
+        return False
+
+
+def healthy():
+    try:
+        health = call(f"{GATEWAY}/healthz", timeout=5).json()
+    except (OSError, ValueError):
+        return False
+    return health["up"] == health["total"] == 4
+
+
+@pytest.fixture(scope="module", autouse=True)
+def fresh_results():
+    RESULTS.unlink(missing_ok=True)
+    assert healthy()
+
+
+def test_kill_9_of_an_instance():
+    gpu1 = host(GPU1)
+    with Load(GATEWAY, MODEL, workers=4) as load:
+        time.sleep(2)
+        killed = time.monotonic()
+        gpu1.run("systemctl kill -s KILL ollama@a.service")
+        back = wait_until(lambda: gpu1.run("curl -sf -m 1 http://10.213.0.31:11435/api/version").rc == 0, 30)
+        time.sleep(2)
+    late = [o for o in load.outcomes if o.started > killed + 0.1 and o.result != "ok"]
+    cut = load.count("cut") + load.count("failed")
+    record(
+        "kill -9 of one instance",
+        f"systemd restarted it, ready again in {back:.1f} s; requests started after "
+        f"the kill all served by the others; {cut} in flight on it ended with an error",
+        load,
+        ready_s=round(back, 1),
+        failed_after_kill=len(late),
+    )
+    assert late == [] and load.count("hung") == 0
+    assert cut <= 2  # at most its OLLAMA_NUM_PARALLEL requests were on it
+
+
+def test_rolling_change_of_a_setting_on_every_instance():
+    before = {
+        n: host(n).check_output("systemctl show -p ActiveEnterTimestampMonotonic --value ollama@a ollama@b")
+        for n in (GPU1, GPU2)
+    }
+    with Load(GATEWAY, MODEL, workers=4) as load:
+        run = site(STEADY)
+    assert run.returncode == 0, run.stdout[-3000:]
+    restarted = sum(
+        len(
+            set(before[n].split())
+            - set(
+                host(n)
+                .check_output("systemctl show -p ActiveEnterTimestampMonotonic --value ollama@a ollama@b")
+                .split()
+            )
+        )
+        for n in (GPU1, GPU2)
+    )
+    record(
+        "rolling change of OLLAMA_KEEP_ALIVE on all instances",
+        f"{restarted} instances restarted one at a time, each drained from the gateway first",
+        load,
+        restarted=restarted,
+    )
+    assert restarted == 4
+    assert load.count("failed") + load.count("cut") + load.count("hung") == 0
+
+
+def test_reboot_of_a_gpu_host():
+    harness = REPO / "tests" / "harness" / "nspawn.py"
+    with Load(GATEWAY, MODEL, workers=4) as load:
+        time.sleep(1)
+        started = time.monotonic()
+        subprocess.run([sys.executable, str(harness), "reboot", GPU2], check=True, capture_output=True)
+        wait_until(healthy, 90)
+        recovered = time.monotonic() - started
+        time.sleep(2)
+    gpu2 = host(GPU2)
+    for name in ("a", "b"):
+        unit = gpu2.service(f"ollama@{name}")
+        assert unit.is_enabled and unit.is_running
+    assert gpu2.service("ollama-firewall").is_enabled
+    lost = load.count("failed") + load.count("cut")
+    record(
+        "reboot of a GPU host",
+        f"back with every unit enabled and ready, gateway sees 4/4 up after {recovered:.1f} s, no playbook run",
+        load,
+        recovered_s=round(recovered, 1),
+    )
+    assert load.count("hung") == 0 and lost <= 4  # only what was in flight on its 4 slots
+
+
+def test_gateway_configuration_change_under_load():
+    with Load(GATEWAY, MODEL, workers=4) as load:
+        run = site(dict(STEADY, ollama_gateway_retry_after=4))
+    assert run.returncode == 0, run.stdout[-3000:]
+    assert "Retry-After $ollama_gateway_retry_after" in host(GW).check_output(
+        "cat /etc/nginx/conf.d/ollama-gateway.conf"
+    )
+    record("gateway configuration change (reload)", "nginx -t, then reload; streams in flight kept going", load)
+    assert load.count("failed") + load.count("cut") + load.count("hung") == 0
+
+
+def remove_last_gpu(gpu):
+    gpu.run("cp /etc/nvidia-sim/gpus.json /etc/nvidia-sim/gpus.json.full")
+    gpu.run(
+        "python3 -c \"import json; p='/etc/nvidia-sim/gpus.json'; s=json.load(open(p)); s['gpus'].pop(); "
+        "json.dump(s, open(p, 'w'))\""
+    )
+
+
+def test_a_gpu_disappears():
+    from helpers.fleet import snapshot
+
+    gpu1 = host(GPU1)
+    before = snapshot([GPU1, GPU2, GW])
+    remove_last_gpu(gpu1)
+    try:
+        with Load(GATEWAY, MODEL, workers=2, max_requests=400) as load:
+            explicit = site(dict(STEADY, ollama_gateway_retry_after=4))
+            unchanged = snapshot([GPU1, GPU2, GW]) == before
+            adapted = site(
+                dict(
+                    STEADY,
+                    ollama_gateway_retry_after=4,
+                    ollama_instances=[],
+                    ollama_gpu_strategy="fixed",
+                    ollama_gpu_group_size=4,
+                )
+            )
+            units = gpu1.check_output("systemctl list-units --no-legend --plain 'ollama@*' | awk '{print $1}'").split()
+    finally:
+        gpu1.run("mv /etc/nvidia-sim/gpus.json.full /etc/nvidia-sim/gpus.json")
+        restored = site(dict(STEADY, ollama_gateway_retry_after=4))
+    message = re.sub(r"\s+", " ", explicit.stdout + explicit.stderr)
+    record(
+        "a GPU disappears",
+        "explicit groups: stopped in the check, naming the GPU, nothing changed; "
+        f"strategy fixed/4: re-planned to {', '.join(u.split('@')[1].split('.')[0] for u in units)}",
+        load,
+        explicit_failed=explicit.returncode != 0,
+        hosts_unchanged=unchanged,
+    )
+    assert explicit.returncode != 0
+    assert "host olt-ft-gpu1, instance 'b', field gpus: GPU 7 does not exist on this host" in message
+    assert unchanged, "a failed plan must not change any host"
+    assert adapted.returncode == 0, adapted.stdout[-3000:]
+    assert units == ["ollama@gpu0-3.service", "ollama@gpu4-6.service"]
+    assert restored.returncode == 0 and wait_until(healthy, 60) >= 0
+
+
+def test_a_hung_instance_leaves_the_rotation():
+    gpu2, gw = host(GPU2), host(GW)
+    pid = gpu2.check_output("systemctl show -p MainPID --value ollama@b.service")
+    mark = "/run/ollama-gateway/drained/10.213.0.32:11436@health"
+    with Load(GATEWAY, MODEL, workers=4, timeout=30) as load:
+        time.sleep(1)
+        gpu2.run(f"kill -STOP {pid}")
+        stopped = time.monotonic()
+        out = wait_until(lambda: gw.file(mark).exists, 30)
+        time.sleep(4)
+        gpu2.run(f"kill -CONT {pid}")
+        back = wait_until(lambda: not gw.file(mark).exists, 30)
+        time.sleep(1)
+    late = [o for o in load.outcomes if o.started > stopped + out + 1 and o.result != "ok"]
+    record(
+        "an instance hangs (SIGSTOP, port kept)",
+        f"out of the rotation after {out:.1f} s (probe every 1 s, "
+        f"timeout 1 s, 2 misses), back {back:.1f} s after it resumed",
+        load,
+        out_s=round(out, 1),
+        failed_after_out=len(late),
+    )
+    assert out <= 10 and late == []

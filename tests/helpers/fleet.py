@@ -1,0 +1,48 @@
+"""Driving a molecule scenario's hosts from its verify step: site.yml runs, snapshots, commands."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import testinfra
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def inventory() -> str:
+    return os.environ["MOLECULE_INVENTORY_FILE"]
+
+
+def host(name: str):
+    return testinfra.get_host(f"ansible://{name}", ansible_inventory=inventory())
+
+
+def site(*extra_vars: dict, timeout: float = 600) -> subprocess.CompletedProcess:
+    """ansible-playbook site.yml against the scenario's hosts, with molecule's own Ansible settings."""
+    args = [str(Path(sys.executable).parent / "ansible-playbook"), "-i", inventory(), str(REPO / "site.yml")]
+    for ev in extra_vars:
+        args += ["-e", json.dumps(ev)]
+    env = {
+        **os.environ,
+        "ANSIBLE_CONFIG": str(Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"]) / "ansible.cfg"),
+        "ANSIBLE_NOCOLOR": "1",
+        "ANSIBLE_FORCE_COLOR": "0",
+    }
+    return subprocess.run(args, capture_output=True, text=True, env=env, cwd=REPO, timeout=timeout)
+
+
+SNAPSHOT = (
+    "sha256sum /etc/systemd/system/ollama@.service /etc/ollama/instances/* /etc/ollama/firewall.nft "
+    "/etc/nginx/conf.d/ollama-gateway.conf /etc/nginx/ollama-gateway/* 2>/dev/null | sort; "
+    "for u in $(systemctl list-units --all --no-legend --plain 'ollama*' nginx.service | awk '{print $1}'); do "
+    "echo $u $(systemctl show -p ActiveState -p ActiveEnterTimestampMonotonic --value $u | tr '\\n' ' '); done"
+)
+
+
+def snapshot(names: list[str]) -> dict:
+    """What a failed run must not touch: unit and config files, and which units run since when."""
+    return {name: host(name).check_output(SNAPSHOT) for name in names}

@@ -1,0 +1,94 @@
+"""A steady, bounded mixed load (streams and short requests) through the gateway, with counts.
+
+Traffic goes only to the URL given (a test host). Stops on stop() or after max_requests."""
+
+from __future__ import annotations
+
+import http.client
+import threading
+import time
+from dataclasses import dataclass, field
+
+from .ollama_client import call
+
+
+@dataclass
+class Outcome:
+    kind: str  # "stream" or "short"
+    started: float
+    ended: float
+    result: str  # ok, failed (no answer or non-200), cut (stream ended without done), hung (timed out)
+    status: int = 0
+    instance: str = ""
+
+
+@dataclass
+class Load:
+    url: str
+    model: str
+    workers: int = 4
+    timeout: float = 20
+    max_requests: int = 5000
+    outcomes: list = field(default_factory=list)
+
+    def __post_init__(self):
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._threads = [threading.Thread(target=self._work, args=(i,), daemon=True) for i in range(self.workers)]
+
+    def __enter__(self):
+        for t in self._threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    def stop(self):
+        self._stop.set()
+        for t in self._threads:
+            t.join(self.timeout + 5)
+
+    def _work(self, worker):
+        n = 0
+        while not self._stop.is_set() and len(self.outcomes) < self.max_requests:
+            stream = (n + worker) % 2 == 0
+            n += 1
+            body = {
+                "model": self.model,
+                "prompt": f"load {worker}/{n}",
+                "stream": stream,
+                "options": {"num_predict": 20 if stream else 2},
+            }
+            started = time.monotonic()
+            try:
+                answer = call(f"{self.url}/api/generate", body, timeout=self.timeout)
+                if answer.status != 200:
+                    result = "failed"
+                elif stream and not (answer.lines() and answer.lines()[-1].get("done")):
+                    result = "cut"
+                else:
+                    result = "ok"
+                status, instance = answer.status, answer.headers.get("x-ollama-instance", "")
+            except TimeoutError:  # socket timeout: the request hung
+                result, status, instance = "hung", 0, ""
+            except (
+                OSError,
+                ValueError,
+                http.client.HTTPException,
+            ) as exc:  # reset or a half-sent line: the stream was cut
+                result, status, instance = ("cut" if stream else "failed"), 0, type(exc).__name__
+            with self._lock:
+                self.outcomes.append(
+                    Outcome("stream" if stream else "short", started, time.monotonic(), result, status, instance)
+                )
+
+    def count(self, result=None, since=None, until=None, kind=None):
+        return sum(
+            1
+            for o in list(self.outcomes)
+            if (result is None or o.result == result)
+            and (kind is None or o.kind == kind)
+            and (since is None or o.started >= since)
+            and (until is None or o.started <= until)
+        )
