@@ -50,13 +50,6 @@ def wait_until(check, timeout, step=0.2):
     raise AssertionError(f"not reached in {timeout} s")
 
 
-def answers(url):
-    try:
-        return call(url, timeout=2).status == 200
-    except OSError:
-        return False
-
-
 def healthy():
     try:
         health = call(f"{GATEWAY}/healthz", timeout=5).json()
@@ -228,3 +221,26 @@ def test_a_hung_instance_leaves_the_rotation():
         failed_after_out=len(late),
     )
     assert out <= 10 and late == []
+
+
+def test_rolling_upgrade_of_ollama_under_load():
+    sys.path.insert(0, str(REPO / "tests" / "ollama_standin"))
+    import build_archive
+
+    archive = build_archive.build("0.33.1", REPO / ".cache" / "artifacts" / "release-0.33.1")
+    gw = host(GW)
+    with Load(GATEWAY, MODEL, workers=4) as load:
+        run = site(dict(STEADY, ollama_gateway_retry_after=4, ollama_version="0.33.1", ollama_archive_src=str(archive)))
+    assert run.returncode == 0, run.stdout[-3000:]
+    versions = {
+        b: gw.check_output(f"curl -sf http://{b}/api/version")
+        for b in gw.check_output("grep -v '^#' /etc/nginx/ollama-gateway/backends.txt").split()
+    }
+    record(
+        "rolling upgrade 0.33.0 → 0.33.1",
+        f"{len(versions)} instances upgraded one at a time, each drained first and ready before the next",
+        load,
+        upgraded=len(versions),
+    )
+    assert set(versions.values()) == {'{"version":"0.33.1"}'}
+    assert load.count("failed") + load.count("cut") + load.count("hung") == 0
