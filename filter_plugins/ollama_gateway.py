@@ -37,6 +37,14 @@ _value:
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
+def ollama_gateway_address(address, host, gateway, ansible_host):
+    """The address gateway `gateway` uses for an instance of `host` listening on `address`: a wildcard
+    means loopback on the same host, else the host's ansible_host. The drain tool names instances so."""
+    if address in ("0.0.0.0", "::", ""):
+        return "127.0.0.1" if host == gateway else ansible_host
+    return address
+
+
 def ollama_gateway_backends(hosts, gateway):
     backends = []
     for hv in hosts:
@@ -55,8 +63,7 @@ def ollama_gateway_backends(hosts, gateway):
                     f"{address}, which gateway {gateway} cannot reach; set it to an address of {host} on the gateway's "
                     f"network (e.g. {hv.get('ansible_host', host)})"
                 )
-            if address in ("0.0.0.0", "::", ""):
-                address = "127.0.0.1" if host == gateway else hv.get("ansible_host", host)
+            address = ollama_gateway_address(address, host, gateway, hv.get("ansible_host", host))
             backends.append(
                 {
                     "host": host,
@@ -92,4 +99,8 @@ def ollama_gateway_routes(backends):
 
 class FilterModule:
     def filters(self):
-        return {"ollama_gateway_backends": ollama_gateway_backends, "ollama_gateway_routes": ollama_gateway_routes}
+        return {
+            "ollama_gateway_backends": ollama_gateway_backends,
+            "ollama_gateway_routes": ollama_gateway_routes,
+            "ollama_gateway_address": ollama_gateway_address,
+        }
