@@ -29,7 +29,7 @@ backends: "{{ groups['ollama_gpu_hosts'] | map('extract', hostvars) | ollama_gat
 
 RETURN = r"""
 _value:
-  description: host, instance, address, port, max_conns, models, gpu_label, for each instance.
+  description: host, instance, address, port, max_conns, models, gpu_label, gpus (index, uuid), for each instance.
   type: list
   elements: dict
 """
@@ -73,6 +73,7 @@ def ollama_gateway_backends(hosts, gateway):
                     "max_conns": int(instance["settings"].get("num_parallel", 1)),
                     "models": list(instance.get("models", [])),
                     "gpu_label": instance.get("gpu_label", ""),
+                    "gpus": [{"index": g.get("index"), "uuid": g.get("uuid")} for g in instance.get("gpus", [])],
                 }
             )
     if not backends:
@@ -97,10 +98,23 @@ def ollama_gateway_routes(backends):
     return {"upstreams": upstreams, "routes": routes}
 
 
+def ollama_gateway_connections(ss_lines, process="nginx"):
+    """{"ADDRESS:PORT": n}: established connections `process` holds, by peer, from `ss -Htnp state established`
+    lines (Recv-Q, Send-Q, local, peer, process)."""
+    counts = {}
+    for line in ss_lines:
+        fields = line.split()
+        if len(fields) >= 5 and f'"{process}"' in fields[4]:
+            peer = fields[3].replace("[", "").replace("]", "")
+            counts[peer] = counts.get(peer, 0) + 1
+    return counts
+
+
 class FilterModule:
     def filters(self):
         return {
             "ollama_gateway_backends": ollama_gateway_backends,
             "ollama_gateway_routes": ollama_gateway_routes,
             "ollama_gateway_address": ollama_gateway_address,
+            "ollama_gateway_connections": ollama_gateway_connections,
         }

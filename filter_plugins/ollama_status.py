@@ -1,0 +1,387 @@
+"""The fleet as it runs: each planned instance next to what its host, its API and the gateways report."""
+
+import re
+
+from ansible.errors import AnsibleFilterError
+
+DOCUMENTATION = r"""
+name: ollama_status
+short_description: One row per instance (plan, unit, API, loaded models, gateways' view) and its problems
+description:
+  - Input is the hostvars of the GPU hosts after the ollama role's C(status) tasks (C(_ollama_plan),
+    C(_ollama_status)); C(gateways) the hostvars of the gateways after the ollama_gateway role's C(status) tasks.
+  - An instance has a problem when its unit is not running, its API does not answer, a gateway cannot reach it
+    or holds it out after failed health probes, or one of its models is partly in system memory (CPU spill).
+    An instance drained by hand or by a rolling restart is shown, not counted as a problem.
+  - Instances whose environment file is on the host but not in the plan are reported too (site.yml removes them).
+options:
+  _input:
+    description: hostvars of the GPU hosts.
+    type: list
+    required: true
+  gateways:
+    description: hostvars of the gateways.
+    type: list
+    required: false
+"""
+
+EXAMPLES = r"""
+rows: "{{ groups['ollama_gpu_hosts'] | map('extract', hostvars) | ollama_status(gateways=groups['ollama_gateway'] | map('extract', hostvars)) }}"
+table: "{{ rows | ollama_status_table }}"
+"""
+
+RETURN = r"""
+_value:
+  description: "host, instance, port, gpus, gpu_label, vram_total, settings, unit, enabled, version, models
+    (name, size, size_vram, estimate, context_length, pinned), gateways (gateway, up, drained, connections),
+    problems."
+  type: list
+  elements: dict
+"""
+
+GIB = 2**30
+
+
+def _gib(value):
+    return f"{value / GIB:.1f}"
+
+
+def _json(result):
+    """The JSON of a uri result that answered 200, else None."""
+    if isinstance(result, dict) and result.get("status") == 200 and isinstance(result.get("json"), dict):
+        return result["json"]
+    return None
+
+
+def _why(result):
+    if not isinstance(result, dict):
+        return "not probed"
+    if result.get("status", -1) == -1:
+        # uri's msg: "Status code was -1 …: Request failed: <urlopen error [Errno 111] Connection refused>"
+        reason = re.search(r"(?:\] |error )([^<>\]]+)>?$", result.get("msg") or "")
+        return reason.group(1).strip().lower() if reason else "no answer"
+    return f"HTTP {result['status']}"
+
+
+def _gateway_view(gateway, host, instance):
+    """What one gateway reports of one instance, or None when the gateway does not balance it."""
+    status = gateway.get("_ollama_gateway_status") or {}
+    for backend in status.get("backends", []):
+        if backend["host"] == host and backend["instance"] == instance:
+            target = f"{backend['address']}:{backend['port']}"
+            health = {(i["host"], i["instance"]): i["up"] for i in (status.get("healthz") or {}).get("instances", [])}
+            reasons = sorted(m.rsplit("@", 1)[1] for m in status.get("drained", []) if m.rsplit("@", 1)[0] == target)
+            return {
+                "gateway": gateway["inventory_hostname"],
+                "target": target,
+                "up": health.get((host, instance)),
+                "drained": reasons,
+                "connections": int(status.get("connections", {}).get(target, 0)),
+            }
+    return None
+
+
+def _models(instance, ps):
+    """Loaded models from /api/ps, with the plan's estimate where the model is pinned; pinned models not loaded."""
+    estimates = {f["model"]: f["estimate"]["total"] for f in instance.get("fit", []) if "estimate" in f}
+    models = []
+    for m in (ps or {}).get("models", []):
+        name = m.get("name") or m.get("model")
+        models.append(
+            {
+                "name": name,
+                "loaded": True,
+                "size": int(m.get("size", 0)),
+                "size_vram": int(m.get("size_vram", 0)),
+                "context_length": m.get("context_length"),
+                "estimate": estimates.get(name),
+                "pinned": name in instance.get("models", []),
+            }
+        )
+    loaded = {m["name"] for m in models}
+    for name in instance.get("models", []):
+        if name not in loaded:
+            models.append(
+                {
+                    "name": name,
+                    "loaded": False,
+                    "size": 0,
+                    "size_vram": 0,
+                    "context_length": None,
+                    "estimate": estimates.get(name),
+                    "pinned": True,
+                }
+            )
+    return models
+
+
+def _unreachable(host):
+    return {
+        "host": host,
+        "instance": "-",
+        "port": None,
+        "gpus": [],
+        "gpu_label": "-",
+        "vram_total": 0,
+        "settings": {},
+        "unit": "unknown",
+        "enabled": "unknown",
+        "version": None,
+        "models": [],
+        "gateways": [],
+        "problems": ["host unreachable or its status could not be read (see the task that failed above)"],
+    }
+
+
+def ollama_status(gpu_hosts, gateways=()):
+    if not isinstance(gpu_hosts, list):
+        raise AnsibleFilterError("ollama_status: expects the hostvars of the GPU hosts as a list")
+    rows = []
+    for hv in gpu_hosts:
+        host = hv["inventory_hostname"]
+        status = hv.get("_ollama_status")
+        if status is None:
+            rows.append(_unreachable(host))
+            continue
+        services = status.get("services", {})
+        probes = {}
+        for kind in ("version", "ps"):
+            for result in status.get(kind, []):
+                probes.setdefault(result["__instance"]["name"], {})[kind] = result
+        planned = hv.get("_ollama_plan", [])
+        for instance in planned:
+            name = instance["name"]
+            service = services.get(f"ollama@{name}.service", {})
+            probe = probes.get(name, {})
+            version = _json(probe.get("version"))
+            ps = _json(probe.get("ps"))
+            row = {
+                "host": host,
+                "instance": name,
+                "port": instance["port"],
+                "gpus": instance["gpus"],
+                "gpu_label": instance["gpu_label"],
+                "vram_total": instance["vram_total"],
+                "settings": instance["settings"],
+                "unit": service.get("state", "absent"),
+                "enabled": service.get("status", "absent"),
+                "version": version.get("version") if version else None,
+                "models": _models(instance, ps),
+                "gateways": [v for g in gateways if (v := _gateway_view(g, host, name))],
+                "problems": [],
+            }
+            problems = row["problems"]
+            if row["unit"] != "running":
+                problems.append(f"unit ollama@{name}.service is {row['unit']}")
+            if version is None:
+                problems.append(f"API on port {instance['port']} does not answer ({_why(probe.get('version'))})")
+            for m in row["models"]:
+                if m["loaded"] and m["size_vram"] < m["size"]:
+                    share = round(100 * (m["size"] - m["size_vram"]) / m["size"]) if m["size"] else 0
+                    problems.append(f"{m['name']} spills {share}% to system memory (CPU)")
+            for view in row["gateways"]:
+                if "health" in view["drained"]:
+                    problems.append(f"gateway {view['gateway']} holds it out after failed health probes")
+                elif view["up"] is False:
+                    problems.append(f"gateway {view['gateway']} cannot reach {view['target']}")
+            rows.append(row)
+        for name in sorted(set(status.get("env_instances", [])) - {i["name"] for i in planned}):
+            service = services.get(f"ollama@{name}.service", {})
+            rows.append(
+                {
+                    "host": host,
+                    "instance": name,
+                    "port": None,
+                    "gpus": [],
+                    "gpu_label": "-",
+                    "vram_total": 0,
+                    "settings": {},
+                    "unit": service.get("state", "absent"),
+                    "enabled": service.get("status", "absent"),
+                    "version": None,
+                    "models": [],
+                    "gateways": [],
+                    "problems": ["not in the plan (site.yml removes it)"],
+                }
+            )
+    return rows
+
+
+def _gateway_cell(views):
+    if not views:
+        return "-"
+    cells = []
+    for v in views:
+        state = "up" if v["up"] else "DOWN" if v["up"] is False else "?"
+        if v["drained"]:
+            state = "drained(" + ",".join(v["drained"]) + ")"
+        cells.append(f"{state}, {v['connections']} conn")
+    return "; ".join(cells)
+
+
+def _model_cell(model):
+    if not model["loaded"]:
+        return f"{model['name']} not loaded" + (f" est {_gib(model['estimate'])}" if model["estimate"] else "")
+    cell = f"{model['name']} {_gib(model['size_vram'])}/{_gib(model['size'])}"
+    if model["estimate"]:
+        cell += f" est {_gib(model['estimate'])}"
+    if model["size_vram"] < model["size"]:
+        cell += " CPU-SPILL"
+    return cell
+
+
+def ollama_status_table(rows):
+    """Rows as text: host, instance, unit, port, GPUs (index:UUID prefix), version, models with VRAM in GiB
+    (in VRAM / loaded, and the plan's estimate), the gateways' view (state and connections), and problems."""
+    header = (
+        "host",
+        "instance",
+        "unit",
+        "port",
+        "GPUs",
+        "version",
+        "models (GiB in VRAM/loaded, est.)",
+        "gateway (conns)",
+        "ok",
+    )
+    lines = [header]
+    for row in rows:
+        gpus = ",".join(f"{g['index']}:{g['uuid'][:12]}" for g in row["gpus"]) or "-"
+        models = " | ".join(_model_cell(m) for m in row["models"]) or "-"
+        lines.append(
+            (
+                row["host"],
+                row["instance"],
+                row["unit"],
+                str(row["port"] or "-"),
+                gpus,
+                row["version"] or "-",
+                models,
+                _gateway_cell(row["gateways"]),
+                "ok" if not row["problems"] else "PROBLEM",
+            )
+        )
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    table = ["  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in lines]
+    problems = ollama_status_problems(rows)
+    return table + (["problems:"] + problems if problems else [f"all {len(rows)} instances ok"])
+
+
+def ollama_status_problems(rows):
+    """Every problem as "host/instance: what"."""
+    return [f"{r['host']}/{r['instance']}: {p}" for r in rows for p in r["problems"]]
+
+
+# Instance colours: distinct on screen and in print, for up to 10 groups per host, then repeated.
+PALETTE = ("#4e79a7", "#f28e2b", "#59a14f", "#b07aa1", "#edc948", "#76b7b2", "#ff9da7", "#9c755f", "#e15759", "#bab0ac")
+
+
+def _devices(gpus):
+    """What the plan can give an instance, as drawn: whole GPUs, or the MIG devices of a GPU in MIG mode."""
+    devices = []
+    for gpu in gpus:
+        if gpu.get("mig_mode"):
+            for mig in gpu.get("mig_devices", []):
+                devices.append(dict(mig, label=f"MIG {gpu['index']}/{mig['index']}", model=gpu.get("name", "")))
+        else:
+            devices.append(dict(gpu, label=f"GPU {gpu['index']}", model=gpu.get("name", "")))
+    return devices
+
+
+def _pct(part, whole):
+    return round(100 * part / whole, 2) if whole else 0
+
+
+def ollama_fleet_view(gpu_hosts, rows=None, headroom=None):
+    """Per host what the fleet picture draws: devices sized by memory and coloured by instance, and per
+    instance its port, settings and models as bars (estimate, and with rows from ollama_status what is
+    loaded) against the instance's VRAM and the fit check's headroom."""
+    by_instance = {(r["host"], r["instance"]): r for r in rows or []}
+    hosts = []
+    for hv in gpu_hosts:
+        host = hv["inventory_hostname"]
+        plan = hv.get("_ollama_plan") or []
+        room = float(hv.get("ollama_fit_headroom", 0.10) if headroom is None else headroom)
+        colour = {inst["name"]: PALETTE[n % len(PALETTE)] for n, inst in enumerate(plan)}
+        owner = {g["uuid"]: inst["name"] for inst in plan for g in inst["gpus"]}
+        devices = [
+            {
+                "label": d["label"],
+                "model": d["model"],
+                "uuid": d["uuid"],
+                "memory": d["memory_total"],
+                "gib": _gib(d["memory_total"]),
+                "instance": owner.get(d["uuid"], ""),
+                "colour": colour.get(owner.get(d["uuid"]), "#d9d9d9"),
+            }
+            for d in _devices(hv.get("_ollama_gpus") or [])
+        ]
+        instances = []
+        for inst in plan:
+            row = by_instance.get((host, inst["name"]))
+            estimates = {f["model"]: f["estimate"]["total"] for f in inst.get("fit", []) if "estimate" in f}
+            models = (
+                row["models"]
+                if row
+                else [{"name": m, "loaded": None, "estimate": estimates.get(m)} for m in inst["models"]]
+            )
+            settings = inst["settings"]
+            instances.append(
+                {
+                    "name": inst["name"],
+                    "colour": colour[inst["name"]],
+                    "port": inst["port"],
+                    "gpu_label": inst["gpu_label"],
+                    "gib": _gib(inst["vram_total"]),
+                    "settings": [
+                        f"parallel {settings.get('num_parallel', '?')}",
+                        f"context {settings.get('context_length') or 'auto'}",
+                        f"flash attention {'on' if settings.get('flash_attention') else 'off'}",
+                        f"KV {settings.get('kv_cache_type', 'f16')}",
+                        f"keep alive {settings.get('keep_alive', '5m')}",
+                    ],
+                    "usable_pct": _pct(1 - room, 1),
+                    "status": None
+                    if row is None
+                    else {
+                        "unit": row["unit"],
+                        "version": row["version"],
+                        "gateways": _gateway_cell(row["gateways"]),
+                        "problems": row["problems"],
+                    },
+                    "models": [
+                        {
+                            "name": m["name"],
+                            "estimate_gib": _gib(m["estimate"]) if m.get("estimate") else None,
+                            "estimate_pct": min(100, _pct(m.get("estimate") or 0, inst["vram_total"])),
+                            "loaded": m.get("loaded"),
+                            "vram_gib": _gib(m.get("size_vram", 0)),
+                            "vram_pct": min(100, _pct(m.get("size_vram", 0), inst["vram_total"])),
+                            "spill_gib": _gib(m.get("size", 0) - m.get("size_vram", 0)),
+                            "spill": m.get("size", 0) > m.get("size_vram", 0),
+                        }
+                        for m in models
+                    ],
+                }
+            )
+        hosts.append(
+            {
+                "host": host,
+                "source": hv.get("_ollama_gpu_source", ""),
+                "headroom_pct": _pct(room, 1),
+                "gib": _gib(sum(d["memory"] for d in devices)),
+                "devices": devices,
+                "instances": instances,
+            }
+        )
+    return hosts
+
+
+class FilterModule:
+    def filters(self):
+        return {
+            "ollama_status": ollama_status,
+            "ollama_status_table": ollama_status_table,
+            "ollama_status_problems": ollama_status_problems,
+            "ollama_fleet_view": ollama_fleet_view,
+        }
