@@ -21,9 +21,10 @@ def host(name: str):
     return testinfra.get_host(f"ansible://{name}", ansible_inventory=inventory())
 
 
-def site(*extra_vars: dict, timeout: float = 600) -> subprocess.CompletedProcess:
-    """ansible-playbook site.yml against the scenario's hosts, with molecule's own Ansible settings."""
-    args = [str(Path(sys.executable).parent / "ansible-playbook"), "-i", inventory(), str(REPO / "site.yml")]
+def playbook(path: str, *extra_vars: dict, timeout: float = 600) -> subprocess.CompletedProcess:
+    """ansible-playbook PATH (relative to the repository) against the scenario's hosts, with molecule's own
+    Ansible settings."""
+    args = [str(Path(sys.executable).parent / "ansible-playbook"), "-i", inventory(), str(REPO / path)]
     for ev in extra_vars:
         args += ["-e", json.dumps(ev)]
     env = {
@@ -33,6 +34,21 @@ def site(*extra_vars: dict, timeout: float = 600) -> subprocess.CompletedProcess
         "ANSIBLE_FORCE_COLOR": "0",
     }
     return subprocess.run(args, capture_output=True, text=True, env=env, cwd=REPO, timeout=timeout)
+
+
+def site(*extra_vars: dict, timeout: float = 600) -> subprocess.CompletedProcess:
+    """ansible-playbook site.yml against the scenario's hosts."""
+    return playbook("site.yml", *extra_vars, timeout=timeout)
+
+
+def recap(run: subprocess.CompletedProcess) -> dict[str, dict[str, int]]:
+    """PLAY RECAP counts per host: {"host": {"ok": 5, "changed": 0, ...}}."""
+    counts = {}
+    for line in run.stdout.split("PLAY RECAP", 1)[-1].splitlines():
+        if " : " in line:
+            name, _, rest = line.partition(" : ")
+            counts[name.strip()] = {k: int(v) for k, v in (f.split("=") for f in rest.split())}
+    return counts
 
 
 SNAPSHOT = (

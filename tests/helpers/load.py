@@ -29,6 +29,8 @@ class Load:
     workers: int = 4
     timeout: float = 20
     max_requests: int = 5000
+    key: str | None = None  # API key, when the gateway asks for one
+    cafile: str | None = None  # CA of a TLS gateway
     outcomes: list = field(default_factory=list)
 
     def __post_init__(self):
@@ -62,7 +64,7 @@ class Load:
             }
             started = time.monotonic()
             try:
-                answer = call(f"{self.url}/api/generate", body, timeout=self.timeout)
+                answer = call(f"{self.url}/api/generate", body, key=self.key, cafile=self.cafile, timeout=self.timeout)
                 if answer.status != 200:
                     result = "failed"
                 elif stream and not (answer.lines() and answer.lines()[-1].get("done")):

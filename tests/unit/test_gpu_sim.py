@@ -106,3 +106,10 @@ def test_nvidia_smi_rejects_unknown_fields_and_prints_units_without_nounits():
     assert bad.returncode == 2 and 'Field "bogus" is not a valid field to query.' in bad.stdout
     header, first = smi("l20x8.json", "--query-gpu=name,memory.total", "--format=csv").stdout.splitlines()[:2]
     assert header == "name, memory.total [MiB]" and first == "NVIDIA L20, 49140 MiB"
+
+
+@pytest.mark.parametrize("select", [("-i", "0,2"), ("-i=0,2",), ("--id=0,2",)])
+def test_nvidia_smi_selects_gpus_by_index_in_either_spelling(select):
+    run = smi("mixed.json", *select, "--query-gpu=index,name", "--format=csv,noheader")
+    assert run.returncode == 0, run.stdout
+    assert run.stdout.splitlines() == ["0, NVIDIA GeForce RTX 4090", "2, NVIDIA GeForce RTX 3090"]

@@ -1,0 +1,168 @@
+"""Day 2 on the seeds' host (gateway on the same host): status.yml's table, exit code and picture, the
+metrics Prometheus scrapes, uninstall.yml (twice) and site.yml restoring service after it."""
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[3]
+sys.path.insert(0, str(REPO / "tests"))
+from helpers import browser  # noqa: E402
+from helpers.day2 import GATEWAY_PATHS, GPU_HOST_PATHS, footprint, left_behind, metrics, status_rows  # noqa: E402
+from helpers.fleet import host, playbook, recap, site  # noqa: E402
+from helpers.ollama_client import call  # noqa: E402
+
+NAME = "olt-default-gpu1"
+GATEWAY = "http://10.213.0.11:11434"
+# instance → (port, GPU indices, pinned model), as in molecule.yml
+PLAN = {
+    "small": (11435, [0, 1], "llama3.1:8b"),
+    "large": (11436, [2, 3, 4, 5, 6], "llama3.3:70b"),
+    "solo": (11437, [7], "qwen3:0.6b"),
+}
+CONFIRM = {"ollama_uninstall_confirm": "yes"}
+
+
+def healthz():
+    answer = call(f"{GATEWAY}/healthz", timeout=10)
+    return answer.json() if answer.status in (200, 503) else {}
+
+
+def wait_for_all_up(timeout=60):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if healthz().get("up") == len(PLAN):
+            return
+        time.sleep(1)
+    raise AssertionError(f"gateway still reports {healthz()}")
+
+
+@pytest.fixture(scope="module")
+def gpus():
+    """index → UUID as nvidia-smi on the host reports them."""
+    csv = host(NAME).check_output("nvidia-smi --query-gpu=index,uuid --format=csv,noheader")
+    return {int(i): u.strip() for i, u in (line.split(",") for line in csv.splitlines())}
+
+
+def test_status_shows_every_instance_and_exits_0(gpus, tmp_path_factory):
+    picture = tmp_path_factory.mktemp("status") / "fleet.html"
+    run = playbook("playbooks/status.yml", {"ollama_picture": str(picture)})
+    assert run.returncode == 0, run.stdout[-3000:]
+    rows = status_rows(run)
+    assert sorted(rows) == [(NAME, name) for name in sorted(PLAN)]
+    for name, (port, indices, model) in PLAN.items():
+        unit, shown_port, shown_gpus, version, models, gateway, ok = rows[(NAME, name)]
+        assert (unit, shown_port, version, ok) == ("running", str(port), "0.33.0", "ok")
+        assert shown_gpus == ",".join(f"{i}:{gpus[i][:12]}" for i in indices)
+        assert models.startswith(model + " ") and " est " in models
+        assert gateway.startswith("up, ")
+    assert "all 3 instances ok" in run.stdout
+    assert recap(run)[NAME]["changed"] == 0
+    shows_what_is_loaded(picture)
+
+
+def shows_what_is_loaded(picture):
+    """The status picture in Chromium: each instance's unit state and version, and its model's bar as wide
+    as the share of the instance's VRAM that /api/ps reports in VRAM."""
+    h = host(NAME)
+    with browser.page(picture) as driver:
+        for name, (port, indices, model) in PLAN.items():
+            card = driver.find_element("css selector", f".instance[data-instance={name}]")
+            assert "unit running · Ollama 0.33.0" in card.text
+            ps = json.loads(h.check_output(f"curl -sf http://127.0.0.1:{port}/api/ps"))
+            (loaded,) = [m for m in ps["models"] if m["name"] == model]
+            vram = sum(
+                int(h.check_output(f"nvidia-smi -i {i} --query-gpu=memory.total --format=csv,noheader,nounits"))
+                for i in indices
+            )
+            (track,) = browser.rects(driver, ".track", card)
+            (bar,) = browser.rects(driver, ".bar.actual", card)
+            assert bar["width"] / track["width"] == pytest.approx(loaded["size_vram"] / (vram * 2**20), abs=0.01)
+
+
+def test_metrics_name_instances_as_the_plan_does(gpus):
+    h = host(NAME)
+    families = metrics(h)
+    up = {(s.labels["host"], s.labels["ollama_instance"]): s.value for s in families["ollama_gateway_instance_up"]}
+    assert up == {(NAME, name): 1.0 for name in PLAN}
+    slots = {s.labels["ollama_instance"]: s.value for s in families["ollama_gateway_instance_slots"]}
+    assert slots == {"small": 4.0, "large": 2.0, "solo": 1.0}
+    for name, (_port, indices, _model) in PLAN.items():
+        info = {
+            s.labels["gpu_uuid"] for s in families["ollama_instance_gpu_info"] if s.labels["ollama_instance"] == name
+        }
+        env = h.check_output(f"grep ^CUDA_VISIBLE_DEVICES= /etc/ollama/instances/{name}.env").split("=", 1)[1]
+        assert info == {gpus[i] for i in indices} == set(env.strip('"').split(","))
+    for sample in families["ollama_instance_model_vram_bytes"]:
+        port = PLAN[sample.labels["ollama_instance"]][0]
+        ps = json.loads(h.check_output(f"curl -sf http://127.0.0.1:{port}/api/ps"))
+        assert sample.value == {m["name"]: m["size_vram"] for m in ps["models"]}[sample.labels["model"]]
+    assert families["nginx_http_requests"][0].value > 0
+    # only this host may read it
+    assert h.run("curl -sf --max-time 3 http://10.213.0.11:8081/metrics").rc != 0
+
+
+def test_status_fails_and_names_a_stopped_instance():
+    h = host(NAME)
+    h.check_output("systemctl stop ollama@solo.service")
+    try:
+        run = playbook("playbooks/status.yml")
+        assert run.returncode != 0
+        rows = status_rows(run)
+        assert rows[(NAME, "solo")][0] == "stopped" and rows[(NAME, "solo")][-1] == "PROBLEM"
+        assert rows[(NAME, "small")][-1] == "ok"
+        out = run.stdout + run.stderr
+        assert f"{NAME}/solo: unit ollama@solo.service is stopped" in out
+        assert f"{NAME}/solo: API on port 11437 does not answer (connection refused)" in out
+        assert "Traceback" not in out
+    finally:
+        h.check_output("systemctl start ollama@solo.service")
+        wait_for_all_up()
+
+
+def test_uninstall_asks_for_confirmation_first():
+    run = playbook("playbooks/uninstall.yml")
+    assert run.returncode != 0
+    assert "Run it again with -e ollama_uninstall_confirm=yes" in " ".join((run.stdout + run.stderr).split())
+    assert host(NAME).service("ollama@small.service").is_running
+
+
+@pytest.fixture(scope="module")
+def before_uninstall():
+    return footprint(host(NAME))
+
+
+def test_uninstall_removes_the_toolkit_and_nothing_else(before_uninstall):
+    h = host(NAME)
+    run = playbook("playbooks/uninstall.yml", CONFIRM)
+    assert run.returncode == 0, run.stdout[-3000:]
+    assert left_behind(h, GPU_HOST_PATHS + GATEWAY_PATHS) == []
+    assert h.check_output("systemctl list-units --all --no-legend --plain 'ollama*'") == ""
+    assert not h.user("ollama").exists and not h.group("ollama").exists
+    assert h.check_output("ss -Htln '( sport >= :11434 and sport <= :11437 )'") == ""
+    assert h.service("nginx").is_running and h.run("nginx -t").rc == 0
+    # packages, other accounts and the model store stay as they were
+    assert footprint(h) == before_uninstall
+    assert before_uninstall["models"].count("manifests/") == 3
+
+
+def test_a_second_uninstall_changes_nothing():
+    run = playbook("playbooks/uninstall.yml", CONFIRM)
+    assert run.returncode == 0, run.stdout[-3000:]
+    assert {name: counts["changed"] for name, counts in recap(run).items()} == {"localhost": 0, NAME: 0}
+
+
+def test_site_restores_service_after_uninstall(before_uninstall):
+    run = site()
+    assert run.returncode == 0, run.stdout[-3000:]
+    assert (healthz()["up"], healthz()["total"]) == (3, 3)
+    answer = call(f"{GATEWAY}/api/generate", {"model": "qwen3:0.6b", "prompt": "back?", "stream": False})
+    assert answer.status == 200 and answer.headers["x-ollama-instance"] == f"{NAME}:11437"
+    # the kept store served the models again: nothing was pulled anew, and the new ollama user owns it
+    h = host(NAME)
+    assert footprint(h)["models"] == before_uninstall["models"]
+    assert h.check_output("find /var/lib/ollama/models ! -user ollama | wc -l") == "0"
+    assert playbook("playbooks/status.yml").returncode == 0

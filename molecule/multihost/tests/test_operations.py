@@ -1,0 +1,108 @@
+"""Day 2 across two GPU hosts and a gateway host: status.yml under load, the gateway's metrics, a rolling
+Ollama upgrade under load, uninstall.yml (twice) and site.yml restoring service after it."""
+
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[3]
+sys.path.insert(0, str(REPO / "tests"))
+from helpers.day2 import GATEWAY_PATHS, GPU_HOST_PATHS, footprint, left_behind, metrics, status_rows  # noqa: E402
+from helpers.fleet import host, playbook, recap, site  # noqa: E402
+from helpers.load import Load  # noqa: E402
+from helpers.ollama_client import call  # noqa: E402
+
+GATEWAY = "https://10.213.0.23:11434"
+CA = str(REPO / ".cache/artifacts/tls/gateway.crt")
+USER = "olt-test-user-key-0001"
+GPU_HOSTS = ["olt-mh-gpu1", "olt-mh-gpu2"]
+GW = "olt-mh-gw"
+CONFIRM = {"ollama_uninstall_confirm": "yes"}
+
+
+def instances():
+    """(host, instance) of every env file on the GPU hosts: what site.yml deployed."""
+    return sorted(
+        (h, Path(f).stem) for h in GPU_HOSTS for f in host(h).check_output("ls /etc/ollama/instances").split()
+    )
+
+
+def load():
+    return Load(GATEWAY, "llama3.1:8b", workers=6, key=USER, cafile=CA)
+
+
+def broken(run_load):
+    return run_load.count("failed") + run_load.count("cut") + run_load.count("hung")
+
+
+def test_status_under_load_shows_both_hosts_and_the_gateways_connections():
+    deployed = instances()
+    assert len(deployed) == 6
+    with load() as running:
+        run = playbook("playbooks/status.yml")
+    assert run.returncode == 0, run.stdout[-3000:]
+    rows = status_rows(run)
+    assert sorted(rows) == deployed
+    assert all(row[0] == "running" and row[3] == "0.33.0" and row[-1] == "ok" for row in rows.values())
+    connections = [int(re.search(r"up, (\d+) conn", row[-2]).group(1)) for row in rows.values()]
+    assert sum(connections) > 0, "the gateway serves the load, so status must see its connections"
+    assert broken(running) == 0 and running.count("ok") > 0
+
+
+def test_metrics_cover_every_instance_of_both_hosts():
+    families = metrics(host(GW))
+    up = {(s.labels["host"], s.labels["ollama_instance"]): s.value for s in families["ollama_gateway_instance_up"]}
+    assert up == dict.fromkeys(instances(), 1.0)
+    for h in GPU_HOSTS:
+        uuids = set(host(h).check_output("nvidia-smi --query-gpu=uuid --format=csv,noheader").split())
+        assert {s.labels["gpu_uuid"] for s in families["ollama_instance_gpu_info"] if s.labels["host"] == h} == uuids
+
+
+def test_rolling_upgrade_under_load_fails_no_request():
+    sys.path.insert(0, str(REPO / "tests" / "ollama_standin"))
+    import build_archive
+
+    archive = build_archive.build("0.33.1", REPO / ".cache" / "artifacts" / "release-0.33.1")
+    with load() as running:
+        run = site({"ollama_version": "0.33.1", "ollama_archive_src": str(archive)})
+    assert run.returncode == 0, run.stdout[-3000:]
+    assert broken(running) == 0 and running.count("ok") > 0
+    status = playbook("playbooks/status.yml")
+    assert status.returncode == 0, status.stdout[-3000:]
+    assert {row[3] for row in status_rows(status).values()} == {"0.33.1"}
+
+
+@pytest.fixture(scope="module")
+def before_uninstall():
+    return {h: footprint(host(h)) for h in [*GPU_HOSTS, GW]}
+
+
+def test_uninstall_removes_the_toolkit_from_every_host(before_uninstall):
+    run = playbook("playbooks/uninstall.yml", CONFIRM)
+    assert run.returncode == 0, run.stdout[-3000:]
+    for h in GPU_HOSTS:
+        assert left_behind(host(h), GPU_HOST_PATHS) == []
+        assert host(h).run("nft list table inet ollama_fleet").rc != 0  # the firewall went with the instances
+        assert not host(h).user("ollama").exists
+    assert left_behind(host(GW), GATEWAY_PATHS) == []
+    assert host(GW).service("nginx").is_running
+    assert {h: footprint(host(h)) for h in before_uninstall} == before_uninstall
+    again = playbook("playbooks/uninstall.yml", CONFIRM)
+    assert again.returncode == 0, again.stdout[-3000:]
+    assert {name: counts["changed"] for name, counts in recap(again).items()} == dict.fromkeys(
+        [*GPU_HOSTS, GW, "localhost"], 0
+    )
+
+
+def test_site_restores_service_after_uninstall():
+    run = site()
+    assert run.returncode == 0, run.stdout[-3000:]
+    health = call(f"{GATEWAY}/healthz", cafile=CA).json()
+    assert (health["up"], health["total"]) == (6, 6)
+    with load() as running:
+        status = playbook("playbooks/status.yml")
+    assert status.returncode == 0, status.stdout[-3000:]
+    assert {row[3] for row in status_rows(status).values()} == {"0.33.0"}
+    assert broken(running) == 0

@@ -1,0 +1,163 @@
+"""ollama_status: each planned instance next to what systemd, its API and the gateways report."""
+
+import pytest
+from ollama_gateway import ollama_gateway_connections
+from ollama_status import ollama_fleet_view, ollama_status, ollama_status_problems, ollama_status_table
+
+GIB = 2**30
+GPU = {"index": 0, "uuid": "GPU-11111111-2222-3333-4444-555555555555", "name": "NVIDIA L20", "memory_total": 48 * GIB}
+
+
+def instance(name, port, gpus, models=()):
+    return {
+        "host": "gpu1",
+        "name": name,
+        "port": port,
+        "address": "127.0.0.1",
+        "gpus": gpus,
+        "gpu_label": f"GPU {gpus[0]['index']}",
+        "vram_total": sum(g["memory_total"] for g in gpus),
+        "settings": {"num_parallel": 2, "context_length": 8192, "flash_attention": True},
+        "models": list(models),
+        "fit": [{"model": m, "status": "fits", "estimate": {"total": 10 * GIB}} for m in models],
+    }
+
+
+def answer(json_body):
+    return {"status": 200, "json": json_body}
+
+
+REFUSED = {
+    "status": -1,
+    "msg": "Status code was -1 and not [200]: Request failed: <urlopen error [Errno 111] Connection refused>",
+}
+
+
+def gpu_host(services, version, ps, env_instances=("a", "b")):
+    gpu2 = dict(GPU, index=1, uuid="GPU-99999999-2222-3333-4444-555555555555")
+    plan = [instance("a", 11435, [GPU], ["llama3.1:8b"]), instance("b", 11436, [gpu2])]
+    return {
+        "inventory_hostname": "gpu1",
+        "_ollama_plan": plan,
+        "_ollama_gpus": [GPU, gpu2],
+        "_ollama_gpu_source": "nvml",
+        "ollama_fit_headroom": 0.1,
+        "_ollama_status": {
+            "services": services,
+            "env_instances": list(env_instances),
+            "version": [dict(version[i], __instance=p) for i, p in enumerate(plan)],
+            "ps": [dict(ps[i], __instance=p) for i, p in enumerate(plan)],
+        },
+    }
+
+
+RUNNING = {
+    "ollama@a.service": {"state": "running", "status": "enabled"},
+    "ollama@b.service": {"state": "running", "status": "enabled"},
+}
+LOADED = {"models": [{"name": "llama3.1:8b", "size": 9 * GIB, "size_vram": 9 * GIB, "context_length": 8192}]}
+
+
+def gateway(drained=(), up=(True, True), connections=None):
+    backends = [
+        {"host": "gpu1", "instance": "a", "address": "127.0.0.1", "port": 11435},
+        {"host": "gpu1", "instance": "b", "address": "127.0.0.1", "port": 11436},
+    ]
+    return {
+        "inventory_hostname": "gw",
+        "_ollama_gateway_status": {
+            "backends": backends,
+            "healthz": {"instances": [{"host": "gpu1", "instance": n, "up": u} for n, u in zip("ab", up, strict=True)]},
+            "drained": list(drained),
+            "connections": connections or {},
+        },
+    }
+
+
+def test_healthy_fleet_has_no_problem():
+    hv = gpu_host(RUNNING, [answer({"version": "0.33.0"})] * 2, [answer(LOADED), answer({"models": []})])
+    rows = ollama_status([hv], [gateway(connections={"127.0.0.1:11435": 3})])
+    assert [(r["instance"], r["unit"], r["version"], r["problems"]) for r in rows] == [
+        ("a", "running", "0.33.0", []),
+        ("b", "running", "0.33.0", []),
+    ]
+    assert rows[0]["models"][0] == {
+        "name": "llama3.1:8b",
+        "loaded": True,
+        "size": 9 * GIB,
+        "size_vram": 9 * GIB,
+        "context_length": 8192,
+        "estimate": 10 * GIB,
+        "pinned": True,
+    }
+    assert rows[0]["gateways"] == [
+        {"gateway": "gw", "target": "127.0.0.1:11435", "up": True, "drained": [], "connections": 3}
+    ]
+    table = ollama_status_table(rows)
+    assert table[1].split()[:6] == ["gpu1", "a", "running", "11435", "0:GPU-11111111", "0.33.0"]
+    assert "llama3.1:8b 9.0/9.0 est 10.0" in table[1] and "up, 3 conn" in table[1]
+    assert table[-1] == "all 2 instances ok"
+
+
+def test_a_stopped_instance_is_down_everywhere_it_shows():
+    services = dict(RUNNING, **{"ollama@b.service": {"state": "stopped", "status": "enabled"}})
+    hv = gpu_host(services, [answer({"version": "0.33.0"}), REFUSED], [answer(LOADED), REFUSED])
+    rows = ollama_status([hv], [gateway(drained=["127.0.0.1:11436@health"], up=(True, False))])
+    assert ollama_status_problems(rows) == [
+        "gpu1/b: unit ollama@b.service is stopped",
+        "gpu1/b: API on port 11436 does not answer (connection refused)",
+        "gpu1/b: gateway gw holds it out after failed health probes",
+    ]
+    assert "drained(health), 0 conn" in ollama_status_table(rows)[2]
+
+
+def test_a_restart_drain_is_shown_not_counted():
+    hv = gpu_host(RUNNING, [answer({"version": "0.33.1"})] * 2, [answer(LOADED)] * 2)
+    rows = ollama_status([hv], [gateway(drained=["127.0.0.1:11435@restart"])])
+    assert rows[0]["gateways"][0]["drained"] == ["restart"]
+    assert ollama_status_problems(rows) == []
+
+
+def test_cpu_spill_is_a_problem():
+    spilled = {"models": [{"name": "llama3.1:8b", "size": 10 * GIB, "size_vram": 7 * GIB}]}
+    hv = gpu_host(RUNNING, [answer({"version": "0.33.0"})] * 2, [answer(spilled), answer({"models": []})])
+    rows = ollama_status([hv])
+    assert ollama_status_problems(rows) == ["gpu1/a: llama3.1:8b spills 30% to system memory (CPU)"]
+    assert "CPU-SPILL" in ollama_status_table(rows)[1]
+
+
+def test_unplanned_instances_and_unreachable_hosts_are_reported():
+    hv = gpu_host(RUNNING, [answer({"version": "0.33.0"})] * 2, [answer(LOADED)] * 2, env_instances=("a", "b", "old"))
+    rows = ollama_status([hv, {"inventory_hostname": "gpu2"}])
+    assert ollama_status_problems(rows) == [
+        "gpu1/old: not in the plan (site.yml removes it)",
+        "gpu2/-: host unreachable or its status could not be read (see the task that failed above)",
+    ]
+
+
+def test_pinned_model_not_loaded_is_listed_with_its_estimate():
+    hv = gpu_host(RUNNING, [answer({"version": "0.33.0"})] * 2, [answer({"models": []})] * 2)
+    (model,) = ollama_status([hv])[0]["models"]
+    assert (model["name"], model["loaded"], model["estimate"]) == ("llama3.1:8b", False, 10 * GIB)
+
+
+def test_fleet_view_colours_and_shares():
+    hv = gpu_host(RUNNING, [answer({"version": "0.33.0"})] * 2, [answer(LOADED), answer({"models": []})])
+    (view,) = ollama_fleet_view([hv], rows=ollama_status([hv]))
+    a, b = view["devices"]
+    assert (a["instance"], b["instance"]) == ("a", "b") and a["colour"] != b["colour"]
+    (model,) = view["instances"][0]["models"]
+    assert model["vram_pct"] == pytest.approx(100 * 9 / 48, abs=0.01)
+    assert model["estimate_pct"] == pytest.approx(100 * 10 / 48, abs=0.01)
+    assert view["instances"][0]["usable_pct"] == 90
+
+
+def test_gateway_connections_count_nginx_peers_only():
+    lines = [
+        '0 0 127.0.0.1:40000 127.0.0.1:11435 users:(("nginx",pid=10,fd=3))',
+        '0 0 127.0.0.1:40001 127.0.0.1:11435 users:(("nginx",pid=11,fd=3))',
+        '0 0 127.0.0.1:11435 127.0.0.1:40000 users:(("ollama",pid=20,fd=7))',
+        '0 0 10.0.0.1:40002 [fd00::5]:11436 users:(("nginx",pid=10,fd=4))',
+        '0 0 10.0.0.1:22 10.0.0.9:5000 users:(("sshd",pid=1,fd=4))',
+    ]
+    assert ollama_gateway_connections(lines) == {"127.0.0.1:11435": 2, "fd00::5:11436": 1}
