@@ -3,16 +3,26 @@ VENV    := .venv
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 # Debian packages the controller needs to boot test hosts and build the simulated driver.
 APT_PACKAGES := systemd-container debootstrap gcc make iproute2 openssh-client curl python3-venv
+# Only the tests need a browser: they render the fleet picture in headless Chromium.
+TEST_APT_PACKAGES := chromium chromium-driver
 
-.PHONY: setup system-packages sandbox sandbox-down test lint unit molecule faults leftovers clean
+.PHONY: setup system-packages test-packages sandbox sandbox-down picture test lint unit molecule faults leftovers clean
 
 setup: system-packages $(VENV)/.installed
 
-system-packages:
-	@missing=$$(for p in $(APT_PACKAGES); do \
+# apt-get only for what is missing, so a set-up machine needs no mirror.
+define apt_install
+	@missing=$$(for p in $(1); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; fi
+endef
+
+system-packages:
+	$(call apt_install,$(APT_PACKAGES))
+
+test-packages:
+	$(call apt_install,$(TEST_APT_PACKAGES))
 
 $(VENV)/.installed: requirements-dev.txt
 	python3 -m venv $(VENV)
@@ -21,11 +31,18 @@ $(VENV)/.installed: requirements-dev.txt
 	ansible-galaxy collection install -r requirements.yml
 	touch $@
 
-# Command 1: boot the simulated 8-GPU host, deploy site.yml to it, show the result.
+# Command 1: boot the simulated 8-GPU host, deploy site.yml to it, show the result
+# (the plan, one answer through the gateway, the status table and its picture).
 sandbox: setup
 	ansible-playbook playbooks/sandbox.yml
 	ansible-playbook site.yml
 	ansible-playbook playbooks/sandbox_report.yml
+	ansible-playbook playbooks/status.yml -e ollama_picture=$(CURDIR)/.cache/sandbox/fleet.html
+	@echo "The fleet as a picture: file://$(CURDIR)/.cache/sandbox/fleet.html"
+
+# The README's screenshot of the sandbox's status page (after `make sandbox`).
+picture: setup test-packages
+	python3 tests/helpers/browser.py .cache/sandbox/fleet.html docs/sandbox-fleet.png
 
 sandbox-down:
 	python3 tests/harness/nspawn.py down sandbox-gpu1
@@ -39,10 +56,10 @@ lint: setup
 	ruff check .
 	ruff format --check .
 
-unit: setup
+unit: setup test-packages
 	pytest
 
-molecule: setup
+molecule: setup test-packages
 	molecule test --all
 
 # The fault suite alone (it is part of `make test` too), then its results as the README's table.

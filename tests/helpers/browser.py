@@ -56,3 +56,10 @@ def screenshot(driver, path: Path) -> None:
     height = driver.execute_script("return document.documentElement.scrollHeight")
     driver.set_window_size(1280, max(400, height + 20))
     driver.save_screenshot(str(path))
+
+
+if __name__ == "__main__":  # python3 tests/helpers/browser.py PAGE.html SHOT.png (make picture)
+    import sys
+
+    with page(Path(sys.argv[1])) as driver:
+        screenshot(driver, Path(sys.argv[2]))

@@ -161,3 +161,26 @@ def test_gateway_connections_count_nginx_peers_only():
         '0 0 10.0.0.1:22 10.0.0.9:5000 users:(("sshd",pid=1,fd=4))',
     ]
     assert ollama_gateway_connections(lines) == {"127.0.0.1:11435": 2, "fd00::5:11436": 1}
+
+
+def test_fleet_view_draws_mig_devices_as_their_own_boxes():
+    migs = [
+        {"index": 0, "uuid": "MIG-aaaa", "memory_total": 40 * GIB},
+        {"index": 1, "uuid": "MIG-bbbb", "memory_total": 20 * GIB},
+    ]
+    h100 = {
+        "index": 0,
+        "uuid": "GPU-h100",
+        "name": "NVIDIA H100 80GB HBM3",
+        "memory_total": 80 * GIB,
+        "mig_mode": True,
+        "mig_devices": migs,
+    }
+    plan = [instance("mig0-0", 11435, [dict(migs[0], mig=True)])]
+    hv = {"inventory_hostname": "h1", "_ollama_plan": plan, "_ollama_gpus": [h100], "_ollama_gpu_source": "nvml"}
+    (view,) = ollama_fleet_view([hv])
+    assert [(d["label"], d["gib"], d["instance"]) for d in view["devices"]] == [
+        ("MIG 0/0", "40.0", "mig0-0"),
+        ("MIG 0/1", "20.0", ""),
+    ]
+    assert view["devices"][1]["colour"] == "#d9d9d9"  # unassigned

@@ -1,14 +1,17 @@
 """Day 2 across two GPU hosts and a gateway host: status.yml under load, the gateway's metrics, a rolling
 Ollama upgrade under load, uninstall.yml (twice) and site.yml restoring service after it."""
 
+import json
 import re
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(REPO / "tests"))
+from helpers import browser  # noqa: E402
 from helpers.day2 import GATEWAY_PATHS, GPU_HOST_PATHS, footprint, left_behind, metrics, status_rows  # noqa: E402
 from helpers.fleet import host, playbook, recap, site  # noqa: E402
 from helpers.load import Load  # noqa: E402
@@ -37,11 +40,26 @@ def broken(run_load):
     return run_load.count("failed") + run_load.count("cut") + run_load.count("hung")
 
 
+def record(case, run_load, seconds):
+    """Counts for the closing note and the README: .cache/day2/results.json."""
+    path = REPO / ".cache" / "day2" / "results.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    results = json.loads(path.read_text()) if path.exists() else {}
+    results[case] = {
+        "requests": len(run_load.outcomes),
+        **{kind: run_load.count(kind) for kind in ("ok", "failed", "cut", "hung")},
+        "seconds": round(seconds, 1),
+    }
+    path.write_text(json.dumps(results, indent=2))
+
+
 def test_status_under_load_shows_both_hosts_and_the_gateways_connections():
     deployed = instances()
     assert len(deployed) == 6
+    started = time.monotonic()
     with load() as running:
         run = playbook("playbooks/status.yml")
+    record("status.yml under load (multihost)", running, time.monotonic() - started)
     assert run.returncode == 0, run.stdout[-3000:]
     rows = status_rows(run)
     assert sorted(rows) == deployed
@@ -60,13 +78,30 @@ def test_metrics_cover_every_instance_of_both_hosts():
         assert {s.labels["gpu_uuid"] for s in families["ollama_instance_gpu_info"] if s.labels["host"] == h} == uuids
 
 
+def test_plan_picture_draws_both_hosts(tmp_path):
+    picture = tmp_path / "plan.html"
+    run = playbook("playbooks/plan.yml", {"ollama_picture": str(picture)})
+    assert run.returncode == 0, run.stdout[-3000:]
+    with browser.page(picture) as driver:
+        for h in GPU_HOSTS:
+            memory = host(h).check_output("nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits")
+            boxes = driver.find_elements("css selector", f"[data-host={h}] .gpu")
+            assert [int(b.get_attribute("data-memory")) // 2**20 for b in boxes] == [int(m) for m in memory.split()]
+            owners = {b.get_attribute("data-instance") for b in boxes}
+            cards = driver.find_elements("css selector", f"[data-host={h}] .instance")
+            assert owners == {c.get_attribute("data-instance") for c in cards}
+        assert len(driver.find_elements("css selector", ".instance")) == 6
+
+
 def test_rolling_upgrade_under_load_fails_no_request():
     sys.path.insert(0, str(REPO / "tests" / "ollama_standin"))
     import build_archive
 
     archive = build_archive.build("0.33.1", REPO / ".cache" / "artifacts" / "release-0.33.1")
+    started = time.monotonic()
     with load() as running:
         run = site({"ollama_version": "0.33.1", "ollama_archive_src": str(archive)})
+    record("rolling upgrade 0.33.0 → 0.33.1 (multihost)", running, time.monotonic() - started)
     assert run.returncode == 0, run.stdout[-3000:]
     assert broken(running) == 0 and running.count("ok") > 0
     status = playbook("playbooks/status.yml")
