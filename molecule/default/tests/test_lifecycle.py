@@ -48,6 +48,10 @@ def gpus():
 
 
 def test_status_shows_every_instance_and_exits_0(gpus, tmp_path_factory):
+    # earlier tests restart instances: load each pinned model again, as site.yml's warm-up does
+    for _port, _indices, model in PLAN.values():
+        body = {"model": model, "prompt": "", "keep_alive": -1, "stream": False}
+        assert call(f"{GATEWAY}/api/generate", body).status == 200
     picture = tmp_path_factory.mktemp("status") / "fleet.html"
     run = playbook("playbooks/status.yml", {"ollama_picture": str(picture)})
     assert run.returncode == 0, run.stdout[-3000:]
@@ -57,7 +61,7 @@ def test_status_shows_every_instance_and_exits_0(gpus, tmp_path_factory):
         unit, shown_port, shown_gpus, version, models, gateway, ok = rows[(NAME, name)]
         assert (unit, shown_port, version, ok) == ("running", str(port), "0.33.0", "ok")
         assert shown_gpus == ",".join(f"{i}:{gpus[i][:12]}" for i in indices)
-        assert models.startswith(model + " ") and " est " in models
+        assert models.startswith(model + " ") and " est " in models and "not loaded" not in models
         assert gateway.startswith("up, ")
     assert "all 3 instances ok" in run.stdout
     assert recap(run)[NAME]["changed"] == 0
