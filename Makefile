@@ -42,7 +42,7 @@ sandbox: setup
 
 # The README's screenshot of the sandbox's status page (after `make sandbox`).
 picture: setup test-packages
-	python3 tests/helpers/browser.py .cache/sandbox/fleet.html docs/sandbox-fleet.png
+	mkdir -p docs && python3 tests/helpers/browser.py .cache/sandbox/fleet.html docs/sandbox-fleet.png
 
 sandbox-down:
 	python3 tests/harness/nspawn.py down sandbox-gpu1
