@@ -159,14 +159,46 @@ def test_a_second_uninstall_changes_nothing():
     assert {name: counts["changed"] for name, counts in recap(run).items()} == {"localhost": 0, NAME: 0}
 
 
+# What scripts/install.sh writes (FACTS.md): the unit operators have before they adopt the toolkit.
+INSTALL_SH_UNIT = """[Unit]
+Description=Ollama Service
+After=network-online.target
+
+[Service]
+ExecStart=/usr/local/bin/ollama serve
+User=ollama
+Group=ollama
+Restart=always
+RestartSec=3
+
+[Install]
+WantedBy=default.target
+"""
+
+
 def test_site_restores_service_after_uninstall(before_uninstall):
+    # the host now looks like one that ran install.sh: its unit in /etc/systemd/system, enabled
+    h = host(NAME)
+    h.check_output(
+        f"printf %s '{INSTALL_SH_UNIT}' > /etc/systemd/system/ollama.service && systemctl enable ollama.service"
+    )
     run = site()
     assert run.returncode == 0, run.stdout[-3000:]
     assert (healthz()["up"], healthz()["total"]) == (3, 3)
     answer = call(f"{GATEWAY}/api/generate", {"model": "qwen3:0.6b", "prompt": "back?", "stream": False})
     assert answer.status == 200 and answer.headers["x-ollama-instance"] == f"{NAME}:11437"
+    # install.sh's unit is set aside (kept for uninstall) and masked, so it cannot take every GPU again
+    assert h.file("/etc/systemd/system/ollama.service").linked_to == "/dev/null"
+    assert h.file("/etc/ollama/ollama.service.before-toolkit").content_string == INSTALL_SH_UNIT
     # the kept store served the models again: nothing was pulled anew, and the new ollama user owns it
-    h = host(NAME)
     assert footprint(h)["models"] == before_uninstall["models"]
     assert h.check_output("find /var/lib/ollama/models ! -user ollama | wc -l") == "0"
     assert playbook("playbooks/status.yml").returncode == 0
+
+
+def test_uninstall_puts_back_the_unit_install_sh_wrote():
+    run = playbook("playbooks/uninstall.yml", CONFIRM)
+    assert run.returncode == 0, run.stdout[-3000:]
+    unit = host(NAME).file("/etc/systemd/system/ollama.service")
+    assert not unit.is_symlink and unit.content_string == INSTALL_SH_UNIT
+    assert host(NAME).run("systemctl is-enabled ollama.service").stdout.strip() == "disabled"
