@@ -115,10 +115,11 @@ def _models(instance, ps):
     return models
 
 
-def _unreachable(host):
-    return {
+def _row(host, instance, **fields):
+    """A status row; what was not seen stays empty."""
+    row = {
         "host": host,
-        "instance": "-",
+        "instance": instance,
         "port": None,
         "gpus": [],
         "gpu_label": "-",
@@ -129,8 +130,10 @@ def _unreachable(host):
         "version": None,
         "models": [],
         "gateways": [],
-        "problems": ["host unreachable or its status could not be read (see the task that failed above)"],
+        "problems": [],
     }
+    row.update(fields)
+    return row
 
 
 def ollama_status(gpu_hosts, gateways=()):
@@ -141,7 +144,8 @@ def ollama_status(gpu_hosts, gateways=()):
         host = hv["inventory_hostname"]
         status = hv.get("_ollama_status")
         if status is None:
-            rows.append(_unreachable(host))
+            problem = "host unreachable or its status could not be read (see the task that failed above)"
+            rows.append(_row(host, "-", problems=[problem]))
             continue
         services = status.get("services", {})
         probes = {}
@@ -155,21 +159,20 @@ def ollama_status(gpu_hosts, gateways=()):
             probe = probes.get(name, {})
             version = _json(probe.get("version"))
             ps = _json(probe.get("ps"))
-            row = {
-                "host": host,
-                "instance": name,
-                "port": instance["port"],
-                "gpus": instance["gpus"],
-                "gpu_label": instance["gpu_label"],
-                "vram_total": instance["vram_total"],
-                "settings": instance["settings"],
-                "unit": service.get("state", "absent"),
-                "enabled": service.get("status", "absent"),
-                "version": version.get("version") if version else None,
-                "models": _models(instance, ps),
-                "gateways": [v for g in gateways if (v := _gateway_view(g, host, name))],
-                "problems": [],
-            }
+            row = _row(
+                host,
+                name,
+                port=instance["port"],
+                gpus=instance["gpus"],
+                gpu_label=instance["gpu_label"],
+                vram_total=instance["vram_total"],
+                settings=instance["settings"],
+                unit=service.get("state", "absent"),
+                enabled=service.get("status", "absent"),
+                version=version.get("version") if version else None,
+                models=_models(instance, ps),
+                gateways=[v for g in gateways if (v := _gateway_view(g, host, name))],
+            )
             problems = row["problems"]
             if row["unit"] != "running":
                 problems.append(f"unit ollama@{name}.service is {row['unit']}")
@@ -188,21 +191,13 @@ def ollama_status(gpu_hosts, gateways=()):
         for name in sorted(set(status.get("env_instances", [])) - {i["name"] for i in planned}):
             service = services.get(f"ollama@{name}.service", {})
             rows.append(
-                {
-                    "host": host,
-                    "instance": name,
-                    "port": None,
-                    "gpus": [],
-                    "gpu_label": "-",
-                    "vram_total": 0,
-                    "settings": {},
-                    "unit": service.get("state", "absent"),
-                    "enabled": service.get("status", "absent"),
-                    "version": None,
-                    "models": [],
-                    "gateways": [],
-                    "problems": ["not in the plan (site.yml removes it)"],
-                }
+                _row(
+                    host,
+                    name,
+                    unit=service.get("state", "absent"),
+                    enabled=service.get("status", "absent"),
+                    problems=["not in the plan (site.yml removes it)"],
+                )
             )
     return rows
 
