@@ -468,6 +468,13 @@ class Handler(BaseHTTPRequestHandler):
     def do_HEAD(self):
         self.do_GET()
 
+    def route(self, routes):
+        """The handler for this path (query ignored), or None after answering 404 as Ollama does."""
+        handler = routes.get(self.path.split("?")[0])
+        if handler is None:
+            self.error(404, "404 page not found")
+        return handler
+
     def do_GET(self):
         routes = {
             "/": self.root,
@@ -477,10 +484,9 @@ class Handler(BaseHTTPRequestHandler):
             "/v1/models": self.v1_models,
             "/standin/stats": self.stats,
         }
-        handler = routes.get(self.path.split("?")[0])
-        if handler is None:
-            return self.error(404, "404 page not found")
-        handler()
+        handler = self.route(routes)
+        if handler is not None:
+            handler()
 
     def do_POST(self):
         routes = {
@@ -497,9 +503,9 @@ class Handler(BaseHTTPRequestHandler):
             "/v1/completions": self.v1_completions,
             "/v1/embeddings": self.v1_embeddings,
         }
-        handler = routes.get(self.path.split("?")[0])
+        handler = self.route(routes)
         if handler is None:
-            return self.error(404, "404 page not found")
+            return
         data = self.body()
         if data is not None:
             handler(data)
