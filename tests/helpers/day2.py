@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shlex
 import subprocess
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -52,6 +53,32 @@ def metrics(host, listen: str = "127.0.0.1:8081") -> dict:
 
 def left_behind(host, paths: list[str]) -> list[str]:
     return [p for p in paths if host.file(p).exists]
+
+
+# `systemctl is-active` / `is-enabled` answers that mean the unit is still at work or still set to start.
+_RUNNING = {"active", "activating", "deactivating", "reloading", "refreshing", "failed"}
+_ENABLED = {"enabled", "enabled-runtime", "linked", "linked-runtime", "alias", "indirect", "static", "generated"}
+
+
+def units_left(host, *patterns: str) -> list[str]:
+    """What an operator would call left of the units systemd lists for PATTERNS (default ollama*): one
+    that runs or failed, one that is enabled, one whose cgroup still holds a process. A unit systemd
+    merely still lists (its file gone, "not-found inactive dead") is not counted: some kernels keep a
+    stopped unit's cgroup marked populated (FACTS.md), and real hosts do when a process hangs in the GPU
+    driver."""
+    quoted = " ".join(shlex.quote(p) for p in patterns or ("ollama*",))
+    listed = host.check_output(
+        f"systemctl list-units --all --plain --no-legend --full -- {quoted} | awk '{{print $1}}'"
+    )
+    left = []
+    for unit in listed.split():
+        active = host.run(f"systemctl is-active -- {unit}").stdout.strip()
+        enabled = host.run(f"systemctl is-enabled -- {unit}").stdout.strip()
+        cgroup = host.check_output(f"systemctl show -P ControlGroup -- {unit}")
+        procs = host.run(f"cat /sys/fs/cgroup{cgroup}/cgroup.procs").stdout.strip() if cgroup else ""
+        if active in _RUNNING or enabled in _ENABLED or procs:
+            left.append(f"{unit}: {active}, {enabled or 'no unit file'}, processes: {procs.split() or 'none'}")
+    return left
 
 
 def footprint(host) -> dict:

@@ -11,7 +11,15 @@ import pytest
 REPO = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(REPO / "tests"))
 from helpers import browser  # noqa: E402
-from helpers.day2 import GATEWAY_PATHS, GPU_HOST_PATHS, footprint, left_behind, metrics, status_rows  # noqa: E402
+from helpers.day2 import (  # noqa: E402
+    GATEWAY_PATHS,
+    GPU_HOST_PATHS,
+    footprint,
+    left_behind,
+    metrics,
+    status_rows,
+    units_left,
+)
 from helpers.fleet import host, playbook, recap, site  # noqa: E402
 from helpers.ollama_client import call  # noqa: E402
 
@@ -134,9 +142,30 @@ def test_uninstall_asks_for_confirmation_first():
     assert host(NAME).service("ollama@small.service").is_running
 
 
+# A unit that refers to the toolkit's units keeps them in systemd's memory once their files are gone, as
+# a cgroup the kernel keeps marked populated does (FACTS.md): they stay listed as "not-found inactive dead".
+# Planted before the first uninstall, so both uninstalls meet that state on every machine.
+PIN = "/etc/systemd/system/olt-remembers.service"
+REMEMBERED = ["ollama@small.service", "ollama@solo.service", "ollama-gateway-health.service"]
+PIN_UNIT = f"""[Unit]
+Description=test: keeps the toolkit's units in systemd's memory
+Wants={" ".join(REMEMBERED)}
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/bin/true
+"""
+
+
+def listed_by_systemd(h) -> list[str]:
+    return h.check_output("systemctl list-units --all --plain --no-legend --full 'ollama*' | awk '{print $1}'").split()
+
+
 @pytest.fixture(scope="module")
 def before_uninstall():
-    return footprint(host(NAME))
+    h = host(NAME)
+    h.check_output(f"printf %s '{PIN_UNIT}' > {PIN} && systemctl daemon-reload && systemctl start olt-remembers")
+    return footprint(h)
 
 
 def test_uninstall_removes_the_toolkit_and_nothing_else(before_uninstall):
@@ -144,7 +173,10 @@ def test_uninstall_removes_the_toolkit_and_nothing_else(before_uninstall):
     run = playbook("playbooks/uninstall.yml", CONFIRM)
     assert run.returncode == 0, run.stdout[-3000:]
     assert left_behind(h, GPU_HOST_PATHS + GATEWAY_PATHS) == []
-    assert h.check_output("systemctl list-units --all --no-legend --plain 'ollama*'") == ""
+    # systemd still lists the remembered units; none of them (nor any other) runs, starts at boot or holds a process
+    assert set(REMEMBERED) <= set(listed_by_systemd(h))
+    assert units_left(h, "ollama*") == []
+    assert h.check_output("pgrep -a -f '[o]llama (serve|runner)|[o]llama-gateway-health' || true") == ""
     assert not h.user("ollama").exists and not h.group("ollama").exists
     assert h.check_output("ss -Htln '( sport >= :11434 and sport <= :11437 )'") == ""
     assert h.service("nginx").is_running and h.run("nginx -t").rc == 0
@@ -154,9 +186,14 @@ def test_uninstall_removes_the_toolkit_and_nothing_else(before_uninstall):
 
 
 def test_a_second_uninstall_changes_nothing():
-    run = playbook("playbooks/uninstall.yml", CONFIRM)
-    assert run.returncode == 0, run.stdout[-3000:]
-    assert {name: counts["changed"] for name, counts in recap(run).items()} == {"localhost": 0, NAME: 0}
+    h = host(NAME)
+    try:
+        assert set(REMEMBERED) <= set(listed_by_systemd(h)), "the state this test is about is not there"
+        run = playbook("playbooks/uninstall.yml", CONFIRM)
+        assert run.returncode == 0, run.stdout[-3000:]
+        assert {name: counts["changed"] for name, counts in recap(run).items()} == {"localhost": 0, NAME: 0}
+    finally:
+        h.check_output(f"systemctl stop olt-remembers; rm -f {PIN}; systemctl daemon-reload")
 
 
 # What scripts/install.sh writes (FACTS.md): the unit operators have before they adopt the toolkit.
