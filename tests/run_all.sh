@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# `make test`: every step runs even when an earlier one fails (one red scenario must never hide
+# the others), then a summary: one row per step with its result and seconds, non-zero exit if any failed.
+# Steps are make targets (lint, unit, leftovers) and molecule scenarios (molecule/*/, one each).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+scenarios=$(for f in molecule/*/molecule.yml; do basename "$(dirname "$f")"; done)
+steps=(lint unit)
+for s in $scenarios; do steps+=("molecule:$s"); done
+steps+=(leftovers)
+
+declare -A result seconds
+for step in "${steps[@]}"; do
+  echo "=== $step"
+  started=$(date +%s)
+  case $step in
+    molecule:*) molecule test -s "${step#molecule:}" ;;
+    *) make --no-print-directory "$step" ;;
+  esac
+  rc=$?
+  seconds[$step]=$(( $(date +%s) - started ))
+  if [ "$rc" -eq 0 ]; then result[$step]=passed; else result[$step]="FAILED (exit $rc)"; fi
+done
+
+passed=0 failed=0
+echo
+printf '%-24s %-18s %8s\n' step result seconds
+for step in "${steps[@]}"; do
+  printf '%-24s %-18s %8s\n' "$step" "${result[$step]}" "${seconds[$step]}"
+  if [ "${result[$step]}" = passed ]; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
+done
+echo "make test: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]
