@@ -152,7 +152,7 @@ def test_uninstall_asks_for_confirmation_first():
 PIN = "/etc/systemd/system/olt-remembers.service"
 REMEMBERED = ["ollama@small.service", "ollama@solo.service", "ollama-gateway-health.service"]
 PIN_UNIT = f"""[Unit]
-Description=test: keeps the toolkit's units in systemd's memory
+Description=test - keeps the units of the toolkit in the memory of systemd
 Wants={" ".join(REMEMBERED)}
 [Service]
 Type=oneshot
