@@ -13,6 +13,9 @@ whether it spilled to CPU.
 Every response carries X-Ollama-Instance (host:port) and X-Ollama-Gpus (the
 UUIDs it may use), so a test behind a gateway can tell who answered.
 
+Strict as Ollama where the gateway depends on it: on a loopback listener, a request whose Host is
+not local is refused with 403 (server/routes.go, allowedHostsMiddleware).
+
 Simplifications: a model is loaded at the first request's num_ctx and keeps it until
 unloaded (Ollama reloads when num_ctx changes); pulled blobs are placeholders, while
 manifests carry the real model sizes.
@@ -24,6 +27,7 @@ TOKENS (24, answer length when num_predict is unset), LOAD_MS (200), PULL_MS (10
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
 import os
 import re
@@ -464,9 +468,68 @@ class Handler(BaseHTTPRequestHandler):
             return None
         return data
 
+    # --- DNS-rebinding guard: server/routes.go allowedHostsMiddleware, allowedHost and isLocalIP (v0.33.0-rc2).
+    # Only a server listening on loopback checks the Host header: an IP that is loopback, private (Go's
+    # netip IsPrivate), unspecified or one of this machine's own; "localhost", the hostname, or a name
+    # under .localhost/.local/.internal pass. Everything else gets 403 with an empty body.
+    GO_PRIVATE = [ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7")]
+
+    def host_allowed(self) -> bool:
+        listener = ipaddress.ip_address(self.server.server_address[0])
+        if not listener.is_loopback:
+            return True
+        name = self.split_host_port((self.headers.get("Host") or "").lower())
+        try:
+            ip = ipaddress.ip_address(name)
+        except ValueError:
+            return name in ("", "localhost", socket.gethostname().lower()) or name.endswith(
+                (".localhost", ".local", ".internal")
+            )
+        return ip.is_loopback or ip.is_unspecified or any(ip in n for n in self.GO_PRIVATE) or self.is_local_ip(ip)
+
+    @staticmethod
+    def split_host_port(host: str) -> str:
+        """Go's net.SplitHostPort, falling back to the whole value when it fails (no port, bare IPv6)."""
+        if host.startswith("["):
+            end = host.find("]")
+            return host[1:end] if end > 0 and host[end + 1 : end + 2] == ":" else host
+        return host.split(":")[0] if host.count(":") == 1 else host
+
+    @staticmethod
+    def is_local_ip(ip) -> bool:
+        """isLocalIP: an address of one of this machine's interfaces (approximated by its hostname's addresses)."""
+        try:
+            infos = socket.getaddrinfo(socket.gethostname(), None)
+        except OSError:
+            return False
+        return any(ipaddress.ip_address(info[4][0].split("%")[0]) == ip for info in infos)
+
+    def guard(self) -> bool:
+        """True when the request may go on; else it has been answered 403 as Ollama does."""
+        if self.host_allowed():
+            return True
+        # Go's server discards an unread body of up to 256 KiB to keep the connection; beyond that it closes.
+        length = int(self.headers.get("Content-Length") or 0)
+        if 0 < length <= 256 << 10:
+            self.rfile.read(length)
+        elif length or self.headers.get("Transfer-Encoding"):
+            self.close_connection = True
+        self.send_response(403)
+        self.send_header("Content-Length", "0")
+        self._identity_headers()
+        self.end_headers()
+        return False
+
     # --- routing
     def do_HEAD(self):
         self.do_GET()
+
+    def do_OPTIONS(self):
+        # an allowed Host's preflight is answered by the guard itself (204), before CORS
+        if self.guard():
+            self.send_response(204)
+            self._identity_headers()
+            self.end_headers()
 
     def route(self, routes):
         """The handler for this path (query ignored), or None after answering 404 as Ollama does."""
@@ -476,6 +539,8 @@ class Handler(BaseHTTPRequestHandler):
         return handler
 
     def do_GET(self):
+        if not self.guard():
+            return
         routes = {
             "/": self.root,
             "/api/version": self.version,
@@ -503,6 +568,8 @@ class Handler(BaseHTTPRequestHandler):
             "/v1/completions": self.v1_completions,
             "/v1/embeddings": self.v1_embeddings,
         }
+        if not self.guard():
+            return
         handler = self.route(routes)
         if handler is None:
             return
@@ -511,6 +578,8 @@ class Handler(BaseHTTPRequestHandler):
             handler(data)
 
     def do_DELETE(self):
+        if not self.guard():
+            return
         if self.path != "/api/delete":
             return self.error(404, "404 page not found")
         data = self.body()

@@ -1,5 +1,6 @@
 """The Ollama stand-in behaves like Ollama where a load balancer and the roles can tell."""
 
+import http.client
 import json
 import threading
 import time
@@ -182,3 +183,55 @@ def test_cli_version_list_and_ps(standin):
     assert "qwen3:0.6b" in server.cli("list").stdout
     server.post("/api/generate", {"model": "qwen3:0.6b"}).read()
     assert "100% GPU" in server.cli("ps").stdout
+
+
+def raw_request(port: int, host_header: str, method: str = "GET", path: str = "/api/version", body: bytes = b""):
+    """One request with a chosen Host header; returns (status, body) and whether the connection stayed usable."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    conn.putrequest(method, path, skip_host=True)
+    conn.putheader("Host", host_header)
+    if body:
+        conn.putheader("Content-Length", str(len(body)))
+    conn.endheaders(body or None)
+    answer = conn.getresponse()
+    first = (answer.status, answer.read())
+    conn.request("GET", "/api/version")  # same connection, a local Host
+    again = conn.getresponse()
+    again.read()
+    conn.close()
+    return first, again.status
+
+
+# Host headers as Ollama's DNS-rebinding guard (server/routes.go allowedHostsMiddleware) judges them when the
+# server listens on loopback: what a gateway that passed its clients' Host on to 127.0.0.1 would meet.
+REFUSED_HOSTS = ["ollama.example.com", "ollama.example.com:11434", "gateway.corp", "8.8.8.8", "[2001:db8::1]:80"]
+LOCAL_HOSTS = [
+    "localhost",
+    "localhost:11434",
+    "127.0.0.1:11434",
+    "10.213.0.10",
+    "192.168.1.5:80",
+    "[::1]:11434",
+    "gpu1.local",
+    "ollama.internal",
+    "a.localhost",
+    "0.0.0.0",
+    "",
+]
+
+
+def test_loopback_listener_refuses_a_host_that_is_not_local_with_403(standin):
+    server = standin()
+    for host_header in REFUSED_HOSTS:
+        (status, body), after = raw_request(server.port, host_header)
+        assert (status, body) == (403, b""), host_header
+        assert after == 200, host_header  # the connection stays usable
+        (status, _), after = raw_request(server.port, host_header, "POST", "/api/generate", b'{"model":"x"}')
+        assert (status, after) == (403, 200), host_header  # the refused body was read, not taken as a request
+
+
+def test_loopback_listener_accepts_local_hosts(standin):
+    server = standin()
+    for host_header in LOCAL_HOSTS:
+        (status, _), _ = raw_request(server.port, host_header)
+        assert status == 200, host_header
