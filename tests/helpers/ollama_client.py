@@ -44,11 +44,13 @@ def call(
     timeout: float = 60,
     cafile: str | None = None,
     method: str | None = None,
+    headers: dict | None = None,
 ) -> Answer:
-    """One request; reads the answer line by line, noting when each line arrived."""
+    """One request; reads the answer line by line, noting when each line arrived. HEADERS add to or
+    replace the defaults (a Host header replaces the URL's)."""
     parts = urlsplit(url)
     conn = _connection(url, timeout, cafile)
-    headers = {"Content-Type": "application/json"}
+    headers = {"Content-Type": "application/json", **(headers or {})}
     if key:
         headers["Authorization"] = f"Bearer {key}"
     data = json.dumps(body).encode() if body is not None else None

@@ -23,6 +23,24 @@ def test_every_instance_is_in_the_upstream_and_up(host):
     assert health.status == 200 and (health.json()["up"], health.json()["total"]) == (3, 3)
 
 
+def test_clients_may_reach_the_gateway_by_a_dns_name(host):
+    # Ollama on 127.0.0.1 refuses a Host that is not local (server/routes.go allowedHostsMiddleware) ...
+    direct = "curl -s -o /dev/null -w '%{http_code}' -H 'Host: ollama.example.com' http://127.0.0.1:11437/api/version"
+    assert host.check_output(direct) == "403"
+    # ... so the gateway must not pass its clients' Host on: by name, the same answers as by IP
+    generate = {"model": "qwen3:0.6b", "prompt": "hi", "stream": False, "options": {"num_predict": 2}}
+    for path, body in [("/api/version", None), ("/api/tags", None), ("/api/generate", generate), ("/", None)]:
+        by_ip = call(f"{GATEWAY}{path}", body)
+        by_name = call(f"{GATEWAY}{path}", body, headers={"Host": "ollama.example.com"})
+        assert (by_name.status, by_ip.status) == (200, 200), path
+        if path == "/api/generate":  # a generated text differs from call to call; who answered does not
+            assert (
+                by_name.headers["x-ollama-instance"] == by_ip.headers["x-ollama-instance"] == "olt-default-gpu1:11437"
+            )
+        else:
+            assert by_name.body == by_ip.body, path
+
+
 def test_a_pinned_model_is_answered_only_by_its_instance():
     for model, port in PINNED.items():
         for _ in range(4):
