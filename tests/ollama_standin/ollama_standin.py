@@ -14,7 +14,11 @@ Every response carries X-Ollama-Instance (host:port) and X-Ollama-Gpus (the
 UUIDs it may use), so a test behind a gateway can tell who answered.
 
 Strict as Ollama where the gateway depends on it: on a loopback listener, a request whose Host is
-not local is refused with 403 (server/routes.go, allowedHostsMiddleware).
+not local is refused with 403 (server/routes.go, allowedHostsMiddleware); request keys match
+case-insensitively and a value of the wrong type is answered 400 with Go's json error (api/types.go,
+encoding/json), an option of the wrong type 500 (api/types.go Options.FromMap); a handler that fails
+answers 500 instead of dropping the connection (gin's Recovery), so nginx never sees a healthy
+instance fail.
 
 Simplifications: a model is loaded at the first request's num_ctx and keeps it until
 unloaded (Ollama reloads when num_ctx changes); pulled blobs are placeholders, while
@@ -49,6 +53,26 @@ MIB = 1024**2
 # llama.cpp --fit keeps this much free on every device (FACTS.md).
 FIT_MARGIN = 1024 * MIB
 ERR_BUSY = "server busy, please try again.  maximum pending requests exceeded"
+
+# The JSON fields of Ollama's native requests that the stand-in reads, with their Go types (api/types.go,
+# v0.33.0-rc2). Go's encoding/json matches keys case-insensitively ("Model" sets model) and answers a
+# value of another type with an UnmarshalTypeError, which the handlers return as 400 (server/routes.go).
+GO_TYPES = {"string": (str,), "bool": (bool,), "map[string]interface {}": (dict,), "[]api.Message": (list,)}
+REQUEST_FIELDS = {
+    "/api/generate": ("GenerateRequest", {"model": "string", "prompt": "string", "stream": "bool"}),
+    "/api/chat": ("ChatRequest", {"model": "string", "messages": "[]api.Message", "stream": "bool"}),
+    "/api/embed": ("EmbedRequest", {"model": "string"}),
+    "/api/embeddings": ("EmbeddingRequest", {"model": "string", "prompt": "string"}),
+    "/api/show": ("ShowRequest", {"model": "string", "name": "string"}),
+    "/api/pull": ("PullRequest", {"model": "string", "name": "string", "stream": "bool"}),
+    "/api/delete": ("DeleteRequest", {"model": "string", "name": "string"}),
+    "/api/copy": ("CopyRequest", {"source": "string", "destination": "string"}),
+}
+for _struct, _fields in REQUEST_FIELDS.values():
+    _fields["options"] = "map[string]interface {}"
+# Options of api.Options / api.Runner the stand-in reads, and Go's kind (api/types.go Options.FromMap):
+# a value of another type fails the request with 500 "option %q must be of type ...".
+OPTION_KINDS = {"num_ctx": "integer", "num_predict": "integer", "num_gpu": "integer", "temperature": "float32"}
 WORDS = (
     "the quick brown fox jumps over the lazy dog while seven GPUs hum along "
     "and the gateway keeps every stream flowing token by token"
@@ -466,7 +490,38 @@ class Handler(BaseHTTPRequestHandler):
         if not isinstance(data, dict):
             self.error(400, "json: cannot unmarshal request body")
             return None
-        return data
+        return self.as_go_decodes(data)
+
+    def as_go_decodes(self, data: dict) -> dict | None:
+        """The request as Go's json.Unmarshal fills the route's struct: known keys matched case-insensitively
+        (the last one wins), a value of the wrong type answered 400 with Go's message."""
+        struct, fields = REQUEST_FIELDS.get(self.path.split("?")[0], ("", {}))
+        decoded = dict(data)
+        for key, value in data.items():
+            field = key.lower()
+            if field not in fields or key == field:
+                continue
+            decoded.pop(key)
+            decoded[field] = value
+        for field, go_type in fields.items():
+            value = decoded.get(field)
+            if value is not None and not isinstance(value, GO_TYPES[go_type]):
+                kind = {dict: "object", list: "array", str: "string", bool: "bool"}.get(type(value), "number")
+                self.error(
+                    400, f"json: cannot unmarshal {kind} into Go struct field {struct}.{field} of type {go_type}"
+                )
+                return None
+        return decoded
+
+    def option_error(self, options: dict) -> str | None:
+        for name, kind in OPTION_KINDS.items():
+            value = options.get(name)
+            if value is None:
+                continue
+            number = isinstance(value, (int, float)) and not isinstance(value, bool)
+            if not number:
+                return f'option "{name}" must be of type {kind}'
+        return None
 
     # --- DNS-rebinding guard: server/routes.go allowedHostsMiddleware, allowedHost and isLocalIP (v0.33.0-rc2).
     # Only a server listening on loopback checks the Host header: an IP that is loopback, private (Go's
@@ -551,7 +606,7 @@ class Handler(BaseHTTPRequestHandler):
         }
         handler = self.route(routes)
         if handler is not None:
-            handler()
+            self.recovering(handler)
 
     def do_POST(self):
         routes = {
@@ -575,7 +630,26 @@ class Handler(BaseHTTPRequestHandler):
             return
         data = self.body()
         if data is not None:
-            handler(data)
+            self.recovering(handler, data)
+
+    def send_response(self, code, message=None):
+        self.answered = True
+        super().send_response(code, message)
+
+    def recovering(self, handler, *args):
+        """gin's Recovery middleware: a handler that fails answers 500 and the connection stays; one that
+        fails after its answer began (a stream) can only end the connection."""
+        self.answered = False
+        try:
+            handler(*args)
+        except (BrokenPipeError, ConnectionResetError):
+            raise
+        except Exception as exc:  # whatever went wrong, the client gets an answer
+            log("ERROR", "handler failed", path=self.path, error=repr(exc))
+            if self.answered:
+                self.close_connection = True
+            else:
+                self.error(500, f"internal error: {exc}")
 
     def do_DELETE(self):
         if not self.guard():
@@ -777,6 +851,8 @@ class Handler(BaseHTTPRequestHandler):
         if "embedding" in m["entry"].get("capabilities", []) and "completion" not in m["entry"]["capabilities"]:
             return self.error(400, f'"{m["name"]}" does not support generate')
         options = data.get("options") or {}
+        if problem := self.option_error(options):
+            return self.error(500, problem)  # scheduleRunner's error, answered by handleScheduleError
         prompt = text_of(data)
         keep_alive = self._keep_alive(data)
         started = time.monotonic()

@@ -235,3 +235,70 @@ def test_loopback_listener_accepts_local_hosts(standin):
     for host_header in LOCAL_HOSTS:
         (status, _), _ = raw_request(server.port, host_header)
         assert status == 200, host_header
+
+
+def post_raw(server, path: str, body: bytes):
+    """POST a raw body; returns (status, parsed JSON) and the status of a second request on the same connection."""
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    conn.request("POST", path, body=body, headers={"Content-Type": "application/json"})
+    answer = conn.getresponse()
+    first = (answer.status, json.loads(answer.read() or b"null"))
+    conn.request("GET", "/api/version")
+    again = conn.getresponse()
+    again.read()
+    conn.close()
+    return first, again.status
+
+
+def test_wrong_types_are_answered_as_ollama_does_and_the_connection_stays(standin):
+    # api/types.go fields and Options.FromMap; server/routes.go answers decode errors 400, option errors 500
+    server = pulled(standin())
+    cases = [
+        (
+            "/api/generate",
+            {"model": {"name": "qwen3:0.6b"}},
+            400,
+            "json: cannot unmarshal object into Go struct field GenerateRequest.model of type string",
+        ),
+        (
+            "/api/generate",
+            {"model": "qwen3:0.6b", "prompt": 5},
+            400,
+            "json: cannot unmarshal number into Go struct field GenerateRequest.prompt of type string",
+        ),
+        (
+            "/api/chat",
+            {"model": "qwen3:0.6b", "messages": "hi"},
+            400,
+            "json: cannot unmarshal string into Go struct field ChatRequest.messages of type []api.Message",
+        ),
+        (
+            "/api/generate",
+            {"model": "qwen3:0.6b", "options": [1]},
+            400,
+            "json: cannot unmarshal array into Go struct field GenerateRequest.options of type map[string]interface {}",
+        ),
+        (
+            "/api/generate",
+            {"model": "qwen3:0.6b", "prompt": "hi", "options": {"num_ctx": "8192"}},
+            500,
+            'option "num_ctx" must be of type integer',
+        ),
+        (
+            "/api/chat",
+            {"model": "qwen3:0.6b", "messages": [{"role": "user", "content": "hi"}], "options": {"num_predict": True}},
+            500,
+            'option "num_predict" must be of type integer',
+        ),
+    ]
+    for path, body, status, message in cases:
+        (got_status, got), after = post_raw(server, path, json.dumps(body).encode())
+        assert (got_status, got, after) == (status, {"error": message}, 200), body
+
+
+def test_keys_match_case_insensitively_as_go_decodes_them(standin):
+    # encoding/json: "Model" fills GenerateRequest.Model, so Ollama serves {"Model": ...} like {"model": ...}
+    server = pulled(standin())
+    body = {"Model": "qwen3:0.6b", "PROMPT": "hi", "stream": False, "options": {"num_predict": 2}}
+    (status, answer), _ = post_raw(server, "/api/generate", json.dumps(body).encode())
+    assert status == 200 and answer["model"] == "qwen3:0.6b" and answer["eval_count"] == 2
