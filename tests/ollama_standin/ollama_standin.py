@@ -588,7 +588,11 @@ class Handler(BaseHTTPRequestHandler):
 
     def route(self, routes):
         """The handler for this path (query ignored), or None after answering 404 as Ollama does."""
-        handler = routes.get(self.path.split("?")[0])
+        path = self.path.split("?")[0]
+        model = path.removeprefix("/v1/models/")
+        if self.command in ("GET", "HEAD") and model != path and model and "/" not in model:
+            return lambda: self.v1_model(model)  # gin's /v1/models/:model (one path segment)
+        handler = routes.get(path)
         if handler is None:
             self.error(404, "404 page not found")
         return handler
@@ -750,6 +754,18 @@ class Handler(BaseHTTPRequestHandler):
                 "data": [{"id": n, "object": "model", "created": 0, "owned_by": "library"} for n in self.store.names()],
             },
         )
+
+    def v1_model(self, name: str):
+        """GET /v1/models/{model}: the show handler behind middleware/openai.go RetrieveMiddleware, answered as
+        openai.ToModel (owned_by = the name's namespace) or openai.NewError."""
+        m = self.store.get(name)
+        if not m:
+            error = {"message": f"model '{name}' not found", "type": "not_found_error", "param": None, "code": None}
+            return self.send_json(404, {"error": error})
+        parts = m["name"].split("/")
+        owner = parts[-2] if len(parts) > 1 else "library"
+        created = int(m["modified"].timestamp())
+        self.send_json(200, {"id": name, "object": "model", "created": created, "owned_by": owner})
 
     def show(self, data):
         name = data.get("model") or data.get("name") or ""

@@ -302,3 +302,21 @@ def test_keys_match_case_insensitively_as_go_decodes_them(standin):
     body = {"Model": "qwen3:0.6b", "PROMPT": "hi", "stream": False, "options": {"num_predict": 2}}
     (status, answer), _ = post_raw(server, "/api/generate", json.dumps(body).encode())
     assert status == 200 and answer["model"] == "qwen3:0.6b" and answer["eval_count"] == 2
+
+
+def test_v1_models_retrieve_answers_as_ollamas_openai_layer(standin):
+    # server/routes.go GET /v1/models/:model → middleware/openai.go RetrieveWriter (openai.ToModel / NewError)
+    server = pulled(standin())
+    model = server.get("/v1/models/qwen3:0.6b")
+    assert {k: model[k] for k in ("id", "object", "owned_by")} == {
+        "id": "qwen3:0.6b",
+        "object": "model",
+        "owned_by": "library",
+    }
+    assert model["created"] > 1_700_000_000
+    with pytest.raises(urllib.error.HTTPError) as missing:
+        server.get("/v1/models/nope:1b")
+    assert missing.value.code == 404
+    assert json.load(missing.value) == {
+        "error": {"message": "model 'nope:1b' not found", "type": "not_found_error", "param": None, "code": None}
+    }
