@@ -2,6 +2,7 @@
 
 import json
 import re
+import socket
 import sys
 from pathlib import Path
 
@@ -68,6 +69,60 @@ def test_management_needs_the_admin_key():
     allowed = call(f"{GATEWAY}/api/pull", {"model": "qwen3:0.6b", "stream": False}, key=ADMIN)
     assert allowed.status == 200 and allowed.json() == {"status": "success"}
     assert call(f"{GATEWAY}/api/delete", method="DELETE", body={"model": "x"}).status == 403
+
+
+def raw_exchange(payload: bytes) -> bytes:
+    """Send bytes as they are to the gateway; everything it answers until it goes quiet (2 s)."""
+    with socket.create_connection(("10.213.0.11", 11434), timeout=10) as conn:
+        conn.sendall(payload)
+        conn.settimeout(2)
+        answer = b""
+        try:
+            while chunk := conn.recv(65536):
+                answer += chunk
+        except TimeoutError:
+            pass
+    return answer
+
+
+def test_a_body_sent_with_a_get_never_reaches_an_instance():
+    # the body is a request of its own: forwarded to an instance that does not read it, it would run as the
+    # next request on that kept-alive connection, with no admin key (request smuggling)
+    smuggled = json.dumps({"source": "qwen3:0.6b", "destination": "smuggled:1b"}).encode()
+    inner = b"POST /api/copy HTTP/1.1\r\nHost: localhost\r\nContent-Length: %d\r\n\r\n%s" % (len(smuggled), smuggled)
+    try:
+        for path in (b"/api/tags", b"/api/version", b"/api/ps", b"/v1/models", b"/"):
+            answer = raw_exchange(
+                b"GET %s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" % (path, len(inner), inner)
+            )
+            assert answer.startswith(b"HTTP/1.1 200 ") and answer.count(b"HTTP/1.1 ") == 1, path
+        assert "smuggled:1b" not in {m["name"] for m in call(f"{GATEWAY}/api/tags").json()["models"]}
+    finally:
+        call(f"{GATEWAY}/api/delete", {"model": "smuggled:1b"}, key=ADMIN, method="DELETE")
+
+
+def test_each_endpoint_takes_only_its_methods():
+    for method, path, body in [
+        ("POST", "/api/tags", {}),
+        ("PUT", "/api/version", {}),
+        ("DELETE", "/", None),
+        ("GET", "/api/generate", None),
+        ("GET", "/api/show", None),
+        ("PUT", "/v1/chat/completions", {}),
+    ]:
+        answer = call(f"{GATEWAY}{path}", body, method=method)
+        assert answer.status == 405 and "method not allowed" in answer.json()["error"], (method, path)
+
+
+def test_the_gateways_own_errors_are_json_and_name_no_version():
+    too_large = raw_exchange(
+        b"POST /api/generate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 1073741824\r\n\r\n{}"
+    )
+    head, _, body = too_large.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 413 ")
+    assert "request body too large" in json.loads(body)["error"]
+    assert call(f"{GATEWAY}/api/version").headers["server"] == "nginx"
 
 
 def test_unknown_paths_are_not_proxied():
