@@ -112,6 +112,10 @@ def test_each_endpoint_takes_only_its_methods():
     ]:
         answer = call(f"{GATEWAY}{path}", body, method=method)
         assert answer.status == 405 and "method not allowed" in answer.json()["error"], (method, path)
+    # a browser's CORS preflight gets the instance's own answer (Ollama's OLLAMA_ORIGINS rules)
+    for path in ("/api/chat", "/api/tags", "/api/show"):
+        preflight = call(f"{GATEWAY}{path}", method="OPTIONS", headers={"Origin": "http://localhost"})
+        assert preflight.status == 204 and preflight.headers["x-ollama-instance"].startswith("olt-default-gpu1:"), path
 
 
 def test_the_gateways_own_errors_are_json_and_name_no_version():
