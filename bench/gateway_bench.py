@@ -127,6 +127,8 @@ def render_ours(dest: Path):
             "-e",
             f"@{REPO}/roles/ollama_gateway/defaults/main.yml",
             "-e",
+            f"@{REPO}/roles/ollama_gateway/vars/main.yml",
+            "-e",
             f"@{WORK}/extra.json",
             env=env,
             cwd=REPO,
@@ -135,7 +137,8 @@ def render_ours(dest: Path):
         (WORK / keys).write_text("")
 
 
-# The seeds' recipe, as FACTS.md quotes it.
+# The seeds' recipe, as FACTS.md quotes it, plus one line: nginx sends the upstream's name as Host, which
+# Ollama 0.33 on loopback refuses with 403 (server/routes.go allowedHostsMiddleware; so does the stand-in).
 RECIPE = """
 upstream recipe_backend {
     least_conn;
@@ -144,6 +147,7 @@ upstream recipe_backend {
 server {
     listen 127.0.0.1:%d;
     location / {
+        proxy_set_header Host localhost;
         proxy_pass http://recipe_backend;
     }
 }
@@ -158,6 +162,7 @@ server {
     listen 127.0.0.1:%d;
     proxy_http_version 1.1;
     proxy_set_header Connection "";
+    proxy_set_header Host localhost;
     proxy_buffering off;
     location / {
         proxy_pass http://rr_backend;

@@ -496,13 +496,9 @@ class Handler(BaseHTTPRequestHandler):
         """The request as Go's json.Unmarshal fills the route's struct: known keys matched case-insensitively
         (the last one wins), a value of the wrong type answered 400 with Go's message."""
         struct, fields = REQUEST_FIELDS.get(self.path.split("?")[0], ("", {}))
-        decoded = dict(data)
-        for key, value in data.items():
-            field = key.lower()
-            if field not in fields or key == field:
-                continue
-            decoded.pop(key)
-            decoded[field] = value
+        decoded = {}
+        for key, value in data.items():  # in the body's order: of "Model" and "model" the last one wins
+            decoded[key.lower() if key.lower() in fields else key] = value
         for field, go_type in fields.items():
             value = decoded.get(field)
             if value is not None and not isinstance(value, GO_TYPES[go_type]):
@@ -536,6 +532,7 @@ class Handler(BaseHTTPRequestHandler):
         name = self.split_host_port((self.headers.get("Host") or "").lower())
         try:
             ip = ipaddress.ip_address(name)
+            ip = getattr(ip, "ipv4_mapped", None) or ip  # netip's Unmap: ::ffff:127.0.0.1 is loopback
         except ValueError:
             return name in ("", "localhost", socket.gethostname().lower()) or name.endswith(
                 (".localhost", ".local", ".internal")
@@ -547,7 +544,8 @@ class Handler(BaseHTTPRequestHandler):
         """Go's net.SplitHostPort, falling back to the whole value when it fails (no port, bare IPv6)."""
         if host.startswith("["):
             end = host.find("]")
-            return host[1:end] if end > 0 and host[end + 1 : end + 2] == ":" else host
+            port = host[end + 2 :]
+            return host[1:end] if end > 0 and host[end + 1 : end + 2] == ":" and ":" not in port else host
         return host.split(":")[0] if host.count(":") == 1 else host
 
     @staticmethod
@@ -563,24 +561,32 @@ class Handler(BaseHTTPRequestHandler):
         """True when the request may go on; else it has been answered 403 as Ollama does."""
         if self.host_allowed():
             return True
-        # Go's server discards an unread body of up to 256 KiB to keep the connection; beyond that it closes.
-        length = int(self.headers.get("Content-Length") or 0)
-        if 0 < length <= 256 << 10:
-            self.rfile.read(length)
-        elif length or self.headers.get("Transfer-Encoding"):
-            self.close_connection = True
+        self.discard_body()
         self.send_response(403)
         self.send_header("Content-Length", "0")
         self._identity_headers()
         self.end_headers()
         return False
 
+    def discard_body(self) -> None:
+        """A body the handler does not read: Go's server discards up to 256 KiB of it to keep the connection,
+        and closes the connection beyond that (net/http server.go), so it is never read as a request."""
+        length = int(self.headers.get("Content-Length") or 0)
+        if 0 < length <= 256 << 10:
+            self.rfile.read(length)
+            log("WARN", "discarded an unread request body", method=self.command, path=self.path, bytes=length)
+        elif length or self.headers.get("Transfer-Encoding"):
+            self.close_connection = True
+            log("WARN", "unread request body too large or chunked, closing", method=self.command, path=self.path)
+
     # --- routing
     def do_HEAD(self):
         self.do_GET()
 
     def do_OPTIONS(self):
-        # an allowed Host's preflight is answered by the guard itself (204), before CORS
+        # No CORS here: Ollama answers a preflight with an allowed Origin in gin-contrib/cors (before the
+        # Host guard); what remains, an allowed Host's OPTIONS, the guard answers 204 itself.
+        self.discard_body()
         if self.guard():
             self.send_response(204)
             self._identity_headers()
@@ -598,6 +604,7 @@ class Handler(BaseHTTPRequestHandler):
         return handler
 
     def do_GET(self):
+        self.discard_body()
         if not self.guard():
             return
         routes = {

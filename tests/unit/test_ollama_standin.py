@@ -204,7 +204,14 @@ def raw_request(port: int, host_header: str, method: str = "GET", path: str = "/
 
 # Host headers as Ollama's DNS-rebinding guard (server/routes.go allowedHostsMiddleware) judges them when the
 # server listens on loopback: what a gateway that passed its clients' Host on to 127.0.0.1 would meet.
-REFUSED_HOSTS = ["ollama.example.com", "ollama.example.com:11434", "gateway.corp", "8.8.8.8", "[2001:db8::1]:80"]
+REFUSED_HOSTS = [
+    "ollama.example.com",
+    "ollama.example.com:11434",
+    "gateway.corp",
+    "8.8.8.8",
+    "[2001:db8::1]:80",
+    "[::1]:80:90",  # net.SplitHostPort fails: the whole value is no address
+]
 LOCAL_HOSTS = [
     "localhost",
     "localhost:11434",
@@ -216,6 +223,7 @@ LOCAL_HOSTS = [
     "ollama.internal",
     "a.localhost",
     "0.0.0.0",
+    "[::ffff:127.0.0.1]:80",  # IPv4-mapped loopback (netip unmaps it)
     "",
 ]
 
@@ -297,9 +305,10 @@ def test_wrong_types_are_answered_as_ollama_does_and_the_connection_stays(standi
 
 
 def test_keys_match_case_insensitively_as_go_decodes_them(standin):
-    # encoding/json: "Model" fills GenerateRequest.Model, so Ollama serves {"Model": ...} like {"model": ...}
+    # encoding/json: "Model" fills GenerateRequest.Model, so Ollama serves {"Model": ...} like {"model": ...};
+    # keys are assigned in the body's order, so of "Model" and "model" the last one wins
     server = pulled(standin())
-    body = {"Model": "qwen3:0.6b", "PROMPT": "hi", "stream": False, "options": {"num_predict": 2}}
+    body = {"Model": "nope:1b", "model": "qwen3:0.6b", "PROMPT": "hi", "stream": False, "options": {"num_predict": 2}}
     (status, answer), _ = post_raw(server, "/api/generate", json.dumps(body).encode())
     assert status == 200 and answer["model"] == "qwen3:0.6b" and answer["eval_count"] == 2
 
@@ -320,3 +329,14 @@ def test_v1_models_retrieve_answers_as_ollamas_openai_layer(standin):
     assert json.load(missing.value) == {
         "error": {"message": "model 'nope:1b' not found", "type": "not_found_error", "param": None, "code": None}
     }
+
+
+def test_an_unread_body_is_discarded_as_gos_server_does(standin):
+    # net/http discards up to 256 KiB of a body the handler did not read: it never runs as a request
+    server = pulled(standin())
+    copy = json.dumps({"source": "qwen3:0.6b", "destination": "smuggled:1b"}).encode()
+    inner = b"POST /api/copy HTTP/1.1\r\nHost: localhost\r\nContent-Length: %d\r\n\r\n%s" % (len(copy), copy)
+    for method in ("GET", "OPTIONS"):
+        (status, _), after = raw_request(server.port, "localhost", method, "/api/tags", inner)
+        assert (status, after) in ((200, 200), (204, 200)), method
+    assert "smuggled:1b" not in {m["name"] for m in server.get("/api/tags")["models"]}

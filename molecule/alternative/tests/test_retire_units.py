@@ -12,7 +12,7 @@ PLANT = r"""
 cd /etc/systemd/system
 printf '[Service]\nExecStart=/bin/sleep 3600\n[Install]\nWantedBy=multi-user.target\n' > olt-kept.service
 printf '[Service]\nExecStart=/bin/sleep 3601\n' > olt-running.service
-printf '[Service]\nExecStart=/bin/false\n' > olt-failed.service
+printf '[Service]\nType=oneshot\nExecStart=/bin/false\n' > olt-failed.service
 systemctl daemon-reload
 systemctl enable --now olt-kept.service
 systemctl start olt-running.service olt-failed.service || true
