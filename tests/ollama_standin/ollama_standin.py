@@ -586,8 +586,8 @@ class Handler(BaseHTTPRequestHandler):
     def do_OPTIONS(self):
         # No CORS here: Ollama answers a preflight with an allowed Origin in gin-contrib/cors (before the
         # Host guard); what remains, an allowed Host's OPTIONS, the guard answers 204 itself.
-        self.discard_body()
-        if self.guard():
+        if self.guard():  # a refused request's body is discarded by the guard itself
+            self.discard_body()
             self.send_response(204)
             self._identity_headers()
             self.end_headers()
@@ -604,9 +604,9 @@ class Handler(BaseHTTPRequestHandler):
         return handler
 
     def do_GET(self):
-        self.discard_body()
-        if not self.guard():
+        if not self.guard():  # a refused request's body is discarded by the guard itself
             return
+        self.discard_body()
         routes = {
             "/": self.root,
             "/api/version": self.version,
