@@ -248,15 +248,8 @@ def test_loopback_listener_accepts_local_hosts(standin):
 
 def post_raw(server, path: str, body: bytes):
     """POST a raw body; returns (status, parsed JSON) and the status of a second request on the same connection."""
-    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
-    conn.request("POST", path, body=body, headers={"Content-Type": "application/json"})
-    answer = conn.getresponse()
-    first = (answer.status, json.loads(answer.read() or b"null"))
-    conn.request("GET", "/api/version")
-    again = conn.getresponse()
-    again.read()
-    conn.close()
-    return first, again.status
+    (status, answer), again = raw_request(server.port, "localhost", "POST", path, body)
+    return (status, json.loads(answer or b"null")), again
 
 
 def test_wrong_types_are_answered_as_ollama_does_and_the_connection_stays(standin):
