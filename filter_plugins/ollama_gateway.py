@@ -7,7 +7,7 @@ name: ollama_gateway_backends
 short_description: Every instance of every GPU host, with the address the gateway uses to reach it
 description:
   - Input is the hostvars of the GPU hosts (C(groups['ollama_gpu_hosts'] | map('extract', hostvars))), each
-    holding C(_ollama_plan) from the ollama role in the same run.
+    holding C(ollama_plan) from the ollama role in the same run.
   - An instance on loopback is reachable only from a gateway on the same host; anything else is rejected,
     naming the host, the instance and C(ollama_bind_address). C(0.0.0.0) means the host's C(ansible_host).
 options:
@@ -29,7 +29,8 @@ backends: "{{ groups['ollama_gpu_hosts'] | map('extract', hostvars) | ollama_gat
 
 RETURN = r"""
 _value:
-  description: host, instance, address, port, max_conns, models, gpu_label, gpus (index, uuid), for each instance.
+  description: "host, instance, address, port, max_conns (the instance's num_parallel), models, slots (model →
+    the slots Ollama gives it, from the plan's fit check), gpu_label, gpus (index, uuid), for each instance."
   type: list
   elements: dict
 """
@@ -49,7 +50,7 @@ def ollama_gateway_backends(hosts, gateway):
     backends = []
     for hv in hosts:
         host = hv.get("inventory_hostname")
-        plan = hv.get("_ollama_plan")
+        plan = hv.get("ollama_plan")
         if plan is None:
             raise AnsibleFilterError(
                 f"gateway {gateway}: host {host} has no instance plan in this run; run site.yml on the GPU hosts "
@@ -72,6 +73,8 @@ def ollama_gateway_backends(hosts, gateway):
                     "port": instance["port"],
                     "max_conns": int(instance["settings"].get("num_parallel", 1)),
                     "models": list(instance.get("models", [])),
+                    # what Ollama gives each pinned model (1 for embedding and single-slot models)
+                    "slots": {f["model"]: f["slots"] for f in instance.get("fit", []) if "slots" in f},
                     "gpu_label": instance.get("gpu_label", ""),
                     "gpus": [{"index": g.get("index"), "uuid": g.get("uuid")} for g in instance.get("gpus", [])],
                 }
@@ -83,14 +86,17 @@ def ollama_gateway_backends(hosts, gateway):
 
 def ollama_gateway_routes(backends):
     """{"upstreams": {name: [backend, …]}, "routes": {model: name}}: one upstream per distinct set of
-    instances that pin a model; models pinned nowhere use the default upstream."""
+    instances (with the model's slots on each) that pin a model; models pinned nowhere use the default
+    upstream. A pinned upstream's max_conns is the slots Ollama gives that model, not the instance's
+    num_parallel: an embedding model has one whatever OLLAMA_NUM_PARALLEL says."""
     by_model = {}
     for backend in backends:
         for model in backend["models"]:
-            by_model.setdefault(model, []).append(backend)
+            slots = backend.get("slots", {}).get(model, backend["max_conns"])
+            by_model.setdefault(model, []).append(dict(backend, max_conns=slots))
     upstreams, routes, names = {}, {}, {}
     for model in sorted(by_model):
-        key = tuple((b["host"], b["instance"]) for b in by_model[model])
+        key = tuple((b["host"], b["instance"], b["max_conns"]) for b in by_model[model])
         if key not in names:
             names[key] = f"ollama_pinned_{len(names) + 1}"
             upstreams[names[key]] = by_model[model]

@@ -451,12 +451,15 @@ def ollama_model_sources(plan):
 
 
 def ollama_models_from_api(shows, tags):
-    """{model: {model_info, size}} for the fit check, from /api/show results (uri loop) and /api/tags."""
+    """{model: {model_info, size, capabilities, source: ollama}} for the fit check, from /api/show results (uri loop) and
+    /api/tags."""
     sizes = {model_name(m["name"]): m["size"] for m in tags.get("models", [])}
     return {
         model_name(r["item"]["model"]): {
             "model_info": r["json"]["model_info"],
             "size": sizes[model_name(r["item"]["model"])],
+            "capabilities": r["json"].get("capabilities", ["completion"]),
+            "source": "ollama",
         }
         for r in shows
         if r.get("json") and model_name(r["item"]["model"]) in sizes

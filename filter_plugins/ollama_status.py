@@ -8,7 +8,7 @@ DOCUMENTATION = r"""
 name: ollama_status
 short_description: One row per instance (plan, unit, API, loaded models, gateways' view) and its problems
 description:
-  - Input is the hostvars of the GPU hosts after the ollama role's C(status) tasks (C(_ollama_plan),
+  - Input is the hostvars of the GPU hosts after the ollama role's C(status) tasks (C(ollama_plan),
     C(_ollama_status)); C(gateways) the hostvars of the gateways after the ollama_gateway role's C(status) tasks.
   - An instance has a problem when its unit is not running, its API does not answer, a gateway cannot reach it
     or holds it out after failed health probes, or one of its models is partly in system memory (CPU spill).
@@ -125,6 +125,7 @@ def _row(host, instance, **fields):
         "gpu_label": "-",
         "vram_total": 0,
         "settings": {},
+        "slots": {},
         "unit": "unknown",
         "enabled": "unknown",
         "version": None,
@@ -152,7 +153,7 @@ def ollama_status(gpu_hosts, gateways=()):
         for kind in ("version", "ps"):
             for result in status.get(kind, []):
                 probes.setdefault(result["__instance"]["name"], {})[kind] = result
-        planned = hv.get("_ollama_plan", [])
+        planned = hv.get("ollama_plan", [])
         for instance in planned:
             name = instance["name"]
             service = services.get(f"ollama@{name}.service", {})
@@ -167,6 +168,7 @@ def ollama_status(gpu_hosts, gateways=()):
                 gpu_label=instance["gpu_label"],
                 vram_total=instance["vram_total"],
                 settings=instance["settings"],
+                slots={f["model"]: f["slots"] for f in instance.get("fit", []) if "slots" in f},
                 unit=service.get("state", "absent"),
                 enabled=service.get("status", "absent"),
                 version=version.get("version") if version else None,
@@ -225,9 +227,19 @@ def _model_cell(model):
     return cell
 
 
+def _slots_cell(row):
+    """The instance's num_parallel, and the pinned models Ollama gives fewer slots (model=1)."""
+    parallel = row["settings"].get("num_parallel")
+    if parallel is None:
+        return "-"
+    fewer = [f"{m}={n}" for m, n in sorted(row["slots"].items()) if n != parallel]
+    return str(parallel) + (f" ({', '.join(fewer)})" if fewer else "")
+
+
 def ollama_status_table(rows):
-    """Rows as text: host, instance, unit, port, GPUs (index:UUID prefix), version, models with VRAM in GiB
-    (in VRAM / loaded, and the plan's estimate), the gateways' view (state and connections), and problems."""
+    """Rows as text: host, instance, unit, port, GPUs (index:UUID prefix), version, slots (num_parallel, and
+    pinned models Ollama runs with fewer), models with VRAM in GiB (in VRAM / loaded, and the plan's estimate),
+    the gateways' view (state and connections), and problems."""
     header = (
         "host",
         "instance",
@@ -235,6 +247,7 @@ def ollama_status_table(rows):
         "port",
         "GPUs",
         "version",
+        "slots",
         "models (GiB in VRAM/loaded, est.)",
         "gateway (conns)",
         "ok",
@@ -251,6 +264,7 @@ def ollama_status_table(rows):
                 str(row["port"] or "-"),
                 gpus,
                 row["version"] or "-",
+                _slots_cell(row),
                 models,
                 _gateway_cell(row["gateways"]),
                 "ok" if not row["problems"] else "PROBLEM",
@@ -295,7 +309,7 @@ def ollama_fleet_view(gpu_hosts, rows=None, headroom=None):
     hosts = []
     for hv in gpu_hosts:
         host = hv["inventory_hostname"]
-        plan = hv.get("_ollama_plan") or []
+        plan = hv.get("ollama_plan") or []
         room = float(hv.get("ollama_fit_headroom", 0.10) if headroom is None else headroom)
         colour = {inst["name"]: PALETTE[n % len(PALETTE)] for n, inst in enumerate(plan)}
         owner = {g["uuid"]: inst["name"] for inst in plan for g in inst["gpus"]}

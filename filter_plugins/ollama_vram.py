@@ -64,6 +64,15 @@ _value:
   type: dict
 """
 
+RETURN_FIT = r"""
+_value:
+  description: "The plan, each instance with C(fit): per pinned model status (fits, misfit, adjusted, unknown),
+    source of its metadata, message, and for known models estimate (bytes, as ollama_vram_estimate), slots
+    (what Ollama will give it) and context (the num_ctx /api/ps must show: the instance's context capped at the
+    model's training context). With policy adjust, settings and env carry the adjusted values."
+  type: list
+"""
+
 MIB = 1024 * 1024
 GIB = 1024 * MIB
 UBATCH = 512
@@ -75,6 +84,11 @@ SWA_LAYER = {
     "gemma2": lambda il: il % 2 == 0,
     "gptoss": lambda il: il % 2 == 0,
 }
+# Ollama loads these with one slot whatever OLLAMA_NUM_PARALLEL says (server/sched.go, Scheduler.load, v0.33):
+# models without the completion capability (embedding models) and these model families.
+SINGLE_SLOT_FAMILIES = frozenset(
+    "mllama qwen3vl qwen3vlmoe qwen35 qwen35moe qwen3next lfm2 lfm2moe nemotron_h nemotron_h_moe nemotron_h_omni".split()
+)
 DEFAULT_VOCAB = 152064  # when /api/show omits it: as large as common vocabularies, so we over- not under-state
 
 
@@ -156,8 +170,11 @@ name: ollama_fit_check
 short_description: Check every model pinned to every instance fits its GPU group, before users meet a CPU fallback
 description:
   - For each instance of a plan (ollama_plan) and each model pinned to it whose model_info and size are known,
-    estimates VRAM (ollama_vram_estimate) at the instance's context × num_parallel and compares it with the
-    group's VRAM minus headroom.
+    estimates VRAM (ollama_vram_estimate) at the instance's context × the model's slots and compares it with
+    the group's VRAM minus headroom.
+  - "A model's slots are what Ollama gives it: num_parallel, but 1 for a model without the completion
+    capability (embedding models) and for the families Ollama runs single-slot (server/sched.go
+    Scheduler.load: mllama, qwen3vl, qwen35, qwen3next, lfm2, nemotron_h and their variants)."
   - policy C(fail) raises with every misfit; C(warn) reports them; C(adjust) lowers num_parallel, then the
     context (halving, not below 2048), to the largest that fits, and says so.
 options:
@@ -166,7 +183,8 @@ options:
     type: list
     required: true
   models:
-    description: "{model name: {model_info: ..., size: ...}} from /api/show and /api/tags; missing models are reported as unknown."
+    description: "{model name: {model_info, size, capabilities (optional), source (optional: ollama when it came
+      from /api/show, else catalogue)}}; missing models are reported as unknown."
     type: dict
     required: true
   headroom:
@@ -193,24 +211,40 @@ def effective_context(settings, vram_total):
     return 262144 if vram_total >= 47 * GIB else 32768 if vram_total >= 23 * GIB else 4096
 
 
+def model_slots(info, num_parallel):
+    """The slots Ollama really gives a model: 1 for embedding models and the single-slot families."""
+    capabilities = info.get("capabilities")
+    if capabilities is not None and "completion" not in capabilities:
+        return 1
+    if info["model_info"].get("general.architecture") in SINGLE_SLOT_FAMILIES:
+        return 1
+    return int(num_parallel)
+
+
+def model_context(info, num_ctx):
+    """The context Ollama loads a model at: the requested one, capped at the model's training context."""
+    arch = info["model_info"].get("general.architecture")
+    return min(int(num_ctx), int(info["model_info"].get(f"{arch}.context_length") or num_ctx))
+
+
 def _estimate_for(instance, info, settings):
     return ollama_vram_estimate(
         info["model_info"],
         int(info["size"]),
         num_ctx=effective_context(settings, instance["vram_total"]),
-        num_parallel=settings.get("num_parallel", 1),
+        num_parallel=model_slots(info, settings.get("num_parallel", 1)),
         kv_cache_type=settings.get("kv_cache_type", "f16"),
         flash_attention=settings.get("flash_attention", True),
         gpu_count=len(instance["gpus"]),
     )
 
 
-def _line(instance, model, settings, est, capacity, headroom):
+def _line(instance, model, info, settings, est, capacity, headroom):
     verdict = "fits" if est["total"] <= capacity else f"does not fit by {_gib(est['total'] - capacity)} GiB"
     return (
         f"instance '{instance['name']}' on {instance['host']}: {model} at num_ctx "
         f"{effective_context(settings, instance['vram_total'])} × "
-        f"parallel {settings['num_parallel']} needs {_gib(est['total'])} GiB (weights {_gib(est['weights'])}, "
+        f"parallel {model_slots(info, settings['num_parallel'])} needs {_gib(est['total'])} GiB (weights {_gib(est['weights'])}, "
         f"KV {_gib(est['kv_cache'])}, compute {_gib(est['compute'])}, reserve {_gib(est['overhead'])}) "
         f"but {instance['gpu_label']} {'hold' if len(instance['gpus']) > 1 else 'holds'} "
         f"{_gib(instance['vram_total'])} GiB − {headroom:.0%}: {verdict}"
@@ -225,7 +259,7 @@ def _adjust(instance, info, capacity):
     while True:
         if _estimate_for(instance, info, settings)["total"] <= capacity:
             return settings
-        if settings["num_parallel"] > 1:
+        if model_slots(info, settings["num_parallel"]) > 1:  # fewer slots than Ollama gives it saves nothing
             settings["num_parallel"] -= 1
         elif settings["context_length"] > MIN_ADJUSTED_CTX:
             settings["context_length"] = max(MIN_ADJUSTED_CTX, settings["context_length"] // 2)
@@ -246,11 +280,16 @@ def ollama_fit_check(plan, models, headroom=0.10, policy="fail"):
             info = models.get(model)
             if not info:
                 instance["fit"].append(
-                    {"model": model, "status": "unknown", "message": f"{model}: not known yet (pull it first)"}
+                    {
+                        "model": model,
+                        "status": "unknown",
+                        "source": None,
+                        "message": f"{model}: not known yet (pull it first)",
+                    }
                 )
                 continue
             est = _estimate_for(instance, info, instance["settings"])
-            message = _line(instance, model, instance["settings"], est, capacity, headroom)
+            message = _line(instance, model, info, instance["settings"], est, capacity, headroom)
             status = "fits" if est["total"] <= capacity else "misfit"
             if status == "misfit" and policy == "adjust":
                 adjusted = _adjust(instance, info, capacity)
@@ -275,7 +314,17 @@ def ollama_fit_check(plan, models, headroom=0.10, policy="fail"):
                     message += "; adjusted: " + ", ".join(changes)
             if status == "misfit":
                 misfits.append(message)
-            instance["fit"].append({"model": model, "status": status, "estimate": est, "message": message})
+            instance["fit"].append(
+                {
+                    "model": model,
+                    "status": status,
+                    "estimate": est,
+                    "message": message,
+                    "source": info.get("source", "catalogue"),
+                    "slots": model_slots(info, instance["settings"]["num_parallel"]),
+                    "context": model_context(info, effective_context(instance["settings"], instance["vram_total"])),
+                }
+            )
         checked.append(instance)
     if misfits and policy == "fail":
         raise AnsibleFilterError(

@@ -38,7 +38,7 @@ def gpu_host(services, version, ps, env_instances=("a", "b")):
     plan = [instance("a", 11435, [GPU], ["llama3.1:8b"]), instance("b", 11436, [gpu2])]
     return {
         "inventory_hostname": "gpu1",
-        "_ollama_plan": plan,
+        "ollama_plan": plan,
         "_ollama_gpus": [GPU, gpu2],
         "_ollama_gpu_source": "nvml",
         "ollama_fit_headroom": 0.1,
@@ -177,7 +177,7 @@ def test_fleet_view_draws_mig_devices_as_their_own_boxes():
         "mig_devices": migs,
     }
     plan = [instance("mig0-0", 11435, [dict(migs[0], mig=True)])]
-    hv = {"inventory_hostname": "h1", "_ollama_plan": plan, "_ollama_gpus": [h100], "_ollama_gpu_source": "nvml"}
+    hv = {"inventory_hostname": "h1", "ollama_plan": plan, "_ollama_gpus": [h100], "_ollama_gpu_source": "nvml"}
     (view,) = ollama_fleet_view([hv])
     assert [(d["label"], d["gib"], d["instance"]) for d in view["devices"]] == [
         ("MIG 0/0", "40.0", "mig0-0"),

@@ -201,7 +201,12 @@ def test_fit_check_adjust_lowers_parallel_then_context():
 def test_fit_check_unknown_models_and_bad_policy():
     (checked,) = ollama_fit_check([instance(models=("mystery:1b",))], MODELS)
     assert checked["fit"] == [
-        {"model": "mystery:1b", "status": "unknown", "message": "mystery:1b: not known yet (pull it first)"}
+        {
+            "model": "mystery:1b",
+            "status": "unknown",
+            "source": None,
+            "message": "mystery:1b: not known yet (pull it first)",
+        }
     ]
     with pytest.raises(AnsibleFilterError, match="policy 'maybe'; valid: fail, warn, adjust"):
         ollama_fit_check([instance()], MODELS, policy="maybe")
@@ -213,3 +218,45 @@ def test_context_zero_means_ollamas_vram_tier():
     (checked,) = ollama_fit_check([instance(context_length=0, num_parallel=1)], MODELS, policy="warn")
     # five L20s hold ≥ 47 GiB: Ollama would pick 262144, capped at llama3.3's 131072
     assert "at num_ctx 262144 × parallel 1" in checked["fit"][0]["message"]
+
+
+NOMIC = {
+    "general.architecture": "nomic-bert",
+    "nomic-bert.attention.head_count": 12,
+    "nomic-bert.block_count": 12,
+    "nomic-bert.context_length": 2048,
+    "nomic-bert.embedding_length": 768,
+}
+
+
+def test_fit_check_gives_each_model_the_slots_and_context_ollama_will():
+    """server/sched.go Scheduler.load: no completion capability, or a single-slot family → parallel 1; the
+    context /api/ps shows is the instance's, capped at the model's training context."""
+    vl = {k.replace("llama.", "qwen3vl."): v for k, v in LLAMA33_70B.items()} | {"general.architecture": "qwen3vl"}
+    models = {
+        **MODELS,
+        "nomic-embed-text:latest": {"model_info": NOMIC, "size": 274302450, "capabilities": ["embedding"]},
+        "vl:latest": {"model_info": vl, "size": 2**30, "source": "ollama"},
+    }
+    pinned = instance(models=("llama3.3:70b", "nomic-embed-text:latest", "vl:latest"), num_parallel=4)
+    (checked,) = ollama_fit_check([pinned], models)
+    seen = {f["model"]: (f["slots"], f["context"], f["source"]) for f in checked["fit"]}
+    assert seen == {
+        "llama3.3:70b": (4, 131072, "catalogue"),
+        "nomic-embed-text:latest": (1, 2048, "catalogue"),
+        "vl:latest": (1, 131072, "ollama"),
+    }
+    assert "nomic-embed-text:latest at num_ctx 131072 × parallel 1 needs" in checked["fit"][1]["message"]
+    # the KV cache is sized for the one slot Ollama gives it, not for num_parallel 4
+    assert checked["fit"][2]["estimate"] == ollama_vram_estimate(vl, 2**30, num_ctx=131072, num_parallel=1, gpu_count=5)
+
+
+def test_adjust_does_not_lower_parallel_for_a_single_slot_model():
+    """Fewer slots than Ollama gives a single-slot model save nothing: adjust lowers the context instead and
+    leaves the instance's num_parallel (which its other models may use) alone."""
+    vl = {k.replace("llama.", "qwen3vl."): v for k, v in LLAMA33_70B.items()} | {"general.architecture": "qwen3vl"}
+    models = {"vl:latest": {"model_info": vl, "size": 4 * 2**30}}
+    (checked,) = ollama_fit_check([instance(gpus=1, models=("vl:latest",))], models, policy="adjust")
+    assert checked["fit"][0]["status"] == "adjusted"
+    assert checked["settings"]["num_parallel"] == 4 and checked["settings"]["context_length"] < 131072
+    assert checked["fit"][0]["context"] == checked["settings"]["context_length"]

@@ -1,12 +1,14 @@
 """After the edit: only the changed unit restarted, the removed one is gone, the rest untouched."""
 
+import json
 import sys
 from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "tests"))
-from helpers.day2 import units_left  # noqa: E402
+from helpers.day2 import status_rows, units_left  # noqa: E402
+from helpers.fleet import playbook  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -46,3 +48,35 @@ def test_the_removed_instance_and_its_files_are_gone(host):
         "ollama@large.service",
         "ollama@small.service",
     ]
+
+
+# The instances after side_effect.yml; status.yml needs them as extra vars like site.yml got them.
+EDITED = {
+    "ollama_instances": [
+        {"name": "small", "gpus": [0, 1], "num_parallel": 2, "models": ["llama3.1:8b"]},
+        {
+            "name": "large",
+            "gpus": [2, 3, 4, 5, 6],
+            "context_length": 131072,
+            "num_parallel": 6,
+            "models": ["llama3.1:70b"],
+        },
+    ]
+}
+
+
+def test_adjusted_parallel_is_the_same_in_env_gateway_and_status(host):
+    """llama3.1:70b is not in the role's catalogue: the plan learns its size from Ollama after the pull, and
+    ollama_fit_policy adjust lowers `large` from 6 to the 4 slots that fit 5 × 48 GiB at 131072. The env file,
+    both nginx upstreams that hold `large`, status.yml and what Ollama loaded agree; the side effect's rerun
+    left `large` running since converge (see test_only_the_changed_instance_restarted)."""
+    env = host.file("/etc/ollama/instances/large.env").content_string
+    assert 'OLLAMA_NUM_PARALLEL="4"\n' in env and 'OLLAMA_CONTEXT_LENGTH="131072"\n' in env
+    conf = host.file("/etc/nginx/conf.d/ollama-gateway.conf").content_string
+    servers = [line for line in conf.splitlines() if line.rstrip().endswith("# olt-alt-gpu1/large GPUs 2-6")]
+    assert len(servers) == 2 and all(" max_conns=4 " in line for line in servers), servers
+    run = playbook("playbooks/status.yml", EDITED)
+    assert run.returncode == 0, run.stdout[-3000:]
+    assert status_rows(run)[("olt-alt-gpu1", "large")][4] == "4"
+    (loaded,) = json.loads(host.check_output("curl -sf http://127.0.0.1:11436/api/ps"))["models"]
+    assert (loaded["name"], loaded["context_length"], loaded["size_vram"]) == ("llama3.1:70b", 131072, loaded["size"])

@@ -70,8 +70,10 @@ def test_status_shows_every_instance_and_exits_0(gpus, tmp_path_factory):
     rows = status_rows(run)
     assert sorted(rows) == [(NAME, name) for name in sorted(PLAN)]
     for name, (port, indices, model) in PLAN.items():
-        unit, shown_port, shown_gpus, version, models, gateway, ok = rows[(NAME, name)]
+        unit, shown_port, shown_gpus, version, slots, models, gateway, ok = rows[(NAME, name)]
         assert (unit, shown_port, version, ok) == ("running", str(port), "0.33.0", "ok")
+        env = host(NAME).file(f"/etc/ollama/instances/{name}.env").content_string
+        assert f'OLLAMA_NUM_PARALLEL="{slots}"\n' in env  # what status shows is what the unit got
         assert shown_gpus == ",".join(f"{i}:{gpus[i][:12]}" for i in indices)
         assert models.startswith(model + " ") and " est " in models and "not loaded" not in models
         assert gateway.startswith("up, ")

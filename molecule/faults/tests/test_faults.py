@@ -198,6 +198,46 @@ def test_a_gpu_disappears():
     assert restored.returncode == 0 and wait_until(healthy, 60) >= 0
 
 
+# Another process takes all but 100 MiB of what llama.cpp may use on GPUs 0-3 (instance a of GPU1).
+CROWD_GPUS = (
+    "python3 -c \"import json; p='/etc/nvidia-sim/gpus.json'; s=json.load(open(p)); "
+    "[g.update(memory_used=g['memory_total'] - 1124 * 2**20) for g in s['gpus'][:4]]; json.dump(s, open(p, 'w'))\""
+)
+
+
+def test_a_model_that_spills_to_the_cpu_stops_site():
+    """The plan fits (it budgets the GPUs' total memory), but the instance finds its GPUs nearly full and
+    loads the model partly on the CPU: site.yml's proof after the warm-up must stop, naming the instance."""
+    gpu1 = host(GPU1)
+    gpu1.run("cp /etc/nvidia-sim/gpus.json /etc/nvidia-sim/gpus.json.full")
+    gpu1.run(CROWD_GPUS)
+    try:
+        gpu1.check_output("systemctl restart ollama@a.service")  # the stand-in reads the GPUs' use at start
+        with Load(GATEWAY, MODEL, workers=2, max_requests=300) as load:
+            spilled = site(STEADY)
+    finally:
+        gpu1.run("mv /etc/nvidia-sim/gpus.json.full /etc/nvidia-sim/gpus.json")
+        gpu1.run("systemctl restart ollama@a.service")
+        restored = site(STEADY)
+    message = re.sub(r"\s+", " ", spilled.stdout + spilled.stderr)
+    miss = re.search(
+        r"host olt-ft-gpu1, instance 'a' \(GPUs 0-3\): qwen3:0.6b has ([\d.]+) of ([\d.]+) GiB in VRAM", message
+    )
+    record(
+        "a model spills to the CPU (GPUs taken by another process)",
+        "site.yml stopped after the warm-up, naming instance, model and GiB in VRAM"
+        + (f" ({miss.group(1)} of {miss.group(2)} GiB)" if miss else ""),
+        load,
+        site_failed=spilled.returncode != 0,
+    )
+    assert spilled.returncode != 0
+    assert miss and float(miss.group(1)) < float(miss.group(2)), message[-3000:]
+    assert "nvidia-smi --query-compute-apps" in message and "instance 'b'" not in message
+    assert "Traceback" not in message
+    assert restored.returncode == 0, restored.stdout[-3000:]
+    assert wait_until(healthy, 60) >= 0
+
+
 def test_a_hung_instance_leaves_the_rotation():
     gpu2, gw = host(GPU2), host(GW)
     pid = gpu2.check_output("systemctl show -p MainPID --value ollama@b.service")

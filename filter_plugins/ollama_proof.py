@@ -1,0 +1,87 @@
+"""Proof after a deploy: what each instance's /api/ps shows against what the plan promised."""
+
+DOCUMENTATION = r"""
+name: ollama_plan_misses
+short_description: Where a warmed instance does not hold its pinned models as planned, one message per instance
+description:
+  - Input is the result list of an C(ansible.builtin.uri) loop over C(ollama_plan) (loop_var C(__instance))
+    that asked each instance for C(/api/ps) after the warm-up.
+  - For every pinned model the fit check knows (C(fit) entries with a C(context)) the instance must show it
+    loaded, 100 % in VRAM (C(size_vram) = C(size)) and at the planned context (C(context_length) = the fit
+    entry's C(context)). A miss names host, instance, GPUs, model, GiB in VRAM against GiB loaded, the context
+    seen against planned, and the causes to check.
+  - Models the fit check could not know (status unknown) are not judged: nothing was promised for them.
+options:
+  _input:
+    description: uri results, each with C(__instance) (an instance of ollama_plan), C(status) and C(json).
+    type: list
+    elements: dict
+    required: true
+"""
+
+EXAMPLES = r"""
+misses: "{{ __ollama_proof_ps.results | ollama_plan_misses }}"
+# => ["host gpu1, instance 'large' (GPUs 2-6): llama3.3:70b has 38.1 of 41.0 GiB in VRAM (7 % on the CPU); ..."]
+"""
+
+RETURN = r"""
+_value:
+  description: One message per instance that misses its plan; empty when every instance holds it.
+  type: list
+  elements: str
+"""
+
+GIB = 1024**3
+CAUSES = (
+    "check: the unit may open its GPUs' device nodes and nvidia-uvm is loaded (`ls -l /dev/nvidia*`); "
+    "no other process holds memory on {gpus} (`nvidia-smi --query-compute-apps=pid,used_memory --format=csv`); "
+    "the plan's estimate{estimate} is not below what Ollama allocates (lower ollama_num_parallel or "
+    "ollama_context_length, or raise ollama_fit_headroom)"
+)
+
+
+def _name(name):
+    return name if ":" in name.rsplit("/", 1)[-1] else f"{name}:latest"
+
+
+def _gib(value):
+    return f"{value / GIB:.1f}"
+
+
+def _model_misses(fit, loaded):
+    model = loaded.get(_name(fit["model"]))
+    if model is None:
+        return [f"{fit['model']} is not loaded"]
+    misses = []
+    size, vram = int(model.get("size", 0)), int(model.get("size_vram", 0))
+    if vram < size:
+        cpu = round(100 * (size - vram) / size) if size else 0
+        misses.append(f"{fit['model']} has {_gib(vram)} of {_gib(size)} GiB in VRAM ({cpu} % on the CPU)")
+    if model.get("context_length") != fit["context"]:
+        misses.append(f"{fit['model']} runs at context {model.get('context_length')}, planned {fit['context']}")
+    return misses
+
+
+def ollama_plan_misses(results):
+    messages = []
+    for result in results:
+        instance = result["__instance"]
+        where = f"host {instance['host']}, instance '{instance['name']}' ({instance['gpu_label']})"
+        promised = [f for f in instance.get("fit", []) if "context" in f]
+        if not promised:
+            continue
+        if result.get("status") != 200 or not isinstance(result.get("json"), dict):
+            messages.append(f"{where}: /api/ps did not answer ({result.get('msg', 'no answer')})")
+            continue
+        loaded = {_name(m["name"]): m for m in result["json"].get("models", [])}
+        misses = [miss for fit in promised for miss in _model_misses(fit, loaded)]
+        if misses:
+            estimates = [f"{f['model']} {_gib(f['estimate']['total'])} GiB" for f in promised]
+            causes = CAUSES.format(gpus=instance["gpu_label"], estimate=f" ({', '.join(estimates)})")
+            messages.append(f"{where}: " + "; ".join(misses) + f". {causes}")
+    return messages
+
+
+class FilterModule:
+    def filters(self):
+        return {"ollama_plan_misses": ollama_plan_misses}

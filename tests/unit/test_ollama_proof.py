@@ -1,0 +1,72 @@
+"""ollama_plan_misses: the proof site.yml runs after the warm-up, against /api/ps as Ollama 0.33 answers it."""
+
+import pytest
+from ollama_proof import ollama_plan_misses
+
+GIB = 1024**3
+
+
+def planned(models=("llama3.3:70b",), context=8192):
+    return {
+        "host": "gpu1",
+        "name": "large",
+        "gpu_label": "GPUs 2-6",
+        "fit": [
+            {"model": m, "status": "fits", "context": context, "estimate": {"total": 50 * GIB}, "slots": 4}
+            for m in models
+        ],
+    }
+
+
+def ps(*models, status=200):
+    return {"status": status, "json": {"models": list(models)}}
+
+
+def loaded(name="llama3.3:70b", size=45 * GIB, size_vram=45 * GIB, context=8192):
+    # exactly the fields of server/routes.go PsHandler (api.ProcessModelResponse)
+    return {
+        "name": name,
+        "model": name,
+        "size": size,
+        "digest": "0" * 64,
+        "details": {},
+        "expires_at": "2318-01-01T00:00:00Z",
+        "size_vram": size_vram,
+        "context_length": context,
+    }
+
+
+def test_an_instance_holding_its_models_as_planned_passes():
+    assert ollama_plan_misses([dict(ps(loaded()), __instance=planned())]) == []
+
+
+def test_a_spilled_model_names_instance_model_and_gib():
+    (message,) = ollama_plan_misses([dict(ps(loaded(size_vram=40 * GIB)), __instance=planned())])
+    assert message.startswith(
+        "host gpu1, instance 'large' (GPUs 2-6): llama3.3:70b has 40.0 of 45.0 GiB in VRAM (11 % on the CPU)."
+    )
+    for cause in ("/dev/nvidia*", "nvidia-uvm", "nvidia-smi --query-compute-apps", "llama3.3:70b 50.0 GiB"):
+        assert cause in message
+
+
+@pytest.mark.parametrize(
+    ("answer", "expected"),
+    [
+        (ps(loaded(context=4096)), "llama3.3:70b runs at context 4096, planned 8192"),
+        (ps(), "llama3.3:70b is not loaded"),
+        ({"status": -1, "msg": "Connection refused"}, "/api/ps did not answer (Connection refused)"),
+    ],
+)
+def test_other_misses_are_named(answer, expected):
+    (message,) = ollama_plan_misses([dict(answer, __instance=planned())])
+    assert expected in message
+
+
+def test_models_the_fit_check_could_not_judge_promise_nothing():
+    unknown = dict(planned(), fit=[{"model": "mystery:1b", "status": "unknown", "source": None, "message": "?"}])
+    assert ollama_plan_misses([dict(ps(), __instance=unknown)]) == []
+
+
+def test_names_without_a_tag_match_latest():
+    instance = planned(models=("nomic-embed-text",), context=2048)
+    assert ollama_plan_misses([dict(ps(loaded("nomic-embed-text:latest", context=2048)), __instance=instance)]) == []
