@@ -5,6 +5,7 @@ Traffic goes only to the URL given (a test host). Stops on stop() or after max_r
 from __future__ import annotations
 
 import http.client
+import math
 import threading
 import time
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ class Outcome:
     result: str  # ok, failed (no answer or non-200), cut (stream ended without done), hung (timed out)
     status: int = 0
     instance: str = ""
+    ttft: float | None = None  # streams: seconds from sending to the first line (time to first token)
 
 
 @dataclass
@@ -72,17 +74,18 @@ class Load:
                 else:
                     result = "ok"
                 status, instance = answer.status, answer.headers.get("x-ollama-instance", "")
+                ttft = answer.first_byte if stream and result == "ok" else None
             except TimeoutError:  # socket timeout: the request hung
-                result, status, instance = "hung", 0, ""
+                result, status, instance, ttft = "hung", 0, "", None
             except (
                 OSError,
                 ValueError,
                 http.client.HTTPException,
             ) as exc:  # reset or a half-sent line: the stream was cut
-                result, status, instance = ("cut" if stream else "failed"), 0, type(exc).__name__
+                result, status, instance, ttft = ("cut" if stream else "failed"), 0, type(exc).__name__, None
             with self._lock:
                 self.outcomes.append(
-                    Outcome("stream" if stream else "short", started, time.monotonic(), result, status, instance)
+                    Outcome("stream" if stream else "short", started, time.monotonic(), result, status, instance, ttft)
                 )
 
     def count(self, result=None, since=None, until=None, kind=None):
@@ -94,3 +97,15 @@ class Load:
             and (since is None or o.started >= since)
             and (until is None or o.started <= until)
         )
+
+    def ttft(self, quantile, since=None, until=None):
+        """Time to first token of the streams answered in full that started in [since, until]: the
+        QUANTILE (0.99 for p99, nearest rank), in seconds; None without any."""
+        seen = sorted(
+            o.ttft
+            for o in list(self.outcomes)
+            if o.ttft is not None and (since is None or o.started >= since) and (until is None or o.started <= until)
+        )
+        if not seen:
+            return None
+        return seen[min(len(seen) - 1, max(0, math.ceil(quantile * len(seen)) - 1))]
