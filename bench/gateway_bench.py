@@ -63,6 +63,7 @@ def start_standins(procs):
             "OLLAMA_STANDIN_TTFT_MS": "20",
             "OLLAMA_STANDIN_TOKENS_PER_SEC": "50",
             "OLLAMA_STANDIN_LOAD_MS": "0",
+            "OLLAMA_STANDIN_LOAD_MIB_S": "0",
             "OLLAMA_STANDIN_PULL_MS": "0",
             "NVML_SIM_SPEC": str(REPO / "tests/gpu_sim/specs/l20x8.json"),
             "CUDA_VISIBLE_DEVICES": "0",

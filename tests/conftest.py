@@ -95,7 +95,10 @@ def standin(standin_archive, tmp_path):
             "OLLAMA_MODELS": str(tmp_path / "models"),
             "NVML_SIM_SPEC": str(SPECS / "l20x8.json"),
             "OLLAMA_STANDIN_LOAD_MS": "0",
+            "OLLAMA_STANDIN_LOAD_MIB_S": "0",  # loads at once; tests that time loads set it
             "OLLAMA_STANDIN_PULL_MS": "0",
+            # no knobs file unless a test writes this one (never the machine's /etc/ollama-standin.env)
+            "OLLAMA_STANDIN_KNOBS": str(tmp_path / "standin-knobs.env"),
         }
         s = Standin(root, {**base, **env}, tmp_path / f"serve-{len(started)}.log")
         started.append(s)

@@ -1,31 +1,55 @@
 #!/usr/bin/env python3
 """An API-compatible stand-in for `ollama`, for tests and the sandbox only.
 
-It speaks Ollama's HTTP API and the CLI verbs the roles use, honours the same
-environment (OLLAMA_HOST, OLLAMA_MODELS, OLLAMA_NUM_PARALLEL, OLLAMA_MAX_QUEUE,
-OLLAMA_KEEP_ALIVE, OLLAMA_CONTEXT_LENGTH, OLLAMA_LOAD_TIMEOUT, OLLAMA_MAX_LOADED_MODELS,
-CUDA_VISIBLE_DEVICES), and simulates what matters to a load balancer: per-model
-parallel slots, a bounded queue that answers 503 when full, load time, time to
-first token and tokens per second. It reads the simulated GPUs from the same
-spec as the fake NVML library, so /api/ps shows which GPUs hold a model and
-whether it spilled to CPU.
+It speaks Ollama's HTTP API and the CLI verbs the roles use, honours the same environment
+(OLLAMA_HOST, OLLAMA_MODELS, OLLAMA_NUM_PARALLEL, OLLAMA_MAX_QUEUE, OLLAMA_KEEP_ALIVE,
+OLLAMA_CONTEXT_LENGTH, OLLAMA_KV_CACHE_TYPE, OLLAMA_LOAD_TIMEOUT, OLLAMA_MAX_LOADED_MODELS,
+CUDA_VISIBLE_DEVICES) and reads the simulated GPUs from the same spec as the fake NVML library.
 
-Every response carries X-Ollama-Instance (host:port) and X-Ollama-Gpus (the
-UUIDs it may use), so a test behind a gateway can tell who answered.
+Behaviour that follows Ollama v0.33.0-rc2 (a comment above each names the function):
+- GET /api/ps answers exactly Ollama's fields per model: name, model, size, digest, details, expires_at,
+  size_vram, context_length; longest remaining keep-alive first (server/routes.go PsHandler,
+  api/types.go ProcessModelResponse).
+- Two queues. OLLAMA_MAX_QUEUE bounds only the requests waiting in the scheduler for a load or a reload;
+  beyond it 503 "server busy, ..." (server/sched.go getRunner, processPending). Requests to a loaded model
+  wait for one of its slots without any bound (llm/llama_server.go, the runner's semaphore).
+- Slots: OLLAMA_NUM_PARALLEL, but one for embedding models (no completion capability) and for the
+  architectures mllama, qwen3vl, qwen35, qwen3next, lfm2, nemotron_h and their variants, whose KV cache is
+  then sized for one (server/sched.go load; server/images.go ggufCapabilities).
+- Context: options.num_ctx, else OLLAMA_CONTEXT_LENGTH, else by visible VRAM (< 23 GiB 4096, 32768, from
+  47 GiB 262144), at least 4 (2048 for vision models), capped at the training context (server/routes.go
+  modelOptions, server/sched.go getRunner and effectiveContext).
+- Reload: a request whose runner options (that context, num_batch, num_gpu, main_gpu, use_mmap, num_thread)
+  differ from the loaded runner's waits until the runner has no requests, then the model is unloaded and
+  loaded again: load time paid again, placement recomputed (server/sched.go needsReload, processPending).
+  keep_alive 0 unloads once the last request finishes; with an empty prompt it unloads without loading
+  (server/sched.go processCompleted, expireRunner; server/routes.go GenerateHandler, ChatHandler).
+- Placement: weights + KV cache (context x slots) + compute buffer; what the visible GPUs cannot hold beside
+  llama.cpp's 1 GiB margin per device spills to CPU, shown as size_vram < size (llm/llama_server.go
+  MemorySize); num_gpu 0 runs on CPU (server/sched.go processPending). At most OLLAMA_MAX_LOADED_MODELS
+  (0: 3 per GPU) models; the next one waits for an idle one to unload (server/sched.go findRunnerToUnload).
+- Load time: a runner start plus the weights streamed from disk to VRAM; OLLAMA_LOAD_TIMEOUT fails a start
+  that shows no progress (llm/llama_server.go WaitUntilRunning).
+- On a loopback listener, a request whose Host is not local is refused with 403 (server/routes.go,
+  allowedHostsMiddleware); request keys match case-insensitively and a value of the wrong type is answered
+  400 with Go's json error (api/types.go, encoding/json), an option of the wrong type 500 (api/types.go
+  Options.FromMap); a handler that fails answers 500 instead of dropping the connection (gin's Recovery), so
+  nginx never sees a healthy instance fail.
 
-Strict as Ollama where the gateway depends on it: on a loopback listener, a request whose Host is
-not local is refused with 403 (server/routes.go, allowedHostsMiddleware); request keys match
-case-insensitively and a value of the wrong type is answered 400 with Go's json error (api/types.go,
-encoding/json), an option of the wrong type 500 (api/types.go Options.FromMap); a handler that fails
-answers 500 instead of dropping the connection (gin's Recovery), so nginx never sees a healthy
-instance fail.
+Not Ollama's, for tests only: every response carries X-Ollama-Instance (host:port) and X-Ollama-Gpus (the
+UUIDs it may use), so a test behind a gateway can tell who answered. GET /standin/ps: the instance
+(host:port), its GPUs, the OLLAMA_* and CUDA_VISIBLE_DEVICES environment the process got, the knobs in
+effect, and per loaded model its GPUs, slots (the effective parallel), context, active and waiting
+requests. GET /standin/stats: scheduler queue and slot counts, so tests wait on state instead of sleeping.
 
-Simplifications: a model is loaded at the first request's num_ctx and keeps it until
-unloaded (Ollama reloads when num_ctx changes); pulled blobs are placeholders, while
-manifests carry the real model sizes.
+Simplifications: pulled blobs are placeholders, while manifests carry the real model sizes; loaded models
+do not take VRAM from each other's placement.
 
-Knobs that exist only here (OLLAMA_STANDIN_*): TTFT_MS (50), TOKENS_PER_SEC (50),
-TOKENS (24, answer length when num_predict is unset), LOAD_MS (200), PULL_MS (100).
+Knobs that exist only here (OLLAMA_STANDIN_*): TTFT_MS (50), TOKENS_PER_SEC (50), TOKENS (24, answer length
+when num_predict is unset), LOAD_MS (200, runner start), LOAD_MIB_S (1536, weights from disk to VRAM in MiB/s,
+0 = instant: a 70B Q4 of ~40 GiB loads in ~27 s), PULL_MS (100). The environment sets them, else the file
+named by OLLAMA_STANDIN_KNOBS (default /etc/ollama-standin.env, KEY=VALUE lines): on test hosts the
+instances run as systemd units whose environment the toolkit controls.
 """
 
 from __future__ import annotations
@@ -40,6 +64,7 @@ import socketserver
 import sys
 import threading
 import time
+from collections import deque
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -53,6 +78,21 @@ MIB = 1024**2
 # llama.cpp --fit keeps this much free on every device (FACTS.md).
 FIT_MARGIN = 1024 * MIB
 ERR_BUSY = "server busy, please try again.  maximum pending requests exceeded"
+KNOBS_FILE = "/etc/ollama-standin.env"
+# server/sched.go load (v0.33.0-rc2): architectures (Config.ModelFamily) that are not safe with num_parallel > 1.
+SINGLE_SLOT_FAMILIES = (
+    "mllama",
+    "qwen3vl",
+    "qwen3vlmoe",
+    "qwen35",
+    "qwen35moe",
+    "qwen3next",
+    "lfm2",
+    "lfm2moe",
+    "nemotron_h",
+    "nemotron_h_moe",
+    "nemotron_h_omni",
+)
 
 # The JSON fields of Ollama's native requests that the stand-in reads, with their Go types (api/types.go,
 # v0.33.0-rc2). Go's encoding/json matches keys case-insensitively ("Model" sets model) and answers a
@@ -72,7 +112,16 @@ for _struct, _fields in REQUEST_FIELDS.values():
     _fields["options"] = "map[string]interface {}"
 # Options of api.Options / api.Runner the stand-in reads, and Go's kind (api/types.go Options.FromMap):
 # a value of another type fails the request with 500 "option %q must be of type ...".
-OPTION_KINDS = {"num_ctx": "integer", "num_predict": "integer", "num_gpu": "integer", "temperature": "float32"}
+OPTION_KINDS = {
+    "num_ctx": "integer",
+    "num_predict": "integer",
+    "num_gpu": "integer",
+    "num_batch": "integer",
+    "num_thread": "integer",
+    "main_gpu": "integer",
+    "use_mmap": "boolean",
+    "temperature": "float32",
+}
 WORDS = (
     "the quick brown fox jumps over the lazy dog while seven GPUs hum along "
     "and the gateway keeps every stream flowing token by token"
@@ -103,34 +152,69 @@ def parse_host(value: str | None) -> tuple[str, int]:
     return (host.strip("[]") or "127.0.0.1"), int(port or 11434)
 
 
-def env_int(name: str, default: int) -> int:
+def env_int(env, name: str, default: int) -> int:
     try:
-        return int(os.environ.get(name) or default)
+        return int(env.get(name) or default)
     except ValueError:
         return default
 
 
+def read_knobs(path: str) -> dict[str, str]:
+    """The OLLAMA_STANDIN_* lines of a KEY=VALUE file (# comments, optional quotes); other lines are ignored."""
+    try:
+        text = Path(path).read_text()
+    except OSError:
+        return {}
+    knobs = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        key, sep, value = line.partition("=")
+        key, value = key.strip(), value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        if sep and key.startswith("OLLAMA_STANDIN_") and key != "OLLAMA_STANDIN_KNOBS":
+            knobs[key] = value
+        else:
+            log("WARN", "knobs file: ignored a line that sets no OLLAMA_STANDIN_* knob", path=path, line=line)
+    return knobs
+
+
 class Config:
-    def __init__(self, env=os.environ):
+    def __init__(self, env=None):
+        env = os.environ if env is None else env
         self.host, self.port = parse_host(env.get("OLLAMA_HOST"))
         self.models = Path(env.get("OLLAMA_MODELS") or Path.home() / ".ollama/models")
-        self.num_parallel = max(1, env_int("OLLAMA_NUM_PARALLEL", 1))
-        self.max_queue = env_int("OLLAMA_MAX_QUEUE", 512)
+        self.num_parallel = max(1, env_int(env, "OLLAMA_NUM_PARALLEL", 1))
+        self.max_queue = env_int(env, "OLLAMA_MAX_QUEUE", 512)
         self.keep_alive = parse_duration(env.get("OLLAMA_KEEP_ALIVE"), 300)
         self.load_timeout = parse_duration(env.get("OLLAMA_LOAD_TIMEOUT"), 300)
         if self.load_timeout <= 0:
             self.load_timeout = float("inf")
-        self.context_length = env_int("OLLAMA_CONTEXT_LENGTH", 0)
-        self.max_loaded = env_int("OLLAMA_MAX_LOADED_MODELS", 0)
+        self.context_length = env_int(env, "OLLAMA_CONTEXT_LENGTH", 0)
+        self.max_loaded = env_int(env, "OLLAMA_MAX_LOADED_MODELS", 0)
         self.kv_bytes = {"q8_0": 1.0625, "q4_0": 0.5625}.get(env.get("OLLAMA_KV_CACHE_TYPE", ""), 2)
-        self.ttft = env_int("OLLAMA_STANDIN_TTFT_MS", 50) / 1000
-        self.tps = max(1, env_int("OLLAMA_STANDIN_TOKENS_PER_SEC", 50))
-        self.tokens = env_int("OLLAMA_STANDIN_TOKENS", 24)
-        self.load_time = env_int("OLLAMA_STANDIN_LOAD_MS", 200) / 1000
-        self.pull_time = env_int("OLLAMA_STANDIN_PULL_MS", 100) / 1000
+        # The stand-in's own knobs: the file first (test hosts' units get only what the toolkit sets),
+        # the process environment over it.
+        self.knobs_file = env.get("OLLAMA_STANDIN_KNOBS") or KNOBS_FILE
+        self.knobs = {
+            **read_knobs(self.knobs_file),
+            **{k: v for k, v in env.items() if k.startswith("OLLAMA_STANDIN_") and k != "OLLAMA_STANDIN_KNOBS"},
+        }
+        self.ttft = env_int(self.knobs, "OLLAMA_STANDIN_TTFT_MS", 50) / 1000
+        self.tps = max(1, env_int(self.knobs, "OLLAMA_STANDIN_TOKENS_PER_SEC", 50))
+        self.tokens = env_int(self.knobs, "OLLAMA_STANDIN_TOKENS", 24)
+        self.load_time = env_int(self.knobs, "OLLAMA_STANDIN_LOAD_MS", 200) / 1000
+        self.load_mib_s = max(0, env_int(self.knobs, "OLLAMA_STANDIN_LOAD_MIB_S", 1536))
+        self.pull_time = env_int(self.knobs, "OLLAMA_STANDIN_PULL_MS", 100) / 1000
         self.gpus = visible_gpus(env)
         if not self.max_loaded:
             self.max_loaded = 3 * max(1, len(self.gpus))
+
+    def load_seconds(self, size: int) -> float:
+        """A load: the runner's start, then the weights from disk to VRAM at LOAD_MIB_S (0: at once)."""
+        return self.load_time + (size / MIB / self.load_mib_s if self.load_mib_s else 0)
 
 
 def visible_gpus(env) -> list[dict]:
@@ -278,24 +362,48 @@ class LoadFailed(Exception):
     pass
 
 
-class Runner:
-    """One loaded model: its slots (OLLAMA_NUM_PARALLEL), context and placement."""
+def capabilities(entry: dict) -> list[str]:
+    return entry.get("capabilities", ["completion"])
 
-    def __init__(self, cfg: Config, model: dict, num_ctx: int):
+
+def model_parallel(num_parallel: int, entry: dict) -> int:
+    """The slots a model gets (server/sched.go Scheduler.load): embedding models, which lack the completion
+    capability (server/images.go ggufCapabilities: a GGUF with pooling_type), and the architectures in
+    SINGLE_SLOT_FAMILIES are loaded with numParallel 1; only the latter is logged."""
+    parallel = max(num_parallel, 1)
+    if "completion" not in capabilities(entry):
+        parallel = 1
+    family = entry.get("family", "")
+    if family in SINGLE_SLOT_FAMILIES and parallel != 1:
+        parallel = 1
+        log("WARN", "model architecture does not currently support parallel requests", architecture=family)
+    return parallel
+
+
+class Runner:
+    """One loaded model: its options, slots, context and placement (server/sched.go runnerRef)."""
+
+    def __init__(self, cfg: Config, model: dict, opts: dict, parallel: int):
         info = model["entry"].get("model_info", {})
         arch = info.get("general.architecture", "")
-        train_ctx = int(info.get(f"{arch}.context_length", num_ctx) or num_ctx)
         self.name = model["name"]
         self.model = model
-        self.num_ctx = min(num_ctx, train_ctx)
-        self.slots = threading.BoundedSemaphore(cfg.num_parallel)
-        self.active = 0
-        self.expires = time.monotonic() + cfg.keep_alive
+        self.opts = opts
+        self.num_ctx = opts["num_ctx"]
+        self.parallel = parallel
+        # llm/llama_server.go NewLlamaServerRunner: semaphore.NewWeighted(numParallel); Completion, Chat and
+        # Embedding wait on it for as long as it takes.
+        self.slots = threading.Semaphore(parallel)
+        self.refs = 0  # requests that hold the runner, in a slot or waiting for one (runnerRef.refCount)
+        self.active = 0  # in a slot
+        self.waiting = 0  # waiting for a slot
+        self.expiring = False  # to unload once refs reaches 0
         self.keep_alive = cfg.keep_alive
-        self.size, self.size_vram = self._place(cfg, info, arch, model["size"])
+        self.expires = time.monotonic() + cfg.keep_alive
+        self.size, self.size_vram = self._place(cfg, info, arch, model["size"], opts["num_gpu"] != 0)
         self.gpus = [g["uuid"] for g in cfg.gpus] if self.size_vram else []
 
-    def _place(self, cfg: Config, info: dict, arch: str, weights: int) -> tuple[int, int]:
+    def _place(self, cfg: Config, info: dict, arch: str, weights: int, on_gpu: bool) -> tuple[int, int]:
         layers = int(info.get(f"{arch}.block_count", 0))
         heads = int(info.get(f"{arch}.attention.head_count", 1) or 1)
         kv_heads = int(info.get(f"{arch}.attention.head_count_kv", heads) or heads)
@@ -303,112 +411,242 @@ class Runner:
         head_dim = embd // heads if heads else 0
         k = int(info.get(f"{arch}.attention.key_length", head_dim))
         v = int(info.get(f"{arch}.attention.value_length", head_dim))
-        ctx_total = self.num_ctx * cfg.num_parallel
+        # llama-server gets -c num_ctx*np -np np (llm/llama_server.go): the KV cache holds every slot's context
+        ctx_total = self.num_ctx * self.parallel
         kv = int(ctx_total * layers * kv_heads * (k + v) * cfg.kv_bytes)
         need = weights + kv + 256 * MIB
-        room = sum(max(0, g["memory_total"] - g.get("memory_used", 0) - FIT_MARGIN) for g in cfg.gpus)
+        # server/sched.go processPending: num_gpu 0 loads with no GPU at all
+        gpus = cfg.gpus if on_gpu else []
+        room = sum(max(0, g["memory_total"] - g.get("memory_used", 0) - FIT_MARGIN) for g in gpus)
         if need > room:
             log("WARN", "model does not fit in VRAM, offloading to CPU", model=self.name, required=need, available=room)
         return need, min(need, room)
 
+    def needs_reload(self, want: dict) -> bool:
+        """server/sched.go runnerRef.needsReload: the runner options differ (num_ctx already capped at the
+        training context); a request's num_gpu below 0 (automatic) matches any."""
+        old, new = dict(self.opts), dict(want)
+        if new["num_gpu"] < 0:
+            old["num_gpu"] = new["num_gpu"] = -1
+        return old != new
+
+
+class Pending:
+    """A request waiting in the scheduler for a load or a reload (server/sched.go LlmRequest)."""
+
+    def __init__(self, model: dict, opts: dict, keep_alive: float | None):
+        self.model = model
+        self.opts = opts
+        self.keep_alive = keep_alive
+        self.runner: Runner | None = None
+        self.error: Exception | None = None
+        self.done = False
+
 
 class Scheduler:
+    """server/sched.go: requests for a loaded model whose options match go straight to its runner (getRunner);
+    the rest wait in a queue of at most OLLAMA_MAX_QUEUE that one loop works through, one load at a time
+    (processPending)."""
+
     def __init__(self, cfg: Config, store: Store):
         self.cfg = cfg
         self.store = store
         self.lock = threading.Condition()
         self.runners: dict[str, Runner] = {}
-        self.loading: set[str] = set()
-        self.pending = 0
+        self.pending: deque[Pending] = deque()  # pendingReqCh, buffered to OLLAMA_MAX_QUEUE
+        self.loading: str | None = None  # the model processPending is working on (no longer in the queue)
+        threading.Thread(target=self._process_pending, daemon=True).start()
         threading.Thread(target=self._reaper, daemon=True).start()
 
     def default_ctx(self) -> int:
+        # server/routes.go: OLLAMA_CONTEXT_LENGTH, else the default context by total visible VRAM (>= 0.15.5).
         if self.cfg.context_length > 0:
             return self.cfg.context_length
         vram = sum(g["memory_total"] for g in self.cfg.gpus)
-        # Ollama >= 0.15.5 sizes the default context by visible VRAM (FACTS.md).
         return 262144 if vram >= 47 * GIB else 32768 if vram >= 23 * GIB else 4096
 
+    def runner_options(self, model: dict, options: dict) -> dict:
+        """The api.Runner options a request needs (server/routes.go modelOptions over api.DefaultOptions;
+        server/sched.go getRunner: num_ctx at least 4, 2048 for vision; needsReload: capped at the training
+        context by effectiveContext)."""
+        entry = model["entry"]
+        info = entry.get("model_info", {})
+        train_ctx = int(info.get(f"{info.get('general.architecture', '')}.context_length", 0) or 0)
+
+        def opt(name, default):
+            value = options.get(name)
+            return default if value is None else value
+
+        num_ctx = max(int(opt("num_ctx", self.default_ctx())), 4)
+        if "vision" in capabilities(entry):
+            num_ctx = max(num_ctx, 2048)
+        if train_ctx > 0:
+            num_ctx = min(num_ctx, train_ctx)
+        main_gpu = opt("main_gpu", None)
+        return {
+            "num_ctx": num_ctx,
+            "num_batch": int(opt("num_batch", 512)),
+            "num_gpu": int(opt("num_gpu", -1)),
+            "main_gpu": None if main_gpu is None else int(main_gpu),
+            "use_mmap": opt("use_mmap", None),
+            "num_thread": int(opt("num_thread", 0)),
+        }
+
     def acquire(self, model: dict, options: dict, keep_alive: float | None) -> tuple[Runner, float]:
-        """Wait for a free slot on a loaded runner; 503 (Busy) when the queue is full."""
+        """A slot on a runner with the request's options; 503 (Busy) when the scheduler's queue is full.
+        Returns the runner and the time until the scheduler handed it over (load_duration)."""
+        want = self.runner_options(model, options)
+        started = time.monotonic()
         with self.lock:
-            if self.pending >= self.cfg.max_queue:
-                raise Busy(ERR_BUSY)
-            self.pending += 1
-        try:
-            load_started = time.monotonic()
-            runner = self._runner(model, int(options.get("num_ctx") or self.default_ctx()))
-            load = time.monotonic() - load_started
-            runner.slots.acquire()  # the generations beyond OLLAMA_NUM_PARALLEL wait here
-        finally:
-            with self.lock:
-                self.pending -= 1
+            runner = self.runners.get(model["name"])
+            # server/sched.go getRunner: a loaded runner that needs no reload is used at once, past the queue
+            if runner is not None and not runner.needs_reload(want):
+                self._use(runner, keep_alive)
+            else:
+                # getRunner: `select { case s.pendingReqCh <- req: default: ErrMaxQueue }`
+                if len(self.pending) >= self.cfg.max_queue:
+                    raise Busy(ERR_BUSY)
+                request = Pending(model, want, keep_alive)
+                self.pending.append(request)
+                self.lock.notify_all()
+                while not request.done:
+                    self.lock.wait()
+                if request.error is not None:
+                    raise request.error
+                runner = request.runner
+            runner.waiting += 1
+        load = time.monotonic() - started
+        runner.slots.acquire()  # llm/llama_server.go Completion: s.sem.Acquire, no bound on the wait
         with self.lock:
+            runner.waiting -= 1
             runner.active += 1
-            if keep_alive is not None:
-                runner.keep_alive = keep_alive
         return runner, load
 
+    def _use(self, runner: Runner, keep_alive: float | None) -> None:
+        """server/sched.go useLoadedRunner: one more reference; the request's keep_alive becomes the runner's."""
+        runner.refs += 1
+        if keep_alive is not None:
+            runner.keep_alive = keep_alive
+
     def release(self, runner: Runner) -> None:
+        """server/sched.go processCompleted: the last request gone, a keep_alive of 0 (or a pending reload or
+        eviction) unloads at once, else the keep_alive timer starts."""
         with self.lock:
             runner.active -= 1
-            runner.expires = time.monotonic() + runner.keep_alive
-            if runner.keep_alive == 0 and runner.active == 0:
-                self.runners.pop(runner.name, None)
+            runner.refs -= 1
+            runner.slots.release()
+            if runner.refs <= 0:
+                runner.expires = time.monotonic() + runner.keep_alive
+                if runner.keep_alive == 0 or runner.expiring:
+                    self._unload(runner)
             self.lock.notify_all()
-        runner.slots.release()
 
-    def _runner(self, model: dict, num_ctx: int) -> Runner:
-        name = model["name"]
-        with self.lock:
-            while name in self.loading:
-                self.lock.wait()
-            if name in self.runners:
-                return self.runners[name]
-            self.loading.add(name)
-        try:
-            if self.cfg.load_time > self.cfg.load_timeout:
-                time.sleep(self.cfg.load_timeout)
-                raise LoadFailed("timed out waiting for llama runner to start - progress 0.00")
-            time.sleep(self.cfg.load_time)
-            runner = Runner(self.cfg, model, num_ctx)
-            with self.lock:
-                self._evict_for_one_more()
-                self.runners[name] = runner
-            log(
-                "INFO",
-                "model loaded",
-                model=name,
-                num_ctx=runner.num_ctx,
-                parallel=self.cfg.num_parallel,
-                size_vram=runner.size_vram,
-                size=runner.size,
-            )
-            return runner
-        finally:
-            with self.lock:
-                self.loading.discard(name)
-                self.lock.notify_all()
-
-    def _evict_for_one_more(self) -> None:
-        idle = sorted((r for r in self.runners.values() if r.active == 0), key=lambda r: r.expires)
-        while len(self.runners) >= self.cfg.max_loaded and idle:
-            self.runners.pop(idle.pop(0).name)
-
-    def unload(self, name: str) -> None:
+    def expire(self, name: str) -> None:
+        """server/sched.go expireRunner (an empty prompt with keep_alive 0): unload now, or once it is idle."""
         with self.lock:
             runner = self.runners.get(name)
-            if runner and runner.active == 0:
-                self.runners.pop(name)
+            if runner is None:
+                return
+            runner.keep_alive = 0
+            runner.expires = time.monotonic()
+            runner.expiring = True
+            if runner.refs <= 0:
+                self._unload(runner)
+
+    def _unload(self, runner: Runner) -> None:
+        if self.runners.get(runner.name) is runner:
+            del self.runners[runner.name]
+            log("INFO", "model unloaded", model=runner.name)
+        self.lock.notify_all()
+
+    def _process_pending(self) -> None:
+        """server/sched.go processPending: one queued request at a time."""
+        while True:
+            with self.lock:
+                while not self.pending:
+                    self.lock.wait()
+                request = self.pending.popleft()
+                self.loading = request.model["name"]
+            try:
+                self._schedule(request)
+            except Exception as exc:  # a failed load fails this request only
+                request.error = exc if isinstance(exc, LoadFailed) else LoadFailed(str(exc))
+            finally:
+                with self.lock:
+                    request.done = True
+                    self.loading = None
+                    self.lock.notify_all()
+
+    def _schedule(self, request: Pending) -> None:
+        """server/sched.go processPending's inner loop: use the loaded runner; or expire the one that needs a
+        reload (needsReload) or, at OLLAMA_MAX_LOADED_MODELS, another (findRunnerToUnload), wait for it to
+        unload and look again; else load (Scheduler.load)."""
+        name = request.model["name"]
+        while True:
+            with self.lock:
+                runner = self.runners.get(name)
+                if runner is not None and not runner.needs_reload(request.opts):
+                    self._use(runner, request.keep_alive)
+                    request.runner = runner
+                    return
+                if runner is not None:
+                    log("INFO", "reloading", model=name, loaded=dumps(runner.opts), wanted=dumps(request.opts))
+                    victim = runner
+                elif len(self.runners) >= self.cfg.max_loaded:
+                    victim = self._runner_to_unload()
+                else:
+                    victim = None
+                if victim is not None:
+                    # processPending: expire it at once and wait until its last request is done and it is gone.
+                    # (Ollama sets its sessionDuration to 0, which a later request's keep_alive can undo; here the
+                    # mark stays, so a reload cannot wait forever.)
+                    victim.expiring = True
+                    if victim.refs <= 0:
+                        self._unload(victim)
+                    while self.runners.get(victim.name) is victim:
+                        self.lock.wait()
+                    continue
+            runner = self._load(request)
+            with self.lock:
+                self.runners[name] = runner
+                self._use(runner, request.keep_alive)
+                request.runner = runner
+                return
+
+    def _runner_to_unload(self) -> Runner:
+        """server/sched.go findRunnerToUnload: by keep_alive, then name; an idle one first, else the first."""
+        ordered = sorted(self.runners.values(), key=lambda r: (r.keep_alive, r.name))
+        return next((r for r in ordered if r.refs <= 0), ordered[0])
+
+    def _load(self, request: Pending) -> Runner:
+        """server/sched.go load: the slots the model gets, then the runner's start and the weights."""
+        model = request.model
+        parallel = model_parallel(self.cfg.num_parallel, model["entry"])
+        # llm/llama_server.go WaitUntilRunning: OLLAMA_LOAD_TIMEOUT is a stall timeout; streaming the weights
+        # shows progress, a runner start longer than the timeout does not.
+        if self.cfg.load_time > self.cfg.load_timeout:
+            time.sleep(self.cfg.load_timeout)
+            raise LoadFailed("timed out waiting for llama runner to start - progress 0.00")
+        time.sleep(self.cfg.load_seconds(model["size"]))
+        runner = Runner(self.cfg, model, request.opts, parallel)
+        log(
+            "INFO",
+            "model loaded",
+            model=runner.name,
+            num_ctx=runner.num_ctx,
+            parallel=runner.parallel,
+            size_vram=runner.size_vram,
+            size=runner.size,
+        )
+        return runner
 
     def _reaper(self) -> None:
         while True:
             time.sleep(0.5)
             with self.lock:
-                for name, r in list(self.runners.items()):
-                    if r.active == 0 and time.monotonic() >= r.expires:
-                        self.runners.pop(name)
-                        log("INFO", "model unloaded", model=name)
+                for r in list(self.runners.values()):
+                    if r.refs <= 0 and time.monotonic() >= r.expires:
+                        self._unload(r)
 
     def ps(self) -> list[Runner]:
         with self.lock:
@@ -515,7 +753,7 @@ class Handler(BaseHTTPRequestHandler):
             if value is None:
                 continue
             number = isinstance(value, (int, float)) and not isinstance(value, bool)
-            if not number:
+            if not (isinstance(value, bool) if kind == "boolean" else number):
                 return f'option "{name}" must be of type {kind}'
         return None
 
@@ -613,6 +851,7 @@ class Handler(BaseHTTPRequestHandler):
             "/api/tags": self.tags,
             "/api/ps": self.ps,
             "/v1/models": self.v1_models,
+            "/standin/ps": self.standin_ps,
             "/standin/stats": self.stats,
         }
         handler = self.route(routes)
@@ -706,8 +945,9 @@ class Handler(BaseHTTPRequestHandler):
         self.send_json(200, {"models": models})
 
     def ps(self):
+        """server/routes.go PsHandler: api.ProcessModelResponse fields only, longest time left first."""
         models = []
-        for r in self.sched.ps():
+        for r in sorted(self.sched.ps(), key=lambda r: r.expires, reverse=True):
             remaining = r.expires - time.monotonic()
             expires = (
                 datetime(2318, 1, 1, tzinfo=UTC)
@@ -724,32 +964,53 @@ class Handler(BaseHTTPRequestHandler):
                     "expires_at": expires.isoformat(),
                     "size_vram": r.size_vram,
                     "context_length": r.num_ctx,
-                    # not in Ollama's answer: which instance and GPUs hold it, for tests and status
-                    "standin": {
-                        "instance": f"{socket.gethostname()}:{self.cfg.port}",
-                        "gpus": r.gpus,
-                        "active": r.active,
-                        # the environment the process really got, so tests can check the unit delivered it
-                        "env": {
-                            k: v
-                            for k, v in os.environ.items()
-                            if k.startswith("OLLAMA_") or k == "CUDA_VISIBLE_DEVICES"
-                        },
-                    },
                 }
             )
         self.send_json(200, {"models": models})
 
+    def standin_ps(self):
+        """Not Ollama's: who holds what, for tests and the sandbox. The instance, its GPUs, the OLLAMA_* and
+        CUDA_VISIBLE_DEVICES environment the process really got (so tests can check the unit delivered it),
+        the stand-in's knobs in effect, and per loaded model its GPUs, slots (the parallel it really got),
+        context and requests in a slot or waiting for one."""
+        with self.sched.lock:
+            models = [
+                {
+                    "name": r.name,
+                    "gpus": r.gpus,
+                    "slots": r.parallel,
+                    "context_length": r.num_ctx,
+                    "active": r.active,
+                    "waiting": r.waiting,
+                }
+                for r in self.sched.runners.values()
+            ]
+        self.send_json(
+            200,
+            {
+                "instance": f"{socket.gethostname()}:{self.cfg.port}",
+                "gpus": [g["uuid"] for g in self.cfg.gpus],
+                "env": {k: v for k, v in os.environ.items() if k.startswith("OLLAMA_") or k == "CUDA_VISIBLE_DEVICES"},
+                "knobs_file": self.cfg.knobs_file,
+                "knobs": self.cfg.knobs,
+                "models": models,
+            },
+        )
+
     def stats(self):
-        """Not Ollama's: queue and slot counts, so tests can wait on state instead of sleeping."""
+        """Not Ollama's: queue and slot counts, so tests can wait on state instead of sleeping. pending: requests
+        in the scheduler's queue (OLLAMA_MAX_QUEUE bounds it), loading: the model being loaded, active and
+        waiting: per loaded model, requests in a slot and waiting for one (no bound)."""
         with self.sched.lock:
             self.send_json(
                 200,
                 {
-                    "pending": self.sched.pending,
+                    "pending": len(self.sched.pending),
+                    "loading": self.sched.loading,
                     "num_parallel": self.cfg.num_parallel,
                     "max_queue": self.cfg.max_queue,
                     "active": {n: r.active for n, r in self.sched.runners.items()},
+                    "waiting": {n: r.waiting for n, r in self.sched.runners.items()},
                 },
             )
 
@@ -879,6 +1140,11 @@ class Handler(BaseHTTPRequestHandler):
         prompt = text_of(data)
         keep_alive = self._keep_alive(data)
         started = time.monotonic()
+        # server/routes.go GenerateHandler/ChatHandler: an empty prompt with keep_alive 0 expires the runner
+        # (server/sched.go expireRunner) without scheduling, so a model not loaded is not loaded first
+        if prompt is None and keep_alive == 0:
+            self.sched.expire(m["name"])
+            return self.send_json(200, emit_done(m["name"], "", "unload", 0, started, 0, final=True))
         try:
             runner, load = self.sched.acquire(m, options, keep_alive)
         except Busy as exc:
@@ -886,9 +1152,8 @@ class Handler(BaseHTTPRequestHandler):
         except LoadFailed as exc:
             return self.error(500, str(exc))
         try:
-            if prompt is None:  # an empty request only loads (or, with keep_alive 0, unloads)
-                reason = "unload" if keep_alive == 0 else "load"
-                return self.send_json(200, emit_done(m["name"], "", reason, 0, started, load, final=True))
+            if prompt is None:  # an empty request only loads
+                return self.send_json(200, emit_done(m["name"], "", "load", 0, started, load, final=True))
             n = int(options.get("num_predict") or data.get("max_tokens") or self.cfg.tokens)
             n = self.cfg.tokens if n < 0 else n
             seed = int(hashlib.sha256(prompt.encode()).hexdigest()[:6], 16)
@@ -1029,11 +1294,16 @@ class Handler(BaseHTTPRequestHandler):
             return
         info = m["entry"].get("model_info", {})
         dims = int(info.get(f"{info.get('general.architecture')}.embedding_length", 768))
+        options = data.get("options") or {}
+        if problem := self.option_error(options):
+            return self.error(500, problem)
         started = time.monotonic()
         try:
-            runner, load = self.sched.acquire(m, data.get("options") or {}, self._keep_alive(data))
+            runner, load = self.sched.acquire(m, options, self._keep_alive(data))
         except Busy as exc:
             return self.error(503, str(exc))
+        except LoadFailed as exc:
+            return self.error(500, str(exc))
         try:
             time.sleep(self.cfg.ttft)
             vectors = [embedding(t, dims) for t in inputs]

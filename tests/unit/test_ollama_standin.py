@@ -6,6 +6,7 @@ import threading
 import time
 import urllib.error
 
+import ollama_standin
 import pytest
 
 
@@ -41,9 +42,10 @@ def test_num_parallel_4_serves_four_streams_while_the_fifth_waits(standin):
     wait_for(lambda: len(first_token_at) == 4)
     fifth = threading.Thread(target=stream, args=(4,))
     fifth.start()
-    wait_for(lambda: server.get("/standin/stats")["pending"] == 1)
+    wait_for(lambda: server.get("/standin/stats")["waiting"] == {"qwen3:0.6b": 1})
     stats = server.get("/standin/stats")
-    assert stats["active"] == {"qwen3:0.6b": 4}
+    assert stats["active"] == {"qwen3:0.6b": 4} and stats["pending"] == 0
+    assert [m["slots"] for m in server.get("/standin/ps")["models"]] == [4]
     assert 4 not in first_token_at, "the fifth stream started before a slot was free"
     for t in threads + [fifth]:
         t.join(timeout=10)
@@ -51,31 +53,59 @@ def test_num_parallel_4_serves_four_streams_while_the_fifth_waits(standin):
     assert first_token_at[4] - max(first_token_at[i] for i in range(4)) > 1.0
 
 
-def test_queue_beyond_max_queue_answers_503_like_ollama(standin):
-    server = pulled(standin(OLLAMA_NUM_PARALLEL="1", OLLAMA_MAX_QUEUE="2", OLLAMA_STANDIN_TOKENS_PER_SEC="20"))
+def statuses_of(server, bodies, path="/api/generate"):
+    """POST each body from its own thread; returns the threads and the list their statuses go into."""
     results = []
 
-    def request(i):
-        body = {"model": "qwen3:0.6b", "prompt": f"p{i}", "stream": False, "options": {"num_predict": 20}}
+    def request(body):
         try:
-            with server.post("/api/generate", body) as resp:
+            with server.post(path, body) as resp:
+                resp.read()
                 results.append(resp.status)
         except urllib.error.HTTPError as exc:
             results.append(exc.code)
 
-    holders = [threading.Thread(target=request, args=(i,)) for i in range(3)]
-    holders[0].start()
-    wait_for(lambda: server.get("/standin/stats")["active"].get("qwen3:0.6b") == 1)
-    for t in holders[1:]:
+    threads = [threading.Thread(target=request, args=(body,)) for body in bodies]
+    for t in threads:
         t.start()
-    wait_for(lambda: server.get("/standin/stats")["pending"] == 2)
-    with pytest.raises(urllib.error.HTTPError) as refused:
-        server.post("/api/generate", {"model": "qwen3:0.6b", "prompt": "one too many", "stream": False})
-    assert refused.value.code == 503
-    assert "maximum pending requests exceeded" in json.load(refused.value)["error"]
-    for t in holders:
+    return threads, results
+
+
+def test_requests_for_a_loaded_model_wait_for_a_slot_without_bound(standin):
+    # server/sched.go getRunner hands a loaded runner over past the queue; the runner's semaphore has no bound
+    server = pulled(
+        standin(
+            OLLAMA_NUM_PARALLEL="1",
+            OLLAMA_MAX_QUEUE="1",
+            OLLAMA_STANDIN_TTFT_MS="0",
+            OLLAMA_STANDIN_TOKENS_PER_SEC="100",
+        )
+    )
+    server.post("/api/generate", {"model": "qwen3:0.6b"}).read()  # loaded
+    bodies = [
+        {"model": "qwen3:0.6b", "prompt": f"p{i}", "stream": False, "options": {"num_predict": 5}} for i in range(8)
+    ]
+    threads, results = statuses_of(server, bodies)
+    wait_for(lambda: server.get("/standin/stats")["waiting"].get("qwen3:0.6b", 0) >= 3)
+    for t in threads:
         t.join(timeout=20)
-    assert results == [200, 200, 200], "queued requests must be served, not dropped"
+    assert results == [200] * 8, "a loaded model's queue has no bound: OLLAMA_MAX_QUEUE is for loads"
+
+
+def test_max_queue_bounds_the_requests_waiting_for_a_load_with_503(standin):
+    server = pulled(standin(OLLAMA_MAX_QUEUE="1", OLLAMA_STANDIN_LOAD_MS="1500"))
+    body = {"model": "qwen3:0.6b", "prompt": "p", "stream": False, "options": {"num_predict": 1}}
+    first, results = statuses_of(server, [body])
+    wait_for(lambda: server.get("/standin/stats")["loading"] == "qwen3:0.6b")  # taken off the queue, loading
+    second, more = statuses_of(server, [body])
+    wait_for(lambda: server.get("/standin/stats")["pending"] == 1)  # the queue (1) is full
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        server.post("/api/generate", body)
+    assert refused.value.code == 503
+    assert json.load(refused.value)["error"] == "server busy, please try again.  maximum pending requests exceeded"
+    for t in first + second:
+        t.join(timeout=20)
+    assert results + more == [200, 200], "the request loading and the one queued are served"
 
 
 def test_stream_is_ndjson_token_by_token_with_identity_headers(standin):
@@ -142,7 +172,8 @@ def test_default_context_follows_visible_vram_and_context_length_overrides(stand
     (model,) = one_l20.get("/api/ps")["models"]
     # 48 GiB visible: Ollama would pick 256k, capped at the model's 40960 training context
     assert model["context_length"] == 40960
-    assert model["standin"]["gpus"] == [json.loads(open(one_l20.env["NVML_SIM_SPEC"]).read())["gpus"][0]["uuid"]]
+    (held,) = one_l20.get("/standin/ps")["models"]
+    assert held["gpus"] == [json.loads(open(one_l20.env["NVML_SIM_SPEC"]).read())["gpus"][0]["uuid"]]
     fixed = pulled(standin(OLLAMA_CONTEXT_LENGTH="8192"))
     fixed.post("/api/generate", {"model": "qwen3:0.6b"}).read()
     assert fixed.get("/api/ps")["models"][0]["context_length"] == 8192
@@ -165,9 +196,151 @@ def test_keep_alive_zero_unloads_and_load_timeout_fails_slow_loads(standin):
     done = json.load(server.post("/api/generate", {"model": "qwen3:0.6b", "keep_alive": 0}))
     assert done["done_reason"] == "unload" and server.get("/api/ps")["models"] == []
     slow = pulled(standin(OLLAMA_STANDIN_LOAD_MS="2000", OLLAMA_LOAD_TIMEOUT="1s"))
+    # server/routes.go: an empty prompt with keep_alive 0 expires the runner without scheduling (no load)
+    started = time.monotonic()
+    done = json.load(slow.post("/api/generate", {"model": "qwen3:0.6b", "keep_alive": 0}))
+    assert done["done_reason"] == "unload" and time.monotonic() - started < 1
     with pytest.raises(urllib.error.HTTPError) as failed:
         slow.post("/api/generate", {"model": "qwen3:0.6b", "prompt": "x"})
     assert failed.value.code == 500 and "timed out waiting for llama runner" in json.load(failed.value)["error"]
+
+
+def test_keep_alive_zero_unloads_once_the_request_is_done(standin):
+    server = pulled(standin(OLLAMA_STANDIN_TTFT_MS="0", OLLAMA_STANDIN_TOKENS_PER_SEC="20"))
+    body = {"model": "qwen3:0.6b", "prompt": "x", "keep_alive": 0, "options": {"num_predict": 6}}
+    with server.post("/api/generate", body) as resp:
+        resp.readline()
+        assert [m["name"] for m in server.get("/api/ps")["models"]] == ["qwen3:0.6b"], "not while it runs"
+        resp.read()
+    wait_for(lambda: server.get("/api/ps")["models"] == [], timeout=1)  # not the 5m default keep_alive
+
+
+PS_FIELDS = {"name", "model", "size", "digest", "details", "expires_at", "size_vram", "context_length"}
+DETAILS_FIELDS = {"parent_model", "format", "family", "families", "parameter_size", "quantization_level"}
+
+
+def test_api_ps_has_exactly_ollamas_fields_and_the_topology_is_on_standin_ps(standin):
+    # server/routes.go PsHandler, api/types.go ProcessModelResponse and ModelDetails
+    server = pulled(standin(CUDA_VISIBLE_DEVICES="1", OLLAMA_NUM_PARALLEL="2"))
+    server.post("/api/generate", {"model": "qwen3:0.6b"}).read()
+    (model,) = server.get("/api/ps")["models"]
+    assert set(model) == PS_FIELDS
+    assert set(model["details"]) == DETAILS_FIELDS
+    mine = server.get("/standin/ps")
+    gpu1 = json.loads(open(server.env["NVML_SIM_SPEC"]).read())["gpus"][1]["uuid"]
+    assert mine["instance"].endswith(f":{server.port}") and mine["gpus"] == [gpu1]
+    assert mine["env"]["CUDA_VISIBLE_DEVICES"] == "1" and mine["env"]["OLLAMA_NUM_PARALLEL"] == "2"
+    assert mine["models"] == [
+        {"name": "qwen3:0.6b", "gpus": [gpu1], "slots": 2, "context_length": 40960, "active": 0, "waiting": 0}
+    ]
+
+
+def test_another_num_ctx_reloads_once_the_runner_is_idle(standin):
+    # server/sched.go needsReload: other runner options (num_ctx) need another runner; processPending expires
+    # the loaded one, waits for its requests to finish, then loads again
+    server = pulled(
+        standin(
+            OLLAMA_CONTEXT_LENGTH="8192",
+            OLLAMA_STANDIN_LOAD_MS="300",
+            OLLAMA_STANDIN_TTFT_MS="0",
+            OLLAMA_STANDIN_TOKENS_PER_SEC="20",
+        )
+    )
+    server.post("/api/generate", {"model": "qwen3:0.6b"}).read()
+    answers = {}
+
+    def generate(key, options):
+        body = {"model": "qwen3:0.6b", "prompt": key, "stream": False, "options": options}
+        answers[key] = json.load(server.post("/api/generate", body))
+        answers[key]["at"] = time.monotonic()
+
+    running = threading.Thread(target=generate, args=("running", {"num_predict": 20}))
+    running.start()
+    wait_for(lambda: server.get("/standin/stats")["active"] == {"qwen3:0.6b": 1})
+    other = threading.Thread(target=generate, args=("other", {"num_ctx": 4096, "num_predict": 1}))
+    other.start()
+    wait_for(lambda: server.get("/standin/stats")["loading"] == "qwen3:0.6b")
+    assert server.get("/api/ps")["models"][0]["context_length"] == 8192, "the runner in use is not unloaded"
+    running.join(timeout=20)
+    other.join(timeout=20)
+    assert answers["running"]["eval_count"] == 20, "the request in flight finished on the old runner"
+    assert answers["other"]["at"] - answers["running"]["at"] >= 0.2, "loaded again after the runner went idle"
+    assert answers["other"]["load_duration"] >= 0.3e9, "the reload pays the load time again"
+    assert server.get("/api/ps")["models"][0]["context_length"] == 4096
+    same = json.load(server.post("/api/generate", {"model": "qwen3:0.6b", "options": {"num_ctx": 4096}}))
+    assert same["load_duration"] < 0.3e9, "the same num_ctx uses the loaded runner"
+    back = json.load(server.post("/api/generate", {"model": "qwen3:0.6b"}))
+    assert back["load_duration"] >= 0.3e9, "no num_ctx is the default context (8192): another reload"
+    assert server.get("/api/ps")["models"][0]["context_length"] == 8192
+
+
+def test_a_reload_at_a_context_that_no_longer_fits_spills_to_cpu(standin):
+    server = pulled(
+        standin(CUDA_VISIBLE_DEVICES="0", OLLAMA_NUM_PARALLEL="4", OLLAMA_CONTEXT_LENGTH="8192"), "llama3.1:8b"
+    )
+    server.post("/api/generate", {"model": "llama3.1:8b"}).read()
+    (model,) = server.get("/api/ps")["models"]
+    assert model["size_vram"] == model["size"]
+    body = {"model": "llama3.1:8b", "prompt": "x", "stream": False, "options": {"num_ctx": 131072, "num_predict": 1}}
+    server.post("/api/generate", body).read()
+    (model,) = server.get("/api/ps")["models"]
+    # 4 slots x 128k x 128 KiB per token: 64 GiB of KV cache on a 48 GB L20
+    assert model["context_length"] == 131072 and model["size_vram"] < model["size"]
+
+
+def test_load_time_grows_with_the_model_size(standin):
+    cfg = ollama_standin.Config({"OLLAMA_STANDIN_KNOBS": "/nonexistent", "NVML_SIM_SPEC": "/nonexistent"})
+    assert 26 < cfg.load_seconds(42520413916) < 28, "the defaults: a 70B Q4 takes ~27 s"
+    server = standin(OLLAMA_STANDIN_LOAD_MS="100", OLLAMA_STANDIN_LOAD_MIB_S="1000")
+    loads = {}
+    for name in ("qwen3:0.6b", "nomic-embed-text"):  # 498 MiB and 262 MiB
+        pulled(server, name)
+        answer = json.load(server.post("/api/embed" if "embed" in name else "/api/generate", {"model": name}))
+        loads[name] = answer["load_duration"] / 1e9
+    assert 0.59 <= loads["qwen3:0.6b"] < 1.5
+    assert 0.36 <= loads["nomic-embed-text"] < loads["qwen3:0.6b"]
+
+
+def test_embedding_models_get_one_slot_whatever_num_parallel(standin):
+    # server/sched.go Scheduler.load: numParallel 1 for models without the completion capability
+    server = pulled(standin(OLLAMA_NUM_PARALLEL="4", OLLAMA_STANDIN_TTFT_MS="500"), "nomic-embed-text")
+    name = "nomic-embed-text:latest"
+    threads, results = statuses_of(server, [{"model": name, "input": f"t{i}"} for i in range(2)], "/api/embed")
+    wait_for(lambda: server.get("/standin/stats")["waiting"].get(name) == 1)
+    assert server.get("/standin/stats")["active"] == {name: 1}, "the second request waits for the one slot"
+    assert [m["slots"] for m in server.get("/standin/ps")["models"]] == [1]
+    for t in threads:
+        t.join(timeout=10)
+    assert results == [200, 200]
+    # and its KV cache is sized for one slot: as large as with OLLAMA_NUM_PARALLEL=1
+    single = pulled(standin(OLLAMA_NUM_PARALLEL="1"), "nomic-embed-text")
+    single.post("/api/embed", {"model": name, "input": "x"}).read()
+    assert single.get("/api/ps")["models"][0]["size"] == server.get("/api/ps")["models"][0]["size"]
+
+
+@pytest.mark.parametrize(
+    "family", ["mllama", "qwen3vl", "qwen35", "qwen3next", "lfm2", "nemotron_h", "qwen3vlmoe", "nemotron_h_moe"]
+)
+def test_architectures_ollama_runs_with_one_slot(family, capsys):
+    assert ollama_standin.model_parallel(4, {"family": family, "capabilities": ["completion", "vision"]}) == 1
+    assert 'msg="model architecture does not currently support parallel requests"' in capsys.readouterr().err
+    assert ollama_standin.model_parallel(4, {"family": "llama", "capabilities": ["completion"]}) == 4
+    assert ollama_standin.model_parallel(4, {"family": "nomic-bert", "capabilities": ["embedding"]}) == 1
+
+
+def test_knobs_come_from_the_file_and_the_environment_wins(standin, tmp_path):
+    # the fixture points OLLAMA_STANDIN_KNOBS at this file
+    (tmp_path / "standin-knobs.env").write_text(
+        '# written by simulated_host\nOLLAMA_STANDIN_TOKENS="3"\n\nOLLAMA_NUM_PARALLEL=4\n'
+    )
+    body = {"model": "qwen3:0.6b", "prompt": "x", "stream": False}
+    from_file = pulled(standin())
+    assert json.load(from_file.post("/api/generate", body))["eval_count"] == 3
+    mine = from_file.get("/standin/ps")
+    assert mine["knobs"]["OLLAMA_STANDIN_TOKENS"] == "3"
+    assert mine["models"][0]["slots"] == 1, "the file sets only OLLAMA_STANDIN_* knobs"
+    from_env = pulled(standin(OLLAMA_STANDIN_TOKENS="5"))
+    assert json.load(from_env.post("/api/generate", body))["eval_count"] == 5
 
 
 def test_embed_returns_unit_vectors_of_the_models_width(standin):

@@ -41,6 +41,11 @@ def ps(host, port):
     return json.loads(host.check_output(f"curl -sf http://127.0.0.1:{port}/api/ps"))["models"]
 
 
+def standin_ps(host, port):
+    """The stand-in's own view (not Ollama's API): its GPUs, the environment it got, per model the GPUs holding it."""
+    return json.loads(host.check_output(f"curl -sf http://127.0.0.1:{port}/standin/ps"))
+
+
 @pytest.mark.parametrize("name", INSTANCES)
 def test_unit_is_active_and_enabled(host, name):
     unit = host.service(f"ollama@{name}")
@@ -59,8 +64,8 @@ def test_cuda_visible_devices_are_the_groups_uuids(host, uuids, name):
     indices = INSTANCES[name][0]
     expected = ",".join(uuids[i] for i in indices)
     assert process_env(host, name)["CUDA_VISIBLE_DEVICES"] == expected
-    (model,) = ps(host, INSTANCES[name][1])
-    assert model["standin"]["gpus"] == [uuids[i] for i in indices]
+    (model,) = standin_ps(host, INSTANCES[name][1])["models"]
+    assert model["gpus"] == [uuids[i] for i in indices]
 
 
 @pytest.mark.parametrize("name", INSTANCES)
@@ -69,7 +74,7 @@ def test_ollama_settings_reach_the_process_as_configured(host, name):
     expected = {**COMMON, **own, "OLLAMA_HOST": f"127.0.0.1:{port}"}
     from_systemd = process_env(host, name)
     (model,) = ps(host, port)
-    from_ollama = model["standin"]["env"]
+    from_ollama = standin_ps(host, port)["env"]
     for variable, value in expected.items():
         assert from_systemd[variable] == value, variable
         assert from_ollama[variable] == value, variable
