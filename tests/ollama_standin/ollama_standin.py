@@ -1132,19 +1132,20 @@ class Handler(BaseHTTPRequestHandler):
         m = self._model(data)
         if m is None:
             return
+        prompt = text_of(data)
+        keep_alive = self._keep_alive(data)
+        started = time.monotonic()
+        # server/routes.go GenerateHandler/ChatHandler: an empty prompt with keep_alive 0 expires the runner
+        # (server/sched.go expireRunner) without scheduling, so a model not loaded is not loaded first; this
+        # comes before the capability check, so it unloads an embedding model too
+        if prompt is None and keep_alive == 0:
+            self.sched.expire(m["name"])
+            return self.send_json(200, emit_done(m["name"], "", "unload", 0, started, 0, final=True))
         if "embedding" in m["entry"].get("capabilities", []) and "completion" not in m["entry"]["capabilities"]:
             return self.error(400, f'"{m["name"]}" does not support generate')
         options = data.get("options") or {}
         if problem := self.option_error(options):
             return self.error(500, problem)  # scheduleRunner's error, answered by handleScheduleError
-        prompt = text_of(data)
-        keep_alive = self._keep_alive(data)
-        started = time.monotonic()
-        # server/routes.go GenerateHandler/ChatHandler: an empty prompt with keep_alive 0 expires the runner
-        # (server/sched.go expireRunner) without scheduling, so a model not loaded is not loaded first
-        if prompt is None and keep_alive == 0:
-            self.sched.expire(m["name"])
-            return self.send_json(200, emit_done(m["name"], "", "unload", 0, started, 0, final=True))
         try:
             runner, load = self.sched.acquire(m, options, keep_alive)
         except Busy as exc:

@@ -316,6 +316,13 @@ def test_embedding_models_get_one_slot_whatever_num_parallel(standin):
     single = pulled(standin(OLLAMA_NUM_PARALLEL="1"), "nomic-embed-text")
     single.post("/api/embed", {"model": name, "input": "x"}).read()
     assert single.get("/api/ps")["models"][0]["size"] == server.get("/api/ps")["models"][0]["size"]
+    # an empty /api/generate with keep_alive 0 unloads it (routes.go: before the capability check), while
+    # one with a prompt is refused: an embedding model does not generate
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        single.post("/api/generate", {"model": name, "prompt": "x"})
+    assert refused.value.code == 400
+    done = json.load(single.post("/api/generate", {"model": name, "keep_alive": 0}))
+    assert done["done_reason"] == "unload" and single.get("/api/ps")["models"] == []
 
 
 @pytest.mark.parametrize(
