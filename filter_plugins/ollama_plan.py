@@ -46,7 +46,8 @@ plan: "{{ gpus.gpus | ollama_plan(host=inventory_hostname, config=_ollama_plan_c
 RETURN = r"""
 _value:
   description: "Instances: host, name, port, address, gpus, gpu_label, vram_total, cuda_visible_devices,
-    settings, env, models."
+    device_nodes (its GPUs' /dev/nvidiaN, from gpu_facts' minor_number; [] when one is unknown), settings, env,
+    models, warm."
   type: list
   elements: dict
 """
@@ -176,10 +177,27 @@ def _units(gpus):
     for gpu in gpus:
         if gpu.get("mig_mode"):
             for mig in gpu.get("mig_devices", []):
-                units.append(dict(mig, mig=True, parent_index=gpu["index"], label=f"{gpu['index']}/{mig['index']}"))
+                units.append(
+                    dict(
+                        mig,
+                        mig=True,
+                        parent_index=gpu["index"],
+                        label=f"{gpu['index']}/{mig['index']}",
+                        device_minor=gpu.get("minor_number"),  # a MIG device is reached through its GPU's node
+                    )
+                )
         else:
-            units.append(dict(gpu, mig=False, label=str(gpu["index"])))
+            units.append(dict(gpu, mig=False, label=str(gpu["index"]), device_minor=gpu.get("minor_number")))
     return units
+
+
+def _device_nodes(units):
+    """The /dev/nvidiaN nodes an instance's unit may open; [] when a minor number is unknown (the unit then
+    allows every NVIDIA GPU node, as before: see ollama@.service's drop-in)."""
+    minors = [u.get("device_minor") for u in units]
+    if any(m is None for m in minors):
+        return []
+    return [f"/dev/nvidia{m}" for m in sorted(set(minors))]
 
 
 def _label(units):
@@ -383,6 +401,7 @@ def ollama_plan(gpus, host, config):
                 "gpu_label": _label(units_of),
                 "vram_total": sum(u["memory_total"] for u in units_of),
                 "cuda_visible_devices": devices,
+                "device_nodes": _device_nodes(units_of),
                 "settings": settings,
                 "env": env,
                 "models": models,

@@ -12,6 +12,9 @@ from prometheus_client.parser import text_string_to_metric_families
 GPU_HOST_PATHS = [
     "/etc/systemd/system/ollama@.service",
     "/etc/systemd/system/ollama-firewall.service",
+    "/etc/systemd/system/ollama-nvidia-devices.service",
+    "/etc/systemd/system/ollama@*.service.d",  # each instance's device allow-list
+    "/usr/local/sbin/ollama-nvidia-devices",
     "/etc/systemd/system/ollama.service",  # the mask on the stock unit
     "/etc/ollama",
     "/opt/ollama",
@@ -52,7 +55,8 @@ def metrics(host, listen: str = "127.0.0.1:8081") -> dict:
 
 
 def left_behind(host, paths: list[str]) -> list[str]:
-    return [p for p in paths if host.file(p).exists]
+    """The PATHS (shell globs allowed) that exist on HOST."""
+    return [p for p in paths if host.run(f"ls -d {p}").rc == 0]
 
 
 # `systemctl is-active` / `is-enabled` answers that mean the unit is still at work or still set to start.

@@ -328,3 +328,23 @@ def test_plan_table_lists_every_instance_with_its_settings():
     assert small.split() == ["small", "0-1", "96.0", "11435", "4", "8192", "llama3.1:8b", "10.0", "76.4"]
     assert large.split()[:7] == ["large", "2-6", "239.9", "11436", "1", "131072", "llama3.3:70b"]
     assert large.split()[7] == "?" and solo.split()[6:] == ["-", "-", "43.2"]
+
+
+def test_each_instance_may_open_only_its_own_gpus_device_nodes():
+    """/dev/nvidiaN is the driver's minor number, which need not be the NVML index: the plan takes gpu_facts'."""
+    l20 = gpus("l20x8")
+    for gpu in l20:
+        gpu["minor_number"] = 7 - gpu["index"]  # reversed, so an index would open the wrong GPU
+    plan = {i["name"]: i["device_nodes"] for i in ollama_plan(l20, "gpu1", config(instances=SEEDS))}
+    assert plan == {
+        "small": ["/dev/nvidia6", "/dev/nvidia7"],
+        "large": ["/dev/nvidia1", "/dev/nvidia2", "/dev/nvidia3", "/dev/nvidia4", "/dev/nvidia5"],
+        "solo": ["/dev/nvidia0"],
+    }
+    # a MIG device is reached through its GPU's node; without a minor number nothing is guessed
+    h100 = gpus("h100-mig")
+    h100[0]["minor_number"] = 3
+    assert {i["name"]: i["device_nodes"] for i in ollama_plan(h100, "h100", config())} == dict.fromkeys(
+        ["mig0-0", "mig0-1", "mig0-2"], ["/dev/nvidia3"]
+    )
+    assert all(i["device_nodes"] == [] for i in ollama_plan(gpus("l20x8"), "gpu1", config(instances=SEEDS)))

@@ -117,3 +117,31 @@ def test_a_killed_instance_comes_back(host):
     )
     assert back.rc == 0
     assert host.check_output("systemctl show -p MainPID --value ollama@solo.service") != before
+
+
+def test_each_unit_may_open_only_its_own_gpus(host, name):
+    """DeviceAllow: the instance's /dev/nvidiaN (minor numbers from NVML; the spec's equal the indices), the
+    shared control/UVM/modeset/caps nodes, and not the class that holds every GPU (char-nvidia-frontend)."""
+    raw = host.check_output(f"systemctl show -p DeviceAllow --value ollama@{name}.service").split()
+    allowed = dict(zip(raw[::2], raw[1::2], strict=True))
+    gpu_nodes = {node for node in allowed if re.fullmatch(r"/dev/nvidia\d+", node)}
+    assert gpu_nodes == {f"/dev/nvidia{i}" for i in INSTANCES[name][0]}
+    assert {"/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-uvm-tools"} <= set(allowed)
+    assert "char-nvidia-frontend" not in allowed and "char-nvidia" not in allowed
+
+
+def test_device_nodes_are_made_before_any_instance(host):
+    """ollama-nvidia-devices.service runs at boot before the instances (they cannot load nvidia-uvm); on a host
+    without the NVIDIA driver, like this one, its condition skips it instead of failing."""
+    devices = host.service("ollama-nvidia-devices")
+    assert devices.is_enabled
+    checked = host.check_output(
+        "systemctl show -p ConditionResult -p ConditionTimestampMonotonic ollama-nvidia-devices.service"
+    )
+    props = dict(line.split("=", 1) for line in checked.splitlines())
+    # pulled in by the instances (Wants=), its condition was checked, and it said no: no driver here
+    assert props["ConditionResult"] == "no" and int(props["ConditionTimestampMonotonic"]) > 0
+    assert not devices.is_running
+    for name in INSTANCES:
+        after = host.check_output(f"systemctl show -p After --value ollama@{name}.service").split()
+        assert "ollama-nvidia-devices.service" in after

@@ -47,6 +47,7 @@ gpus:
       memory_total: 51527024640
       memory_free: 51525976064
       pci_bus_id: "00000000:18:00.0"
+      minor_number: 0
       compute_capability: "8.9"
       mig_mode: null
       mig_devices: []
@@ -135,6 +136,10 @@ def from_nvml():
             except nvml.NVMLError_NotSupported:
                 mig_mode = None
             name = _text(nvml.nvmlDeviceGetName(handle))
+            try:  # the N of /dev/nvidiaN, which the instance's unit may open
+                minor_number = nvml.nvmlDeviceGetMinorNumber(handle)
+            except nvml.NVMLError_NotSupported:
+                minor_number = None
             gpus.append(
                 {
                     "index": index,
@@ -143,6 +148,7 @@ def from_nvml():
                     "memory_total": total,
                     "memory_free": free,
                     "pci_bus_id": _text(nvml.nvmlDeviceGetPciInfo(handle).busId),
+                    "minor_number": minor_number,
                     "compute_capability": f"{major}.{minor}",
                     "mig_mode": mig_mode,
                     "mig_devices": _mig_devices(nvml, handle, name) if mig_mode else [],
@@ -158,6 +164,19 @@ def from_nvml():
         nvml.nvmlShutdown()
 
 
+def _minor_from_procfs(bus_id):
+    """The driver's "Device Minor" of a GPU (nvidia-smi has no query field for it), or None."""
+    path = f"/proc/driver/nvidia/gpus/{bus_id[-12:].lower()}/information"
+    try:
+        with open(path) as info:
+            for line in info:
+                if line.startswith("Device Minor:"):
+                    return int(line.split(":", 1)[1])
+    except (OSError, ValueError):
+        pass
+    return None
+
+
 def from_nvidia_smi(module):
     binary = module.get_bin_path(module.params["nvidia_smi"])
     if binary is None:
@@ -171,6 +190,8 @@ def from_nvidia_smi(module):
         gpus = parse_nvidia_smi_csv(out, QUERY_FIELDS, listing if rc == 0 else "")
     except GpuParseError as exc:
         raise RuntimeError(f"nvidia-smi: {exc}") from None
+    for gpu in gpus:
+        gpu["minor_number"] = _minor_from_procfs(gpu.get("pci_bus_id", ""))
     first = out.strip().splitlines()[0] if out.strip() else ""
     driver = dict(zip(QUERY_FIELDS, first.split(", "), strict=False)).get("driver_version", "")
     _, banner, _ = module.run_command([binary])
