@@ -325,6 +325,16 @@ def ollama_fit_check(plan, models, headroom=0.10, policy="fail"):
                     "context": model_context(info, effective_context(instance["settings"], instance["vram_total"])),
                 }
             )
+        if any(f["status"] == "adjusted" for f in instance["fit"]):
+            # a later model lowered the instance's settings: what the earlier ones get changed with them
+            for fit in instance["fit"]:
+                if "estimate" in fit:
+                    info = models[fit["model"]]
+                    fit["estimate"] = _estimate_for(instance, info, instance["settings"])
+                    fit["slots"] = model_slots(info, instance["settings"]["num_parallel"])
+                    fit["context"] = model_context(
+                        info, effective_context(instance["settings"], instance["vram_total"])
+                    )
         checked.append(instance)
     if misfits and policy == "fail":
         raise AnsibleFilterError(

@@ -260,3 +260,16 @@ def test_adjust_does_not_lower_parallel_for_a_single_slot_model():
     assert checked["fit"][0]["status"] == "adjusted"
     assert checked["settings"]["num_parallel"] == 4 and checked["settings"]["context_length"] < 131072
     assert checked["fit"][0]["context"] == checked["settings"]["context_length"]
+
+
+def test_an_adjustment_for_a_later_model_reaches_the_earlier_ones():
+    """The instance runs one num_parallel and context for all its models: after adjust lowered them for
+    llama3.3:70b, the small model checked before it gets the same slots and context (what nginx and the
+    proof use)."""
+    small = {"model_info": {k.replace("llama.", "qwen3."): v for k, v in LLAMA33_70B.items()}, "size": 2**30}
+    small["model_info"]["general.architecture"] = "qwen3"
+    models = {**MODELS, "qwen3:0.6b": small}
+    (checked,) = ollama_fit_check([instance(gpus=2, models=("qwen3:0.6b", "llama3.3:70b"))], models, policy="adjust")
+    parallel, context = checked["settings"]["num_parallel"], checked["settings"]["context_length"]
+    assert (parallel, context) != (4, 131072), "the 70B needed an adjustment on 2 GPUs"
+    assert [(f["slots"], f["context"]) for f in checked["fit"]] == [(parallel, context)] * 2
