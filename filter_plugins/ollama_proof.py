@@ -10,7 +10,10 @@ description:
     loaded, 100 % in VRAM (C(size_vram) = C(size)) and at the planned context (C(context_length) = the fit
     entry's C(context)). A miss names host, instance, GPUs, model, GiB in VRAM against GiB loaded, the context
     seen against planned, and the causes to check.
-  - Models the fit check could not know (status unknown) are not judged: nothing was promised for them.
+  - Models the fit check could not know (status unknown) or let through knowing they do not fit
+    (misfit, with ollama_fit_policy warn) are not judged: nothing was promised for them.
+  - 100 % is exact: Ollama reports a model whose layers are all offloaded with size = size_vram
+    (llm/llama_server.go, MemorySize).
 options:
   _input:
     description: uri results, each with C(__instance) (an instance of ollama_plan), C(status) and C(json).
@@ -26,12 +29,14 @@ misses: "{{ __ollama_proof_ps.results | ollama_plan_misses }}"
 
 RETURN = r"""
 _value:
-  description: One message per instance that misses its plan; empty when every instance holds it.
+  description: One message per instance that misses its plan; empty when every instance holds it. (The same
+    file's ollama_models_to_warm(instance, ps_models) lists the pinned models a warm-up must (re)load.)
   type: list
   elements: str
 """
 
 GIB = 1024**3
+PROMISED = ("fits", "adjusted")
 CAUSES = (
     "check: the unit may open its GPUs' device nodes and nvidia-uvm is loaded (`ls -l /dev/nvidia*`); "
     "no other process holds memory on {gpus} (`nvidia-smi --query-compute-apps=pid,used_memory --format=csv`); "
@@ -62,12 +67,25 @@ def _model_misses(fit, loaded):
     return misses
 
 
+def ollama_models_to_warm(instance, loaded):
+    """The pinned models of INSTANCE that /api/ps (LOADED: its models list) does not show, or shows at another
+    context than planned (a client's options.num_ctx reloaded it): a warm-up request without options loads
+    them again at the instance's context (server/sched.go needsReload)."""
+    seen = {_name(m["name"]): m.get("context_length") for m in loaded}
+    planned = {_name(f["model"]): f.get("context") for f in instance.get("fit", [])}
+    return [
+        m
+        for m in instance.get("models", [])
+        if _name(m) not in seen or (planned.get(_name(m)) is not None and seen[_name(m)] != planned[_name(m)])
+    ]
+
+
 def ollama_plan_misses(results):
     messages = []
     for result in results:
         instance = result["__instance"]
         where = f"host {instance['host']}, instance '{instance['name']}' ({instance['gpu_label']})"
-        promised = [f for f in instance.get("fit", []) if "context" in f]
+        promised = [f for f in instance.get("fit", []) if f.get("status") in PROMISED]
         if not promised:
             continue
         if result.get("status") != 200 or not isinstance(result.get("json"), dict):
@@ -84,4 +102,4 @@ def ollama_plan_misses(results):
 
 class FilterModule:
     def filters(self):
-        return {"ollama_plan_misses": ollama_plan_misses}
+        return {"ollama_plan_misses": ollama_plan_misses, "ollama_models_to_warm": ollama_models_to_warm}

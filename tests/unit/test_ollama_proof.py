@@ -70,3 +70,19 @@ def test_models_the_fit_check_could_not_judge_promise_nothing():
 def test_names_without_a_tag_match_latest():
     instance = planned(models=("nomic-embed-text",), context=2048)
     assert ollama_plan_misses([dict(ps(loaded("nomic-embed-text:latest", context=2048)), __instance=instance)]) == []
+
+
+def test_a_model_let_through_as_a_misfit_promises_nothing():
+    """ollama_fit_policy warn deploys a model known not to fit: it spills, and that is not a failed deploy."""
+    warned = dict(planned(), fit=[dict(planned()["fit"][0], status="misfit")])
+    assert ollama_plan_misses([dict(ps(loaded(size_vram=10 * GIB)), __instance=warned)]) == []
+
+
+def test_warm_up_reloads_what_a_client_reloaded_at_another_context():
+    from ollama_proof import ollama_models_to_warm
+
+    instance = dict(planned(models=("llama3.3:70b", "qwen3:0.6b")), models=["llama3.3:70b", "qwen3:0.6b"])
+    assert ollama_models_to_warm(instance, [loaded(context=8192)]) == ["qwen3:0.6b"]
+    assert ollama_models_to_warm(instance, [loaded(context=2048), loaded("qwen3:0.6b")]) == ["llama3.3:70b"]
+    unknown = dict(instance, fit=[{"model": "llama3.3:70b", "status": "unknown"}], models=["llama3.3:70b"])
+    assert ollama_models_to_warm(unknown, [loaded(context=2048)]) == []
