@@ -72,3 +72,25 @@ def test_malformed_output_is_rejected_with_the_line(text, message):
 def test_query_without_the_needed_fields_is_rejected():
     with pytest.raises(AnsibleFilterError, match="needs the fields uuid, memory.total"):
         ollama_gpus_from_nvidia_smi("0, L20", fields=["index", "name"])
+
+
+def test_minor_numbers_from_nvidia_smi_query():
+    """`nvidia-smi -q` is where the fallback finds the N of /dev/nvidiaN (no --query-gpu field has it)."""
+    from gpu_inventory import minor_numbers_from_query
+
+    text = """
+==============NVSMI LOG==============
+
+Driver Version                            : 570.133.20
+Attached GPUs                             : 2
+GPU 00000000:18:00.0
+    Product Name                          : NVIDIA L20
+    Minor Number                          : 3
+    MIG Mode
+        Current                           : N/A
+
+GPU 00000000:9A:00.0
+    Product Name                          : NVIDIA L20
+    Minor Number                          : N/A
+"""
+    assert minor_numbers_from_query(text) == {"00000000:18:00.0": 3, "00000000:9A:00.0": None}

@@ -75,6 +75,7 @@ from ansible.module_utils.gpu_inventory import (
     GpuParseError,
     cuda_version_from_int,
     cuda_version_from_smi_banner,
+    minor_numbers_from_query,
     parse_nvidia_smi_csv,
 )
 
@@ -164,19 +165,6 @@ def from_nvml():
         nvml.nvmlShutdown()
 
 
-def _minor_from_procfs(bus_id):
-    """The driver's "Device Minor" of a GPU (nvidia-smi has no query field for it), or None."""
-    path = f"/proc/driver/nvidia/gpus/{bus_id[-12:].lower()}/information"
-    try:
-        with open(path) as info:
-            for line in info:
-                if line.startswith("Device Minor:"):
-                    return int(line.split(":", 1)[1])
-    except (OSError, ValueError):
-        pass
-    return None
-
-
 def from_nvidia_smi(module):
     binary = module.get_bin_path(module.params["nvidia_smi"])
     if binary is None:
@@ -190,8 +178,10 @@ def from_nvidia_smi(module):
         gpus = parse_nvidia_smi_csv(out, QUERY_FIELDS, listing if rc == 0 else "")
     except GpuParseError as exc:
         raise RuntimeError(f"nvidia-smi: {exc}") from None
+    rc, details, _ = module.run_command([binary, "-q"])
+    minors = minor_numbers_from_query(details) if rc == 0 else {}
     for gpu in gpus:
-        gpu["minor_number"] = _minor_from_procfs(gpu.get("pci_bus_id", ""))
+        gpu["minor_number"] = minors.get(gpu.get("pci_bus_id", "").upper())
     first = out.strip().splitlines()[0] if out.strip() else ""
     driver = dict(zip(QUERY_FIELDS, first.split(", "), strict=False)).get("driver_version", "")
     _, banner, _ = module.run_command([binary])

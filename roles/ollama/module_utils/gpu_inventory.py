@@ -30,6 +30,23 @@ _GPU_LINE = re.compile(r"^GPU\s+(?P<index>\d+):\s+(?P<name>.+?)\s+\(UUID:\s+(?P<
 _PROFILE_MEMORY = re.compile(r"\.(\d+)gb$")
 
 
+_Q_GPU = re.compile(r"^GPU\s+(?P<bus>[0-9A-Fa-f]+:[0-9A-Fa-f]+:[0-9A-Fa-f]+\.[0-9A-Fa-f]+)\s*$")
+_Q_MINOR = re.compile(r"^\s+Minor Number\s+:\s+(?P<minor>\S+)")
+
+
+def minor_numbers_from_query(text: str) -> dict:
+    """{PCI bus id (upper case): minor number, or None where nvidia-smi -q says N/A} from `nvidia-smi -q`,
+    whose "Minor Number" is the N of /dev/nvidiaN (no --query-gpu field gives it)."""
+    minors, bus = {}, None
+    for line in text.splitlines():
+        if header := _Q_GPU.match(line):
+            bus = header.group("bus").upper()
+        elif bus and (minor := _Q_MINOR.match(line)):
+            value = minor.group("minor")
+            minors[bus] = int(value) if value.isdigit() else None
+    return minors
+
+
 class GpuParseError(ValueError):
     pass
 
