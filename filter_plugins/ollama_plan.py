@@ -481,7 +481,10 @@ def ollama_models_from_api(shows, tags):
             "source": "ollama",
         }
         for r in shows
-        if r.get("json") and model_name(r["item"]["model"]) in sizes
+        if r.get("status") == 200
+        and isinstance(r.get("json"), dict)
+        and "model_info" in r["json"]
+        and model_name(r["item"]["model"]) in sizes
     }
 
 

@@ -15,6 +15,7 @@ GPU_HOST_PATHS = [
     "/etc/systemd/system/ollama-nvidia-devices.service",
     "/etc/systemd/system/ollama@*.service.d",  # each instance's device allow-list
     "/usr/local/sbin/ollama-nvidia-devices",
+    "/etc/modules-load.d/ollama-nvidia.conf",
     "/etc/systemd/system/ollama.service",  # the mask on the stock unit
     "/etc/ollama",
     "/opt/ollama",

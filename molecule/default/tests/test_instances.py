@@ -119,6 +119,7 @@ def test_a_killed_instance_comes_back(host):
     assert host.check_output("systemctl show -p MainPID --value ollama@solo.service") != before
 
 
+@pytest.mark.parametrize("name", INSTANCES)
 def test_each_unit_may_open_only_its_own_gpus(host, name):
     """DeviceAllow: the instance's /dev/nvidiaN (minor numbers from NVML; the spec's equal the indices), the
     shared control/UVM/modeset/caps nodes, and not the class that holds every GPU (char-nvidia-frontend)."""
