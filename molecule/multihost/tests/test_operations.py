@@ -97,8 +97,11 @@ def test_plan_picture_draws_both_hosts(tmp_path):
 # A rolling change of every instance (OLLAMA_KEEP_ALIVE), so each one restarts; the stand-in loads a model
 # at a realistic 1.5 GiB/s here (llama3.1:8b ≈ 3 s), as a real server would.
 ROLLING = {"ollama_keep_alive": "10m"}
-# A cold llama3.1:8b takes 0.2 s + 4.6 GiB at 1.5 GiB/s ≈ 3.3 s to load; a queue wait alone stays near 1 s.
-COLD = 2.5
+# A cold llama3.1:8b takes 0.2 s + 4.6 GiB at 1.5 GiB/s ≈ 3.3 s to load; a queue wait alone stays under
+# 1 s (0.85 s and 0.87 s in two runs). A stream that meets the load waits for what is left of it: 2.8 s and
+# 3.8 s at most in the same runs. Hence two bounds: over COLD someone met a load, under WARM nobody did.
+COLD = 2.0
+WARM = 2.5
 
 
 def rolling_change(extra, case):
@@ -112,7 +115,7 @@ def rolling_change(extra, case):
     steady = running.ttft(0.99, until=changed)
     during, worst = running.ttft(0.99, since=changed, until=done), running.ttft(1.0, since=changed, until=done)
     ttft = {"ttft_p99_steady_ms": round(steady * 1000), "ttft_p99_ms": round(during * 1000)}
-    cold = sum(1 for o in running.outcomes if o.ttft is not None and o.ttft > COLD and changed <= o.started <= done)
+    cold = sum(1 for o in running.outcomes if o.ttft is not None and o.ttft > WARM and changed <= o.started <= done)
     record(case, running, done - changed, **ttft, ttft_max_ms=round(worst * 1000), streams_over_2_5_s=cold)
     return run, running, steady, during, worst
 
@@ -141,7 +144,7 @@ def test_rolling_upgrade_under_load_fails_no_request_and_meets_no_cold_model():
     assert broken(running) == 0 and running.count("ok") > 0
     # the TTFT target (p99 within 2× steady) is measured and recorded for the README, not asserted here:
     # what must hold is that no stream waited for a load
-    assert worst < COLD, f"no stream may wait for a model load: instances rejoin warm (worst {worst:.2f} s)"
+    assert worst < WARM, f"no stream may wait for a model load: instances rejoin warm (worst {worst:.2f} s)"
     status = playbook("playbooks/status.yml")
     assert status.returncode == 0, status.stdout[-3000:]
     assert {row[3] for row in status_rows(status).values()} == {"0.33.1"}
