@@ -1,5 +1,12 @@
 """Proof after a deploy: what each instance's /api/ps shows against what the plan promised."""
 
+import sys
+from pathlib import Path
+
+# One rule for Ollama's model names (a name without a tag is :latest): the plan's.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from ollama_plan import model_name  # noqa: E402
+
 DOCUMENTATION = r"""
 name: ollama_plan_misses
 short_description: Where a warmed instance does not hold its pinned models as planned, one message per instance
@@ -45,16 +52,12 @@ CAUSES = (
 )
 
 
-def _name(name):
-    return name if ":" in name.rsplit("/", 1)[-1] else f"{name}:latest"
-
-
 def _gib(value):
     return f"{value / GIB:.1f}"
 
 
 def _model_misses(fit, loaded):
-    model = loaded.get(_name(fit["model"]))
+    model = loaded.get(model_name(fit["model"]))
     if model is None:
         return [f"{fit['model']} is not loaded"]
     misses = []
@@ -71,12 +74,13 @@ def ollama_models_to_warm(instance, loaded):
     """The pinned models of INSTANCE that /api/ps (LOADED: its models list) does not show, or shows at another
     context than planned (a client's options.num_ctx reloaded it): a warm-up request without options loads
     them again at the instance's context (server/sched.go needsReload)."""
-    seen = {_name(m["name"]): m.get("context_length") for m in loaded}
-    planned = {_name(f["model"]): f.get("context") for f in instance.get("fit", [])}
+    seen = {model_name(m["name"]): m.get("context_length") for m in loaded}
+    planned = {model_name(f["model"]): f.get("context") for f in instance.get("fit", [])}
     return [
         m
         for m in instance.get("models", [])
-        if _name(m) not in seen or (planned.get(_name(m)) is not None and seen[_name(m)] != planned[_name(m)])
+        if model_name(m) not in seen
+        or (planned.get(model_name(m)) is not None and seen[model_name(m)] != planned[model_name(m)])
     ]
 
 
@@ -91,7 +95,7 @@ def ollama_plan_misses(results):
         if result.get("status") != 200 or not isinstance(result.get("json"), dict):
             messages.append(f"{where}: /api/ps did not answer ({result.get('msg', 'no answer')})")
             continue
-        loaded = {_name(m["name"]): m for m in result["json"].get("models", [])}
+        loaded = {model_name(m["name"]): m for m in result["json"].get("models", [])}
         misses = [miss for fit in promised for miss in _model_misses(fit, loaded)]
         if misses:
             estimates = [f"{f['model']} {_gib(f['estimate']['total'])} GiB" for f in promised]

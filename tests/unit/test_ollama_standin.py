@@ -414,7 +414,7 @@ def test_loopback_listener_refuses_a_host_that_is_not_local_with_403(standin):
         (status, body), after = raw_request(server.port, host_header)
         assert (status, body) == (403, b""), host_header
         assert after == 200, host_header  # the connection stays usable
-        for method, path in (("POST", "/api/generate"), ("GET", "/api/tags")):
+        for method, path in (("POST", "/api/generate"), ("GET", "/api/tags"), ("GET", "/standin/ps")):
             (status, _), after = raw_request(server.port, host_header, method, path, b'{"model":"x"}')
             assert (status, after) == (403, 200), (host_header, method)  # the body was read once, not run
 

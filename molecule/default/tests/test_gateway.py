@@ -135,6 +135,9 @@ def test_the_gateways_own_errors_are_json_and_name_no_version():
 
 def test_unknown_paths_are_not_proxied():
     assert call(f"{GATEWAY}/api/anything").status == 404
+    # the stand-in's debug paths (its topology, not Ollama's API) never reach a client, whatever it sends
+    assert call(f"{GATEWAY}/standin/ps", headers={"Host": "localhost"}).status == 404
+    assert call(f"{GATEWAY}/standin/stats", {"model": "x"}).status == 404
     assert call(f"{GATEWAY}/api/version").json() == {"version": "0.33.0"}
 
 
