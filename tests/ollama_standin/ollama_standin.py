@@ -262,10 +262,21 @@ def now_iso() -> str:
 
 # ----------------------------------------------------------------- model store
 def normalise(name: str) -> str:
-    name = name.strip()
-    if name.startswith("registry.ollama.ai/library/"):
-        name = name[len("registry.ollama.ai/library/") :]
-    return name if ":" in name.rsplit("/", 1)[-1] else name + ":latest"
+    """The short name Ollama shows for a model (types/model/name.go ParseNameBare, DisplayShortest) after
+    internal/modelref ParseRef trims spaces and ":local": registry.ollama.ai/library/x, library/x and
+    https://registry.ollama.ai/library/x are x:latest. Lower case: Ollama finds a stored model whatever the
+    case of the name (server/routes.go getExistingName, EqualFold), and the store holds lower-case names."""
+    name = re.sub(r":local$", "", name.strip(), flags=re.IGNORECASE)
+    tag = "latest"
+    if name.rfind(":") > name.rfind("/"):
+        name, tag = name.rsplit(":", 1)
+    parts = name.split("/")
+    model = parts.pop()
+    namespace = parts.pop() if parts else "library"
+    host = "/".join(parts).split("://")[-1] if parts else "registry.ollama.ai"
+    if (host, namespace) == ("registry.ollama.ai", "library"):
+        return f"{model}:{tag}".lower()
+    return f"{host}/{namespace}/{model}:{tag}".lower()
 
 
 class Store:
