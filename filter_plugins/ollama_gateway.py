@@ -75,6 +75,8 @@ def ollama_gateway_backends(hosts, gateway):
                     "models": list(instance.get("models", [])),
                     # what Ollama gives each pinned model (1 for embedding and single-slot models)
                     "slots": {f["model"]: f["slots"] for f in instance.get("fit", []) if "slots" in f},
+                    # the context each pinned model runs at (what a client may not change)
+                    "contexts": {f["model"]: f["context"] for f in instance.get("fit", []) if f.get("context")},
                     "gpu_label": instance.get("gpu_label", ""),
                     "gpus": [{"index": g.get("index"), "uuid": g.get("uuid")} for g in instance.get("gpus", [])],
                 }
@@ -104,6 +106,64 @@ def ollama_gateway_routes(backends):
     return {"upstreams": upstreams, "routes": routes}
 
 
+def on_demand_backends(backends, unpinned):
+    """The instances named for models pinned nowhere ("HOST/INSTANCE"), each checked to pin nothing: an
+    on-demand model loaded beside a pinned one could evict it."""
+    if unpinned == "reject":
+        return []
+    if not isinstance(unpinned, list) or not unpinned:
+        raise AnsibleFilterError(
+            f"field ollama_gateway_unpinned_models: {unpinned!r} is neither 'reject' nor a list of HOST/INSTANCE "
+            "names of instances that pin no model"
+        )
+    by_name = {f"{b['host']}/{b['instance']}": b for b in backends}
+    chosen = []
+    for name in unpinned:
+        backend = by_name.get(name)
+        if backend is None:
+            raise AnsibleFilterError(
+                f"field ollama_gateway_unpinned_models: no instance {name!r}; instances are: {', '.join(sorted(by_name))}"
+            )
+        if backend["models"]:
+            raise AnsibleFilterError(
+                f"field ollama_gateway_unpinned_models: instance {name!r} pins {', '.join(backend['models'])}; a model "
+                "loaded on demand beside them could evict them. Name instances with models: []"
+            )
+        chosen.append(backend)
+    return chosen
+
+
+def ollama_gateway_fleet(backends, unpinned="reject", context_policy="clamp", drained_dir="", stub_status=""):
+    """The gateway's one data file (fleet.json): what the router, the health checker and the drain tool
+    (which renders the upstreams from it) read. Pinned models: upstream, planned context per instance."""
+    if context_policy not in ("clamp", "reject"):
+        raise AnsibleFilterError(
+            f"field ollama_gateway_context_policy: {context_policy!r} is not one of: clamp, reject"
+        )
+    routing = ollama_gateway_routes(backends)
+    upstreams = {"ollama_all": backends, **routing["upstreams"]}
+    on_demand = on_demand_backends(backends, unpinned)
+    if on_demand:
+        upstreams["ollama_on_demand"] = on_demand
+    contexts = {}
+    for backend in backends:
+        for model, context in backend.get("contexts", {}).items():
+            contexts[model] = min(context, contexts.get(model, context))
+    server_keys = ("host", "instance", "address", "port", "max_conns", "gpu_label")
+    return {
+        "instances": backends,
+        "upstreams": {
+            name: [{k: b[k] for k in server_keys} for b in members] for name, members in sorted(upstreams.items())
+        },
+        "routes": routing["routes"],
+        "contexts": contexts,
+        "unpinned": "ollama_on_demand" if on_demand else "reject",
+        "context_policy": context_policy,
+        "drained_dir": drained_dir,
+        "stub_status": stub_status,
+    }
+
+
 def ollama_gateway_connections(ss_lines, process="nginx"):
     """{"ADDRESS:PORT": n}: established connections `process` holds, by peer, from `ss -Htnp state established`
     lines (Recv-Q, Send-Q, local, peer, process)."""
@@ -121,6 +181,7 @@ class FilterModule:
         return {
             "ollama_gateway_backends": ollama_gateway_backends,
             "ollama_gateway_routes": ollama_gateway_routes,
+            "ollama_gateway_fleet": ollama_gateway_fleet,
             "ollama_gateway_address": ollama_gateway_address,
             "ollama_gateway_connections": ollama_gateway_connections,
         }

@@ -1,6 +1,8 @@
 """The gateway's view of the plan: a pinned upstream allows the connections Ollama has slots for."""
 
-from ollama_gateway import ollama_gateway_backends, ollama_gateway_routes
+import pytest
+from ansible.errors import AnsibleFilterError
+from ollama_gateway import ollama_gateway_backends, ollama_gateway_fleet, ollama_gateway_routes
 
 
 def host_vars(name, fits, num_parallel=4):
@@ -37,3 +39,36 @@ def test_models_the_plan_could_not_judge_use_the_instances_parallel():
     fits = [{"model": "mystery:1b", "status": "unknown"}]
     routing = ollama_gateway_routes(ollama_gateway_backends([host_vars("gpu1", fits, 2)], gateway="gpu1"))
     assert [b["max_conns"] for b in routing["upstreams"][routing["routes"]["mystery:1b"]]] == [2]
+
+
+def two_instances():
+    pinned = host_vars("gpu1", [{"model": "llama3.1:8b", "slots": 4, "context": 8192}])
+    spare = dict(pinned["ollama_plan"][0], name="spare", port=11436, models=[], fit=[])
+    pinned["ollama_plan"].append(spare)
+    return ollama_gateway_backends([pinned], gateway="gpu1")
+
+
+def test_fleet_names_routes_planned_contexts_and_every_upstream():
+    fleet = ollama_gateway_fleet(two_instances())
+    assert fleet["routes"] == {"llama3.1:8b": "ollama_pinned_1"}
+    assert fleet["contexts"] == {"llama3.1:8b": 8192}
+    assert sorted(fleet["upstreams"]) == ["ollama_all", "ollama_pinned_1"]
+    assert [s["port"] for s in fleet["upstreams"]["ollama_all"]] == [11435, 11436]
+    assert (fleet["unpinned"], fleet["context_policy"]) == ("reject", "clamp")
+
+
+def test_unpinned_models_go_only_to_instances_that_pin_nothing():
+    fleet = ollama_gateway_fleet(two_instances(), unpinned=["gpu1/spare"])
+    assert fleet["unpinned"] == "ollama_on_demand"
+    assert [s["instance"] for s in fleet["upstreams"]["ollama_on_demand"]] == ["spare"]
+    with pytest.raises(AnsibleFilterError, match="'gpu1/mixed' pins llama3.1:8b; a model loaded on demand"):
+        ollama_gateway_fleet(two_instances(), unpinned=["gpu1/mixed"])
+    with pytest.raises(AnsibleFilterError, match="no instance 'gpu9/spare'; instances are: gpu1/mixed, gpu1/spare"):
+        ollama_gateway_fleet(two_instances(), unpinned=["gpu9/spare"])
+    with pytest.raises(AnsibleFilterError, match="ollama_gateway_unpinned_models: 'everywhere' is neither"):
+        ollama_gateway_fleet(two_instances(), unpinned="everywhere")
+
+
+def test_an_unknown_context_policy_is_named():
+    with pytest.raises(AnsibleFilterError, match="ollama_gateway_context_policy: 'truncate' is not one of: clamp"):
+        ollama_gateway_fleet(two_instances(), context_policy="truncate")
