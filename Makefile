@@ -3,8 +3,9 @@ VENV    := .venv
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 # Debian packages the controller needs to boot test hosts and build the simulated driver.
 APT_PACKAGES := systemd-container debootstrap gcc make iproute2 openssh-client curl python3-venv
-# Only the tests need a browser: they render the fleet picture in headless Chromium.
-TEST_APT_PACKAGES := chromium chromium-driver
+# Only the tests need a browser (they render the fleet picture in headless Chromium) and Node.js (it runs
+# the gateway's njs router outside nginx for its unit tests).
+TEST_APT_PACKAGES := chromium chromium-driver nodejs
 
 .PHONY: setup system-packages test-packages sandbox sandbox-down picture test lint unit molecule faults leftovers clean
 

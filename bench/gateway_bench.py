@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tarfile
 import time
+from importlib.machinery import SourceFileLoader
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -91,7 +92,9 @@ def wait(url, timeout=15):
 
 
 def render_ours(dest: Path):
-    """The role's real templates, through Ansible's template module, with the role's defaults."""
+    """The role's real files: its nginx template and fleet.json through Ansible with the role's defaults, the
+    upstreams by the drain tool's own renderer, the router as shipped. The bench's instances pin nothing, so
+    they serve every model on demand (ollama_gateway_unpinned_models)."""
     backends = [
         {
             "host": "bench",
@@ -101,6 +104,7 @@ def render_ours(dest: Path):
             "max_conns": par,
             "models": [],
             "gpu_label": f"GPU {n}",
+            "gpus": [],
         }
         for n, (h, p, par) in enumerate(INSTANCES)
     ]
@@ -110,21 +114,25 @@ def render_ours(dest: Path):
         "ollama_gateway_port": PORTS["ours"],
         "ollama_gateway_listen_address": "127.0.0.1",
         "ollama_gateway_status_listen": "",
+        "ollama_gateway_unpinned_models": [f"bench/i{n}" for n in range(len(INSTANCES))],
         "_ollama_gateway_tls": False,
     }
     (WORK / "extra.json").write_text(json.dumps(extra))
     env = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg")}
     ansible = str(Path(sys.executable).parent / "ansible")
-    for src, out in (("ollama-gateway.conf.j2", dest), ("ollama_gateway.js.j2", WORK / "ollama_gateway.js")):
+    for module, args in (
+        ("template", f"src={REPO}/roles/ollama_gateway/templates/ollama-gateway.conf.j2 dest={dest}"),
+        ("copy", f"content={{{{ __ollama_gateway_fleet | to_nice_json }}}} dest={WORK}/fleet.json"),
+    ):
         sh(
             ansible,
             "localhost",
             "-c",
             "local",
             "-m",
-            "template",
+            module,
             "-a",
-            f"src={REPO}/roles/ollama_gateway/templates/{src} dest={out}",
+            args,
             "-e",
             f"@{REPO}/roles/ollama_gateway/defaults/main.yml",
             "-e",
@@ -134,6 +142,9 @@ def render_ours(dest: Path):
             env=env,
             cwd=REPO,
         )
+    drain = SourceFileLoader("drain", str(REPO / "roles/ollama_gateway/files/ollama-gateway-drain")).load_module()
+    (WORK / "upstreams.conf").write_text(drain.render(json.loads((WORK / "fleet.json").read_text()), set()))
+    shutil.copy(REPO / "roles/ollama_gateway/files/ollama_gateway.js", WORK / "ollama_gateway.js")
     for keys in ("client_keys.map", "admin_keys.map"):
         (WORK / keys).write_text("")
 

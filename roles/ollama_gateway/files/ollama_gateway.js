@@ -1,0 +1,434 @@
+// The Ollama gateway's logic in nginx njs (0.7): model routing that guards the plan, the fleet-wide
+// views (/api/ps, /api/tags, /v1/models), health and Prometheus metrics. A static file: everything it
+// knows about the fleet comes from fleet.json, which site.yml writes (ollama_gateway_fleet filter).
+import fs from 'fs';
+
+const FLEET_FILE = '/etc/nginx/ollama-gateway/fleet.json';
+
+// Options that make Ollama load the model again when they differ from the running one
+// (server/sched.go needsReload): a client sending one would reload a pinned model.
+const RELOAD_OPTIONS = ['num_ctx', 'num_batch', 'num_gpu', 'main_gpu', 'use_mmap', 'num_thread', 'draft_num_predict'];
+
+function fleet() {
+    return JSON.parse(fs.readFileSync(FLEET_FILE));
+}
+
+// ------------------------------------------------------------------------------------ answers
+
+function isOpenAI(r) {
+    return r.uri.indexOf('/v1/') === 0;
+}
+
+function send(r, status, value) {
+    r.headersOut['Content-Type'] = 'application/json; charset=utf-8';
+    r.return(status, JSON.stringify(value) + '\n');
+}
+
+// Errors as Ollama words them: {"error": "..."} on /api, OpenAI's error object on /v1 (openai/openai.go).
+function fail(r, status, message) {
+    if (isOpenAI(r)) {
+        const kind = status === 404 ? 'not_found_error' : status >= 500 ? 'api_error' : 'invalid_request_error';
+        send(r, status, { error: { message: message, type: kind, param: null, code: null } });
+    } else {
+        send(r, status, { error: message });
+    }
+}
+
+// ------------------------------------------------------------------------------------ names
+
+// Go's encoding/json matches a body's keys to the request struct case-insensitively, by Unicode simple
+// folding: "Model" and "MODEL" are model, and so is "keep_alive" spelled with the Kelvin sign (U+212A) for k;
+// "ſ" (U+017F) folds to s. Ollama decodes every request so (server/routes.go, c.ShouldBindJSON).
+function goFold(key) {
+    return key.replace(/\u212a/g, 'k').replace(/\u017f/g, 's').toLowerCase();
+}
+
+function keysFolding(object, field) {
+    return Object.keys(object).filter(function (k) { return goFold(k) === field; });
+}
+
+// types/model/name.go isValidPart: the first character [A-Za-z0-9_], then also - and _; "." except in the
+// namespace, ":" only in the host; host up to 350 characters, the other parts up to 80.
+const NAME_PARTS = {
+    host: /^[A-Za-z0-9_][A-Za-z0-9_.:-]{0,349}$/,
+    namespace: /^[A-Za-z0-9_][A-Za-z0-9_-]{0,79}$/,
+    model: /^[A-Za-z0-9_][A-Za-z0-9_.-]{0,79}$/,
+    tag: /^[A-Za-z0-9_][A-Za-z0-9_.-]{0,79}$/,
+};
+
+// Ollama's full name of a model, lower case: [scheme://][host/][namespace/]model[:tag] with registry.ollama.ai,
+// library and latest filled in (types/model/name.go ParseNameBare, Merge), after internal/modelref ParseRef
+// trims spaces and a ":local" suffix. Lower case because Ollama finds a model whatever the case of its name
+// (server/routes.go getExistingName, EqualFold per part). null when Ollama would answer "invalid model name"
+// (a digest "@sha256:..." included: v0.33 parses none).
+function canonical(name) {
+    let s = name.trim().replace(/:local$/i, '');
+    let tag = 'latest';
+    if (s.lastIndexOf(':') > s.lastIndexOf('/')) {
+        tag = s.slice(s.lastIndexOf(':') + 1);
+        s = s.slice(0, s.lastIndexOf(':'));
+    }
+    const parts = s.split('/');
+    const model = parts.pop();
+    const namespace = parts.length ? parts.pop() : 'library';
+    let host = parts.length ? parts.join('/') : 'registry.ollama.ai';
+    if (host.indexOf('://') >= 0) {
+        host = host.slice(host.indexOf('://') + 3);
+    }
+    const full = { host: host, namespace: namespace, model: model, tag: tag };
+    const bad = Object.keys(NAME_PARTS).filter(function (p) { return !NAME_PARTS[p].test(full[p]); });
+    return bad.length ? null : (host + '/' + namespace + '/' + model + ':' + tag).toLowerCase();
+}
+
+// Pinned models by their full name: { model (the plan's name), upstream, context }.
+function pinnedModels(f) {
+    const pinned = {};
+    Object.keys(f.routes).forEach(function (model) {
+        pinned[canonical(model)] = { model: model, upstream: f.routes[model], context: f.contexts[model] };
+    });
+    return pinned;
+}
+
+// ------------------------------------------------------------------------------------ routing
+
+function readBody(r) {
+    // the inference locations keep every body in a file (client_body_in_file_only): a large one never sits
+    // in nginx's memory while it arrives, and njs 0.7 throws "request body is in a file" for r.requestText
+    const file = r.variables.request_body_file;
+    if (file) {
+        return fs.readFileSync(file, 'utf8');
+    }
+    const text = r.requestText;
+    return typeof text === 'string' ? text : '';
+}
+
+// What a client without an admin key may not change on a pinned model: its keep-alive (unload, expiry) and
+// the options that reload it. Over-long contexts follow ollama_gateway_context_policy. Returns the notes
+// (what was dropped) or a string: the reason to refuse.
+function guard(request, pinned, policy) {
+    const notes = [];
+    keysFolding(request, 'keep_alive').forEach(function (k) {
+        delete request[k];
+        notes.push('keep_alive');
+    });
+    const optionKeys = keysFolding(request, 'options');
+    if (optionKeys.length > 1) {
+        return 'the body gives options more than once (' + optionKeys.join(', ') + ')';
+    }
+    const options = optionKeys.length ? request[optionKeys[0]] : null;
+    if (options === null || typeof options !== 'object' || Array.isArray(options)) {
+        return notes;
+    }
+    const wanted = options.num_ctx;
+    if (typeof wanted === 'number' && pinned.context && wanted > pinned.context && policy === 'reject') {
+        return 'options.num_ctx ' + wanted + ' is more than model ' + pinned.model + ' runs with on this fleet ('
+            + pinned.context + '); ask for at most ' + pinned.context + ' or leave num_ctx out';
+    }
+    RELOAD_OPTIONS.forEach(function (o) {
+        if (o in options && !(o === 'num_ctx' && options[o] === pinned.context)) {
+            delete options[o];
+            notes.push('options.' + o);
+        }
+    });
+    return notes;
+}
+
+function proxy(r, upstream, body, notes) {
+    r.variables.ollama_gateway_upstream = upstream;
+    r.variables.ollama_gateway_guarded = notes.filter(function (n, i) { return notes.indexOf(n) === i; }).join(', ');
+    if (body === null) {
+        r.internalRedirect('@ollama_routed');
+    } else {
+        r.variables.ollama_gateway_body = body;
+        r.internalRedirect('@ollama_routed_rewritten');
+    }
+}
+
+// Inference and /api/show: to the instances that pin the model named in the body, the plan guarded.
+function route(r) {
+    const f = fleet();
+    const text = readBody(r);
+    if (text === '') {
+        return fail(r, 400, 'missing request body');
+    }
+    let request;
+    try {
+        request = JSON.parse(text);
+    } catch (e) {
+        return fail(r, 400, 'the gateway takes exactly one JSON object as the body: ' + e.message);
+    }
+    if (request === null || typeof request !== 'object' || Array.isArray(request)) {
+        return fail(r, 400, 'the request body must be a JSON object');
+    }
+    // /api/show takes the deprecated "name" when "model" is empty (server/routes.go ShowHandler)
+    const fields = r.uri === '/api/show' ? ['model', 'name'] : ['model'];
+    let model = '';
+    for (let n = 0; n < fields.length && !model; n++) {
+        const keys = keysFolding(request, fields[n]);
+        if (keys.length > 1) {
+            return fail(r, 400, 'the body names the model more than once (' + keys.join(', ') + ')');
+        }
+        model = keys.length ? request[keys[0]] : '';
+    }
+    if (typeof model !== 'string' || model === '') {
+        return fail(r, 400, 'model is required');
+    }
+    const name = canonical(model);
+    if (name === null) {
+        return fail(r, 400, 'invalid model name "' + model + '"');
+    }
+    const pinned = pinnedModels(f)[name];
+    if (!pinned) {
+        if (f.unpinned === 'reject') {
+            return fail(r, 404, 'model "' + model + '" not found: this gateway serves '
+                + Object.keys(f.routes).sort().join(', '));
+        }
+        return proxy(r, f.unpinned, null, []);
+    }
+    // OpenAI's endpoints drop keep_alive and options before Ollama sees them (middleware/openai.go)
+    if (r.uri === '/api/show' || isOpenAI(r) || r.variables.ollama_gateway_admin === '1') {
+        return proxy(r, pinned.upstream, null, []);
+    }
+    const notes = guard(request, pinned, f.context_policy);
+    if (typeof notes === 'string') {
+        return fail(r, 400, notes);
+    }
+    proxy(r, pinned.upstream, notes.length ? JSON.stringify(request) : null, notes);
+}
+
+// ------------------------------------------------------------------------------------ fleet views
+
+function fetchJSON(i, path) {
+    return ngx.fetch('http://' + i.address + ':' + i.port + path)
+        .then(function (res) { return res.ok ? res.json() : null; })
+        .catch(function () { return null; });
+}
+
+// One store per host: the first of its instances that answers.
+async function storeOf(instances) {
+    for (let n = 0; n < instances.length; n++) {
+        const answer = await fetchJSON(instances[n], '/api/tags');
+        if (answer) {
+            return answer;
+        }
+    }
+    return null;
+}
+
+function missingHeader(r, missing) {
+    if (missing.length) {
+        r.headersOut['X-Ollama-Gateway-Missing'] = missing.join(', ');
+    }
+}
+
+// Every model of every host's store, once, with the hosts that have it ("ollama_fleet", which Ollama's
+// clients ignore), sorted by name so that every call gives the same list.
+async function fleetModels(f) {
+    const hosts = {};
+    f.instances.forEach(function (i) { (hosts[i.host] = hosts[i.host] || []).push(i); });
+    const names = Object.keys(hosts).sort();
+    const stores = await Promise.all(names.map(function (h) { return storeOf(hosts[h]); }));
+    const byName = {};
+    const missing = [];
+    names.forEach(function (host, n) {
+        if (!stores[n]) {
+            missing.push(host);
+            return;
+        }
+        (stores[n].models || []).forEach(function (m) {
+            const key = canonical(m.name) || m.name;
+            if (!byName[key]) {
+                byName[key] = Object.assign(m, { ollama_fleet: { hosts: [] } });
+            }
+            byName[key].ollama_fleet.hosts.push(host);
+        });
+    });
+    const models = Object.keys(byName).sort().map(function (k) { return byName[k]; });
+    return { models: models, missing: missing };
+}
+
+async function tags(r) {
+    const listed = await fleetModels(fleet());
+    missingHeader(r, listed.missing);
+    send(r, 200, { models: listed.models });
+}
+
+// Every loaded model of every instance, with its host, instance and GPU UUIDs.
+async function ps(r) {
+    const f = fleet();
+    const answers = await Promise.all(f.instances.map(function (i) { return fetchJSON(i, '/api/ps'); }));
+    const models = [];
+    const missing = [];
+    f.instances.forEach(function (i, n) {
+        if (!answers[n]) {
+            missing.push(i.host + '/' + i.instance);
+            return;
+        }
+        (answers[n].models || []).forEach(function (m) {
+            m.ollama_fleet = { host: i.host, instance: i.instance, gpus: i.gpus.map(function (g) { return g.uuid; }) };
+            models.push(m);
+        });
+    });
+    const order = function (m) { return [m.ollama_fleet.host, m.ollama_fleet.instance, m.name].join('\u0000'); };
+    models.sort(function (a, b) { return order(a) < order(b) ? -1 : order(a) > order(b) ? 1 : 0; });
+    missingHeader(r, missing);
+    send(r, 200, { models: models });
+}
+
+// Seconds since 1970 of an RFC 3339 time as Go writes it (nanoseconds, an offset), which njs's Date.parse
+// does not take; 0 when it is not one.
+function unixSeconds(stamp) {
+    const t = /^(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)(?:\.\d+)?(Z|([+-])(\d\d):(\d\d))$/.exec(String(stamp));
+    if (!t) {
+        return 0;
+    }
+    const offset = t[7] === 'Z' ? 0 : (t[8] === '-' ? -1 : 1) * (Number(t[9]) * 60 + Number(t[10])) * 60;
+    return Date.UTC(Number(t[1]), Number(t[2]) - 1, Number(t[3]), Number(t[4]), Number(t[5]), Number(t[6])) / 1000 - offset;
+}
+
+// OpenAI's model object as Ollama builds it (openai/openai.go ToModel, ToListCompletion).
+function openAIModel(m) {
+    const parts = m.name.split('/');
+    return {
+        id: m.name,
+        object: 'model',
+        created: unixSeconds(m.modified_at),
+        owned_by: parts.length > 1 ? parts[parts.length - 2] : 'library',
+    };
+}
+
+async function v1Models(r) {
+    const listed = await fleetModels(fleet());
+    missingHeader(r, listed.missing);
+    const prefix = '/v1/models/';
+    if (r.uri.indexOf(prefix) !== 0) {
+        return send(r, 200, { object: 'list', data: listed.models.map(openAIModel) });
+    }
+    const wanted = r.uri.slice(prefix.length);
+    const key = canonical(wanted);
+    const found = listed.models.filter(function (m) { return key !== null && canonical(m.name) === key; });
+    if (!found.length) {
+        return fail(r, 404, 'model "' + wanted + '" not found');
+    }
+    send(r, 200, openAIModel(found[0]));
+}
+
+// ------------------------------------------------------------------------------------ health
+
+async function instancesUp(f) {
+    return Promise.all(f.instances.map(function (i) {
+        return ngx.fetch('http://' + i.address + ':' + i.port + '/api/version')
+            .then(function (res) { return res.ok; }, function () { return false; });
+    }));
+}
+
+// Public: up or down, nothing about the fleet's layout.
+async function healthz(r) {
+    const states = await instancesUp(fleet());
+    const up = states.some(function (s) { return s; });
+    send(r, up ? 200 : 503, { status: up ? 'up' : 'down' });
+}
+
+// Status listener only: every instance with its address.
+async function healthzDetail(r) {
+    const f = fleet();
+    const states = await instancesUp(f);
+    const up = states.filter(function (s) { return s; }).length;
+    send(r, up > 0 ? 200 : 503, {
+        up: up,
+        total: f.instances.length,
+        instances: f.instances.map(function (i, n) {
+            return { host: i.host, instance: i.instance, address: i.address, port: i.port, up: states[n] };
+        }),
+    });
+}
+
+// ------------------------------------------------------------------------------------ metrics
+
+// Prometheus text format. Labels: host and ollama_instance are the plan's names ("instance" is
+// Prometheus's own target label); gpu_uuid joins with a GPU exporter's per-GPU series.
+function esc(value) {
+    return String(value).replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n');
+}
+
+function labels(pairs) {
+    return '{' + Object.keys(pairs).map(function (k) { return k + '="' + esc(pairs[k]) + '"'; }).join(',') + '}';
+}
+
+function drainMarks(dir) {
+    try {
+        return fs.readdirSync(dir).filter(function (m) { return m.indexOf('@') > 0; });
+    } catch (e) {
+        return [];
+    }
+}
+
+function family(out, name, type, help) {
+    out.push('# HELP ' + name + ' ' + help, '# TYPE ' + name + ' ' + type);
+}
+
+function who(i, more) {
+    return Object.assign({ host: i.host, ollama_instance: i.instance }, more || {});
+}
+
+// nginx's stub_status, under the names nginx-prometheus-exporter uses
+const STUB_FAMILIES = [
+    ['nginx_connections_active', 'gauge', 'Active client connections.'],
+    ['nginx_connections_accepted', 'counter', 'Accepted client connections.'],
+    ['nginx_connections_handled', 'counter', 'Handled client connections.'],
+    ['nginx_http_requests_total', 'counter', 'Total http requests.'],
+    ['nginx_connections_reading', 'gauge', 'Connections where nginx is reading the request header.'],
+    ['nginx_connections_writing', 'gauge', 'Connections where nginx is writing the response back to the client.'],
+    ['nginx_connections_waiting', 'gauge', 'Idle client connections.'],
+];
+
+function exposition(instances, answers, stub, marks) {
+    const out = [];
+    family(out, 'ollama_gateway_instance_up', 'gauge', 'Whether the instance answered /api/ps to the gateway (1) or not (0).');
+    instances.forEach(function (i, n) {
+        out.push('ollama_gateway_instance_up' + labels(who(i, { target: i.address + ':' + i.port })) + ' ' + (answers[n] ? 1 : 0));
+    });
+    family(out, 'ollama_gateway_instance_slots', 'gauge', 'Requests the gateway sends the instance at once (OLLAMA_NUM_PARALLEL).');
+    instances.forEach(function (i) { out.push('ollama_gateway_instance_slots' + labels(who(i)) + ' ' + i.max_conns); });
+    family(out, 'ollama_gateway_instance_drained', 'gauge', 'Instances held out of rotation, by reason (restart, health, manual).');
+    instances.forEach(function (i) {
+        marks.filter(function (m) { return m.split('@')[0] === i.address + ':' + i.port; }).forEach(function (m) {
+            out.push('ollama_gateway_instance_drained' + labels(who(i, { reason: m.split('@')[1] })) + ' 1');
+        });
+    });
+    family(out, 'ollama_instance_gpu_info', 'gauge', 'GPUs of each instance (join with a GPU exporter on gpu_uuid).');
+    instances.forEach(function (i) {
+        i.gpus.forEach(function (g) {
+            out.push('ollama_instance_gpu_info' + labels(who(i, { gpu_index: g.index, gpu_uuid: g.uuid })) + ' 1');
+        });
+    });
+    [['ollama_instance_model_bytes', 'size', 'Memory of each loaded model (/api/ps size).'],
+     ['ollama_instance_model_vram_bytes', 'size_vram', 'Part of it in VRAM (/api/ps size_vram); less than size means CPU spill.']]
+        .forEach(function (fam) {
+            family(out, fam[0], 'gauge', fam[2]);
+            instances.forEach(function (i, n) {
+                ((answers[n] || {}).models || []).forEach(function (m) {
+                    out.push(fam[0] + labels(who(i, { model: m.name })) + ' ' + m[fam[1]]);
+                });
+            });
+        });
+    const counts = stub.match(/\d+/g) || [];
+    if (counts.length === STUB_FAMILIES.length) {
+        STUB_FAMILIES.forEach(function (fam, n) {
+            family(out, fam[0], fam[1], fam[2]);
+            out.push(fam[0] + ' ' + counts[n]);
+        });
+    }
+    return out.join('\n') + '\n';
+}
+
+async function metrics(r) {
+    const f = fleet();
+    const answers = await Promise.all(f.instances.map(function (i) { return fetchJSON(i, '/api/ps'); }));
+    const stub = await ngx.fetch(f.stub_status)
+        .then(function (res) { return res.ok ? res.text() : ''; }, function () { return ''; });
+    r.headersOut['Content-Type'] = 'text/plain; version=0.0.4; charset=utf-8';
+    r.return(200, exposition(f.instances, answers, stub, drainMarks(f.drained_dir)));
+}
+
+export default { route, tags, ps, v1Models, healthz, healthzDetail, metrics, canonical, guard, goFold };

@@ -1,0 +1,89 @@
+"""The gateway's router (roles/ollama_gateway/files/ollama_gateway.js, njs) outside nginx: Node.js runs its
+pure parts, name normalisation and the plan guard, on the cases Ollama v0.33 decides (types/model/name.go,
+server/sched.go needsReload, encoding/json's key folding)."""
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROUTER = Path(__file__).resolve().parents[2] / "roles" / "ollama_gateway" / "files" / "ollama_gateway.js"
+
+
+def run_router(tmp_path, script: str):
+    """Run SCRIPT (JavaScript with `gw`, the router's exports) and return what it printed as JSON."""
+    node = shutil.which("node") or shutil.which("nodejs")
+    if node is None:
+        pytest.fail("Node.js is missing: make test-packages installs it")
+    module = tmp_path / "router.mjs"
+    module.write_text(ROUTER.read_text())
+    program = f"import gw from {json.dumps(str(module))};\n{script}"
+    done = subprocess.run([node, "--input-type=module", "-e", program], capture_output=True, text=True, check=True)
+    return json.loads(done.stdout)
+
+
+@pytest.mark.parametrize(
+    "name, full",
+    [
+        ("llama3.3:70b", "registry.ollama.ai/library/llama3.3:70b"),
+        ("library/llama3.3:70b", "registry.ollama.ai/library/llama3.3:70b"),
+        ("registry.ollama.ai/library/llama3.3:70b", "registry.ollama.ai/library/llama3.3:70b"),
+        ("https://registry.ollama.ai/library/llama3.3:70b", "registry.ollama.ai/library/llama3.3:70b"),
+        ("LLAMA3.3:70B", "registry.ollama.ai/library/llama3.3:70b"),
+        (" qwen3:0.6b:local ", "registry.ollama.ai/library/qwen3:0.6b"),
+        ("qwen3", "registry.ollama.ai/library/qwen3:latest"),
+        ("ollama.com/library/x", "ollama.com/library/x:latest"),  # another registry: another model
+        ("llama3.3:70b@sha256:0123", None),  # v0.33 parses no digest: "invalid model name"
+        ("a/b/c/d", None),
+        ("my.ns/x", None),  # no "." in a namespace
+        ("", None),
+    ],
+)
+def test_names_resolve_as_ollama_resolves_them(tmp_path, name, full):
+    assert run_router(tmp_path, f"console.log(JSON.stringify(gw.canonical({json.dumps(name)})));") == full
+
+
+def guard(tmp_path, request: dict, context: int, policy: str):
+    script = (
+        f"const request = {json.dumps(request)};\n"
+        f"const notes = gw.guard(request, {{model: 'm:1b', context: {context}}}, {json.dumps(policy)});\n"
+        "console.log(JSON.stringify({notes: notes, request: request}));"
+    )
+    return run_router(tmp_path, script)
+
+
+def test_the_guard_drops_what_would_unload_or_reload_a_pinned_model(tmp_path):
+    request = {
+        "model": "m:1b",
+        "keep_alive": 0,
+        "\u212aeep_alive": "5m",  # Go folds the Kelvin sign to k
+        "options": {"num_ctx": 131072, "num_gpu": 0, "temperature": 0.2, "draft_num_predict": 3},
+    }
+    seen = guard(tmp_path, request, 8192, "clamp")
+    assert seen["request"] == {"model": "m:1b", "options": {"temperature": 0.2}}
+    assert sorted(seen["notes"]) == [
+        "keep_alive",
+        "keep_alive",
+        "options.draft_num_predict",
+        "options.num_ctx",
+        "options.num_gpu",
+    ]
+
+
+def test_the_planned_context_passes_untouched(tmp_path):
+    seen = guard(tmp_path, {"options": {"num_ctx": 8192}}, 8192, "clamp")
+    assert seen == {"notes": [], "request": {"options": {"num_ctx": 8192}}}
+
+
+def test_reject_policy_refuses_a_longer_context_and_names_the_plan(tmp_path):
+    seen = guard(tmp_path, {"options": {"num_ctx": 131072}}, 8192, "reject")
+    assert "131072" in seen["notes"] and "at most 8192" in seen["notes"]
+    # shorter than planned would reload too: dropped, not refused
+    assert guard(tmp_path, {"options": {"num_ctx": 512}}, 8192, "reject")["notes"] == ["options.num_ctx"]
+
+
+def test_options_given_twice_are_refused(tmp_path):
+    seen = guard(tmp_path, {"options": {}, "Options": {"num_ctx": 1}}, 8192, "clamp")
+    assert "more than once" in seen["notes"]
