@@ -21,6 +21,16 @@ def host(name: str):
     return testinfra.get_host(f"ansible://{name}", ansible_inventory=inventory())
 
 
+def health(gateway: str, listen: str = "127.0.0.1:8081") -> dict:
+    """The gateway's view of every instance: /healthz on its status listener, which only the gateway host
+    reaches (the public /healthz says up or down, nothing about the fleet). {} when it does not answer."""
+    answer = host(gateway).run(f"curl -s --max-time 10 http://{listen}/healthz")
+    try:
+        return json.loads(answer.stdout)
+    except ValueError:
+        return {}
+
+
 def playbook(path: str, *extra_vars: dict, timeout: float = 600) -> subprocess.CompletedProcess:
     """ansible-playbook PATH (relative to the repository) against the scenario's hosts, with molecule's own
     Ansible settings."""

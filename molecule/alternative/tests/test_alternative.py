@@ -72,7 +72,7 @@ def test_adjusted_parallel_is_the_same_in_env_gateway_and_status(host):
     left `large` running since converge (see test_only_the_changed_instance_restarted)."""
     env = host.file("/etc/ollama/instances/large.env").content_string
     assert 'OLLAMA_NUM_PARALLEL="4"\n' in env and 'OLLAMA_CONTEXT_LENGTH="131072"\n' in env
-    conf = host.file("/etc/nginx/conf.d/ollama-gateway.conf").content_string
+    conf = host.file("/etc/nginx/ollama-gateway/upstreams.conf").content_string
     servers = [line for line in conf.splitlines() if line.rstrip().endswith("# olt-alt-gpu1/large GPUs 2-6")]
     assert len(servers) == 2 and all(" max_conns=4 " in line for line in servers), servers
     run = playbook("playbooks/status.yml", EDITED)

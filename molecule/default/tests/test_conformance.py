@@ -16,8 +16,8 @@ from helpers.ollama_client import call  # noqa: E402
 GATEWAY = "http://10.213.0.11:11434"
 ADMIN = "olt-test-admin-key-0001"
 PINNED = {"llama3.1:8b", "llama3.3:70b", "qwen3:0.6b"}
-EMBED = "nomic-embed-text:latest"  # pinned nowhere: pulled, used and deleted by this module
-# server/routes.go PsHandler (api.ProcessModelResponse): nothing else, no topology of ours
+EMBED = "nomic-embed-text:latest"  # pinned nowhere (here: in the store of no host either)
+# server/routes.go PsHandler (api.ProcessModelResponse), plus the gateway's ollama_fleet, which clients ignore
 PS_FIELDS = {"name", "model", "size", "digest", "details", "expires_at", "size_vram", "context_length"}
 
 
@@ -36,21 +36,6 @@ def api():
     return openai.OpenAI(base_url=f"{GATEWAY}/v1", api_key="unused", http_client=httpx.Client(trust_env=False))
 
 
-@pytest.fixture(scope="module")
-def embedding_model(host, admin, client):
-    """An unpinned embedding model, pulled through the gateway with the admin key; afterwards unloaded from
-    every instance that loaded it (the others hold only their pinned model) and deleted."""
-    progress = [p.status for p in admin.pull(EMBED, stream=True)]
-    assert progress[-1] == "success"
-    yield EMBED
-    for port in (11435, 11436, 11437):
-        host.check_output(
-            f'curl -sf http://127.0.0.1:{port}/api/generate -d \'{{"model": "{EMBED}", "keep_alive": 0}}\''
-        )
-    admin.delete(EMBED)
-    assert EMBED not in {m.model for m in client.list().models}
-
-
 def test_ollama_client_list_show_ps(client):
     assert PINNED <= {m.model for m in client.list().models}
     shown = client.show("llama3.1:8b")
@@ -59,7 +44,24 @@ def test_ollama_client_list_show_ps(client):
     assert loaded and {m.model for m in loaded} <= PINNED
     assert all(m.size_vram == m.size and m.context_length > 0 for m in loaded)
     raw = call(f"{GATEWAY}/api/ps").json()["models"]
-    assert all(set(m) == PS_FIELDS for m in raw), raw
+    assert all(set(m) == PS_FIELDS | {"ollama_fleet"} for m in raw), raw
+
+
+def test_ollama_ps_through_the_gateway_is_the_whole_fleet_every_time(client):
+    """`OLLAMA_HOST=gateway ollama ps` once showed whichever instance least_conn picked: a different single
+    model on every call. Now every instance's models, the same on every call, each with where it runs."""
+    for name in PINNED:  # each pinned model loaded (the warm-up did; a request makes sure)
+        assert client.generate(model=name, prompt="hi", options={"num_predict": 1}).done
+    calls = [client.ps().models for _ in range(5)]
+    assert [sorted(m.model for m in models) for models in calls] == [sorted(PINNED)] * 5
+    seen = [[(m.model, m.size_vram, m.context_length) for m in models] for models in calls]
+    assert all(s == seen[0] for s in seen)
+    raw = call(f"{GATEWAY}/api/ps").json()["models"]
+    where = {m["name"]: (m["ollama_fleet"]["instance"], len(m["ollama_fleet"]["gpus"])) for m in raw}
+    assert where == {"llama3.1:8b": ("small", 2), "llama3.3:70b": ("large", 5), "qwen3:0.6b": ("solo", 1)}
+    listed = call(f"{GATEWAY}/api/tags").json()["models"]
+    assert [m["name"] for m in listed] == sorted(PINNED)
+    assert all(m["ollama_fleet"]["hosts"] == ["olt-default-gpu1"] for m in listed)
 
 
 def test_ollama_client_generate_and_chat_streamed_or_not(client):
@@ -84,29 +86,36 @@ def test_ollama_async_client_streams(client):
     assert parts[-1].done and len([p for p in parts if p.message.content]) == 4
 
 
-def test_ollama_client_embed(client, embedding_model):
-    vectors = client.embed(model=embedding_model, input=["one", "two"]).embeddings
-    assert len(vectors) == 2 and len(vectors[0]) > 0 and vectors[0] != vectors[1]
-    assert len(client.embeddings(model=embedding_model, prompt="one").embedding) == len(vectors[0])  # legacy API
+def test_a_model_pinned_nowhere_is_refused_naming_what_is_served(client, api):
+    """ollama_gateway_unpinned_models: reject (the default): it would load on an instance and evict a pinned
+    model. The on-demand routing is tested in the multihost scenario, which has an instance pinning nothing."""
+    served = "this gateway serves llama3.1:8b, llama3.3:70b, qwen3:0.6b"
+    for ask in (lambda: client.embed(model=EMBED, input=["one"]), lambda: client.generate(model="mistral:7b")):
+        with pytest.raises(ollama.ResponseError) as refused:
+            ask()
+        assert refused.value.status_code == 404 and served in refused.value.error
+    with pytest.raises(openai.NotFoundError) as refused:
+        api.embeddings.create(model=EMBED, input=["one"])
+    assert served in str(refused.value)
 
 
-def test_ollama_client_management_needs_the_admin_key(client):
-    with pytest.raises(ollama.ResponseError) as refused:
-        client.pull("qwen3:0.6b")
-    assert refused.value.status_code == 403
-    with pytest.raises(ollama.ResponseError) as refused:
-        client.delete("qwen3:0.6b")
-    assert refused.value.status_code == 403
+def test_ollama_client_management_is_refused_even_with_the_admin_key(client, admin):
+    for who in (client, admin):
+        for manage in (who.pull, who.delete):
+            with pytest.raises(ollama.ResponseError) as refused:
+                manage("qwen3:0.6b")
+            assert refused.value.status_code == 403 and "site.yml" in refused.value.error
 
 
 def test_openai_models(api):
     assert PINNED <= {m.id for m in api.models.list()}
     assert api.models.retrieve("llama3.3:70b").id == "llama3.3:70b"  # GET /v1/models/{model}
+    assert api.models.retrieve("llama3.3:70b").created > 1_700_000_000  # the store's time, not 0
     with pytest.raises(openai.NotFoundError):
         api.models.retrieve("not-pulled:1b")
 
 
-def test_openai_chat_completions_and_embeddings(api, embedding_model):
+def test_openai_chat_completions(api):
     chat = api.chat.completions.create(model="qwen3:0.6b", messages=[{"role": "user", "content": "hi"}], max_tokens=2)
     assert chat.choices[0].message.content and chat.usage.completion_tokens == 2
     stream = api.chat.completions.create(
@@ -117,5 +126,3 @@ def test_openai_chat_completions_and_embeddings(api, embedding_model):
     assert any(c.choices and c.choices[0].finish_reason for c in chunks)
     completion = api.completions.create(model="qwen3:0.6b", prompt="hi", max_tokens=2)
     assert completion.choices[0].text
-    vectors = api.embeddings.create(model=embedding_model, input=["one", "two"]).data
-    assert [v.index for v in vectors] == [0, 1] and len(vectors[0].embedding) > 0

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "tests"))
+from helpers.fleet import recap, site  # noqa: E402
 from helpers.ollama_client import burst, call  # noqa: E402
 
 GATEWAY = "http://10.213.0.11:11434"
@@ -15,13 +16,15 @@ PINNED = {"llama3.1:8b": 11435, "llama3.3:70b": 11436, "qwen3:0.6b": 11437}
 
 
 def test_every_instance_is_in_the_upstream_and_up(host):
-    conf = host.check_output("cat /etc/nginx/conf.d/ollama-gateway.conf")
+    conf = host.check_output("cat /etc/nginx/ollama-gateway/upstreams.conf")
     upstream = conf.split("upstream ollama_all {", 1)[1].split("}", 1)[0]
     primaries = re.findall(r"server 127\.0\.0\.1:(\d+) max_conns=(\d+)", upstream)
     assert primaries == [("11435", "4"), ("11436", "2"), ("11437", "1")]
     assert len(re.findall(r"server 127\.0\.0\.1:\d+ backup", upstream)) == 3
-    health = call(f"{GATEWAY}/healthz")
-    assert health.status == 200 and (health.json()["up"], health.json()["total"]) == (3, 3)
+    health = json.loads(host.check_output("curl -s http://127.0.0.1:8081/healthz"))  # the status listener
+    assert (health["up"], health["total"]) == (3, 3)
+    # the public one says up or down and nothing about hosts or ports
+    assert call(f"{GATEWAY}/healthz").json() == {"status": "up"}
 
 
 def test_clients_may_reach_the_gateway_by_a_dns_name(host):
@@ -61,12 +64,13 @@ def test_openai_route_follows_the_model_too():
     assert answer.status == 200 and answer.headers["x-ollama-instance"] == "olt-default-gpu1:11437"
 
 
-def test_management_needs_the_admin_key():
-    refused = call(f"{GATEWAY}/api/pull", {"model": "qwen3:0.6b", "stream": False})
-    assert refused.status == 403 and "admin key" in refused.json()["error"]
-    allowed = call(f"{GATEWAY}/api/pull", {"model": "qwen3:0.6b", "stream": False}, key=ADMIN)
-    assert allowed.status == 200 and allowed.json() == {"status": "success"}
-    assert call(f"{GATEWAY}/api/delete", method="DELETE", body={"model": "x"}).status == 403
+def test_management_is_refused_and_points_to_site_yml():
+    """Through the gateway a pull or delete reached one host's store behind the plan's back; the plan (site.yml)
+    is the only way models change, so no key opens these endpoints."""
+    for key in (None, ADMIN):
+        refused = call(f"{GATEWAY}/api/pull", {"model": "qwen3:0.6b", "stream": False}, key=key)
+        assert refused.status == 403 and "site.yml" in refused.json()["error"]
+        assert call(f"{GATEWAY}/api/delete", method="DELETE", body={"model": "x"}, key=key).status == 403
 
 
 def raw_exchange(payload: bytes) -> bytes:
@@ -102,7 +106,7 @@ def test_a_body_sent_with_a_get_never_reaches_an_instance(host):
         assert seen == "0"
         assert "smuggled:1b" not in {m["name"] for m in call(f"{GATEWAY}/api/tags").json()["models"]}
     finally:
-        call(f"{GATEWAY}/api/delete", {"model": "smuggled:1b"}, key=ADMIN, method="DELETE")
+        host.run('curl -s -X DELETE http://127.0.0.1:11435/api/delete -d \'{"model": "smuggled:1b"}\'')
 
 
 def test_each_endpoint_takes_only_its_methods():
@@ -179,3 +183,22 @@ def test_chat_answer_names_its_gpus(host):
         {"model": "llama3.3:70b", "stream": False, "messages": [{"role": "user", "content": "hi"}]},
     )
     assert answer.headers["x-ollama-gpus"].split(",") == uuids[2:7]
+
+
+def test_site_yml_with_an_instance_drained_changes_nothing(host):
+    """The drain tool used to rewrite the nginx file the template owns, so every run with an instance drained
+    reported a change (and put the instance back). Now site.yml writes fleet.json and the drain tool alone
+    renders the upstreams from it and the marks: a rerun leaves the drained instance out and changes nothing."""
+    host.check_output("/usr/local/sbin/ollama-gateway-drain 127.0.0.1:11437 on --reason manual")
+    try:
+        run = site()
+        assert run.returncode == 0, run.stdout[-3000:]
+        assert recap(run)["olt-default-gpu1"]["changed"] == 0, run.stdout[-3000:]
+        solo = [
+            line
+            for line in host.check_output("cat /etc/nginx/ollama-gateway/upstreams.conf").splitlines()
+            if "127.0.0.1:11437" in line
+        ]
+        assert solo and all(line.rstrip().split(";")[0].endswith(" down") for line in solo)
+    finally:
+        host.check_output("/usr/local/sbin/ollama-gateway-drain 127.0.0.1:11437 off --reason manual")

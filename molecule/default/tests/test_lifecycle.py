@@ -20,7 +20,7 @@ from helpers.day2 import (  # noqa: E402
     status_rows,
     units_left,
 )
-from helpers.fleet import host, playbook, recap, site  # noqa: E402
+from helpers.fleet import health, host, playbook, recap, site  # noqa: E402
 from helpers.ollama_client import call  # noqa: E402
 
 NAME = "olt-default-gpu1"
@@ -35,8 +35,7 @@ CONFIRM = {"ollama_uninstall_confirm": "yes"}
 
 
 def healthz():
-    answer = call(f"{GATEWAY}/healthz", timeout=10)
-    return answer.json() if answer.status in (200, 503) else {}
+    return health(NAME)
 
 
 def wait_for_all_up(timeout=60):

@@ -14,9 +14,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(REPO / "tests"))
-from helpers.fleet import host, site  # noqa: E402
+from helpers.fleet import health, host, site  # noqa: E402
 from helpers.load import Load  # noqa: E402
-from helpers.ollama_client import call  # noqa: E402
 
 GATEWAY = "http://10.213.0.33:11434"
 MODEL = "qwen3:0.6b"
@@ -51,11 +50,8 @@ def wait_until(check, timeout, step=0.2):
 
 
 def healthy():
-    try:
-        health = call(f"{GATEWAY}/healthz", timeout=5).json()
-    except (OSError, ValueError):
-        return False
-    return health["up"] == health["total"] == 4
+    seen = health(GW)
+    return seen.get("up") == seen.get("total") == 4
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -275,7 +271,10 @@ def test_rolling_upgrade_of_ollama_under_load():
     assert run.returncode == 0, run.stdout[-3000:]
     versions = {
         b: gw.check_output(f"curl -sf http://{b}/api/version")
-        for b in gw.check_output("grep -v '^#' /etc/nginx/ollama-gateway/backends.txt").split()
+        for b in (
+            f"{i['address']}:{i['port']}"
+            for i in json.loads(gw.check_output("cat /etc/nginx/ollama-gateway/fleet.json"))["instances"]
+        )
     }
     record(
         "rolling upgrade 0.33.0 → 0.33.1",

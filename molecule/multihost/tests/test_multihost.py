@@ -3,15 +3,21 @@
 import sys
 from pathlib import Path
 
+import httpx
+import ollama
+import openai
 import pytest
 
 REPO = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(REPO / "tests"))
+from helpers.fleet import health, host  # noqa: E402
 from helpers.ollama_client import burst, call  # noqa: E402
 
 GATEWAY = "https://10.213.0.23:11434"
 CA = str(REPO / ".cache/artifacts/tls/gateway.crt")
 USER, ADMIN = "olt-test-user-key-0001", "olt-test-admin-key-0001"
+ON_DEMAND = "http://10.213.0.21:11438"  # olt-mh-gpu1/gpu3, which pins nothing
+EMBED = "nomic-embed-text:latest"
 
 
 def get(path, **kw):
@@ -19,9 +25,10 @@ def get(path, **kw):
 
 
 def test_every_instance_of_both_hosts_is_up_behind_the_gateway():
-    health = get("/healthz").json()
-    assert (health["up"], health["total"]) == (6, 6)
-    assert sorted({i["host"] for i in health["instances"]}) == ["olt-mh-gpu1", "olt-mh-gpu2"]
+    seen = health("olt-mh-gw")
+    assert (seen["up"], seen["total"]) == (6, 6)
+    assert sorted({i["host"] for i in seen["instances"]}) == ["olt-mh-gpu1", "olt-mh-gpu2"]
+    assert get("/healthz").json() == {"status": "up"}  # the public one names nothing
 
 
 def test_api_keys_are_enforced():
@@ -33,10 +40,38 @@ def test_api_keys_are_enforced():
     assert get("/api/tags").status == 401 and get("/api/tags", key=USER).status == 200
 
 
-def test_admin_key_for_management_only():
+def test_management_is_refused_even_with_the_admin_key():
     pull = {"model": "qwen3:0.6b", "stream": False}
-    assert get("/api/pull", body=pull, key=USER).status == 403
-    assert get("/api/pull", body=pull, key=ADMIN).status == 200
+    for key in (USER, ADMIN):
+        refused = get("/api/pull", body=pull, key=key)
+        assert refused.status == 403 and "site.yml" in refused.json()["error"]
+
+
+def test_a_model_pinned_nowhere_loads_on_the_on_demand_instance_only():
+    """ollama_gateway_unpinned_models: [olt-mh-gpu1/gpu3], the one instance that pins nothing: an embedding
+    model in gpu1's store (pulled there by hand, as an operator would try one) is served by it alone,
+    through the official clients; every pinned model stays where the plan put it."""
+    gpu1 = host("olt-mh-gpu1")
+    gpu1.check_output(f'curl -sf {ON_DEMAND}/api/pull -d \'{{"model": "{EMBED}", "stream": false}}\'')
+    try:
+        client = ollama.Client(host=GATEWAY, verify=CA, trust_env=False, headers={"Authorization": f"Bearer {USER}"})
+        vectors = client.embed(model=EMBED, input=["one", "two"]).embeddings
+        assert len(vectors) == 2 and len(vectors[0]) > 0 and vectors[0] != vectors[1]
+        assert len(client.embeddings(model=EMBED, prompt="one").embedding) == len(vectors[0])  # legacy API
+        api = openai.OpenAI(
+            base_url=f"{GATEWAY}/v1", api_key=USER, http_client=httpx.Client(verify=CA, trust_env=False)
+        )
+        assert [v.index for v in api.embeddings.create(model=EMBED, input=["one", "two"]).data] == [0, 1]
+        loaded = get("/api/ps", key=USER).json()["models"]
+        where = {(m["name"], m["ollama_fleet"]["host"], m["ollama_fleet"]["instance"]) for m in loaded}
+        assert (EMBED, "olt-mh-gpu1", "gpu3") in where
+        assert not any(name == EMBED and instance != "gpu3" for name, _, instance in where)
+        assert EMBED in {m.model for m in client.list().models}
+        listed = {m["name"]: m["ollama_fleet"]["hosts"] for m in get("/api/tags", key=USER).json()["models"]}
+        assert listed[EMBED] == ["olt-mh-gpu1"] and listed["llama3.1:8b"] == ["olt-mh-gpu1", "olt-mh-gpu2"]
+    finally:
+        gpu1.run(f'curl -s {ON_DEMAND}/api/generate -d \'{{"model": "{EMBED}", "keep_alive": 0}}\'')
+        gpu1.run(f'curl -s -X DELETE {ON_DEMAND}/api/delete -d \'{{"model": "{EMBED}"}}\'')
 
 
 def test_tls_is_enforced():

@@ -13,9 +13,8 @@ REPO = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(REPO / "tests"))
 from helpers import browser  # noqa: E402
 from helpers.day2 import GATEWAY_PATHS, GPU_HOST_PATHS, footprint, left_behind, metrics, status_rows  # noqa: E402
-from helpers.fleet import host, playbook, recap, site  # noqa: E402
+from helpers.fleet import health, host, playbook, recap, site  # noqa: E402
 from helpers.load import Load  # noqa: E402
-from helpers.ollama_client import call  # noqa: E402
 
 GATEWAY = "https://10.213.0.23:11434"
 CA = str(REPO / ".cache/artifacts/tls/gateway.crt")
@@ -175,8 +174,8 @@ def test_uninstall_removes_the_toolkit_from_every_host(before_uninstall):
 def test_site_restores_service_after_uninstall():
     run = site()
     assert run.returncode == 0, run.stdout[-3000:]
-    health = call(f"{GATEWAY}/healthz", cafile=CA).json()
-    assert (health["up"], health["total"]) == (6, 6)
+    seen = health(GW)
+    assert (seen["up"], seen["total"]) == (6, 6)
     with load() as running:
         status = playbook("playbooks/status.yml")
     assert status.returncode == 0, status.stdout[-3000:]

@@ -1,0 +1,258 @@
+"""Careless and hostile clients against the deployed gateway: they cannot change what the plan pinned,
+route around it, shut other clients out, or grow nginx's memory without bound. One test per finding of
+issue 13 (probed 2026-11-22). Traffic only to the test host, bounded in count and time."""
+
+import asyncio
+import http.client
+import json
+import resource
+import shlex
+import socket
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "tests"))
+from helpers.ollama_client import call  # noqa: E402
+
+ADDRESS = "10.213.0.11"
+GATEWAY = f"http://{ADDRESS}:11434"
+ADMIN = "olt-test-admin-key-0001"
+PORTS = {"llama3.1:8b": 11435, "llama3.3:70b": 11436, "qwen3:0.6b": 11437}
+SERVED = "this gateway serves llama3.1:8b, llama3.3:70b, qwen3:0.6b"
+# What nginx may grow by while 100 clients upload 4 MB each and stall (README, "Security"): the 128 KiB body
+# buffer per upload (12.5 MiB) and slack; before, each body sat whole in memory (400 MB).
+RSS_BUDGET_MIB = 32
+
+
+def generate(model, **extra):
+    return {"model": model, "prompt": "hi", "stream": False, "options": {"num_predict": 1}, **extra}
+
+
+def loaded(host):
+    """Every instance's /api/ps, straight from the instance: model → (port, context, size, size_vram, expiry)."""
+    models = {}
+    for port in PORTS.values():
+        for m in json.loads(host.check_output(f"curl -sf http://127.0.0.1:{port}/api/ps"))["models"]:
+            models[m["name"]] = (port, m["context_length"], m["size"], m["size_vram"], m["expires_at"])
+    return models
+
+
+def post_raw(path, data: bytes, headers=None):
+    conn = http.client.HTTPConnection(ADDRESS, 11434, timeout=30)
+    try:
+        conn.request("POST", path, body=data, headers={"Content-Type": "application/json", **(headers or {})})
+        resp = conn.getresponse()
+        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
+    finally:
+        conn.close()
+
+
+def test_a_client_cannot_unload_a_pinned_model(host):
+    """{"keep_alive": 0} from anyone unloaded the pinned model; Go matches "KEEP_ALIVE" and a Kelvin-sign k too."""
+    before = loaded(host)
+    for spelling in ("keep_alive", "KEEP_ALIVE", "\u212aeep_alive"):
+        for value in (0, "5m"):
+            answer = call(f"{GATEWAY}/api/generate", generate("llama3.1:8b", **{spelling: value}))
+            assert answer.status == 200 and answer.headers["x-ollama-gateway-guarded"] == "keep_alive", spelling
+    time.sleep(1)  # the stand-in unloads a keep_alive-0 model as the request ends, as Ollama does
+    assert loaded(host) == before  # still there, still pinned (same expiry), same context
+
+
+def test_a_client_cannot_reload_a_pinned_model_at_another_context(host):
+    """ "options": {"num_ctx": 131072} loaded the model again at 68.8 GiB on a group planned for 8.8."""
+    before = loaded(host)
+    planned = before["llama3.1:8b"][1]
+    for option, value in (("num_ctx", 131072), ("num_ctx", 512), ("num_gpu", 0), ("num_batch", 7), ("use_mmap", False)):
+        answer = call(f"{GATEWAY}/api/generate", generate("llama3.1:8b", options={"num_predict": 1, option: value}))
+        assert answer.status == 200 and answer.headers["x-ollama-gateway-guarded"] == f"options.{option}"
+    # the planned context itself changes nothing and goes through as it is
+    answer = call(f"{GATEWAY}/api/chat", {"model": "llama3.1:8b", "stream": False, "options": {"num_ctx": planned}})
+    assert answer.status == 200 and "x-ollama-gateway-guarded" not in answer.headers
+    assert loaded(host) == before
+
+
+def test_an_admin_key_passes_the_body_as_it_is():
+    answer = call(f"{GATEWAY}/api/generate", generate("qwen3:0.6b", keep_alive=-1), key=ADMIN)
+    assert answer.status == 200 and "x-ollama-gateway-guarded" not in answer.headers
+
+
+def test_every_spelling_of_a_pinned_model_reaches_its_instances():
+    """registry.ollama.ai/library/llama3.3:70b went to the default upstream and loaded the 70B everywhere."""
+    for name in (
+        "registry.ollama.ai/library/llama3.3:70b",
+        "https://registry.ollama.ai/library/llama3.3:70b",
+        "library/llama3.3:70b",
+        "LLAMA3.3:70B",
+        " llama3.3:70b ",
+        "llama3.3:70b:local",
+    ):
+        answer = call(f"{GATEWAY}/api/generate", generate(name))
+        assert answer.status == 200 and answer.headers["x-ollama-instance"] == "olt-default-gpu1:11436", name
+    for key in ("Model", "MODEL"):
+        answer = call(f"{GATEWAY}/api/chat", {key: "library/qwen3:0.6b", "messages": [], "stream": False})
+        assert answer.status == 200 and answer.headers["x-ollama-instance"] == "olt-default-gpu1:11437", key
+
+
+def test_a_body_the_router_cannot_read_exactly_is_refused():
+    """Ollama (Go) ignores bytes after the first JSON value and takes the last of "model"/"Model": a router
+    that guessed differently from Ollama would route one model and load another."""
+    for body in (
+        b'{"model": "qwen3:0.6b"} {"model": "llama3.3:70b"}',
+        b'{"model": "qwen3:0.6b", "Model": "llama3.3:70b"}',
+        b'{"model": "llama3.3:70b@sha256:0123"}',
+        b'{"model": 7}',
+        b"[]",
+        b"not json",
+        b"",
+    ):
+        status, headers, answer = post_raw("/api/generate", body)
+        assert status == 400 and headers["content-type"].startswith("application/json"), body
+        assert json.loads(answer)["error"], body
+
+
+def test_a_model_pinned_nowhere_is_refused_and_loads_nowhere(host):
+    before = {name: where[0] for name, where in loaded(host).items()}
+    for name in ("mistral:7b", "ollama.com/library/llama3.3:70b", "llama3.3:70b-cloud"):
+        answer = call(f"{GATEWAY}/api/generate", generate(name))
+        assert answer.status == 404 and SERVED in answer.json()["error"], name
+    answer = call(f"{GATEWAY}/v1/chat/completions", {"model": "mistral:7b", "messages": []})
+    assert answer.status == 404 and SERVED in answer.json()["error"]["message"]
+    assert {name: where[0] for name, where in loaded(host).items()} == before == PORTS
+
+
+def test_one_client_cannot_hold_every_connection(host):
+    """525 connections that never finished their bodies held every slot for 60 s: everyone else got 503. One
+    address now holds at most ollama_gateway_client_connections (256) of the 519 (7 slots + queue 512)."""
+    stalled = []
+    try:
+        for _ in range(600):
+            conn = socket.create_connection((ADDRESS, 11434), timeout=10)
+            conn.sendall(
+                b"POST /api/generate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                b"Content-Length: 1000\r\n\r\n{"
+            )
+            stalled.append(conn)
+        time.sleep(1)
+        refused = 0
+        for conn in stalled:
+            conn.setblocking(False)
+            try:
+                refused += conn.recv(64).startswith(b"HTTP/1.1 503 ")
+            except BlockingIOError:
+                pass
+        assert refused == 600 - 256
+        # another client (the host's own address) is served meanwhile
+        other = host.run(
+            f"curl -s -o /dev/null -w '%{{http_code}}' --max-time 20 {GATEWAY}/api/generate "
+            """-d '{"model": "qwen3:0.6b", "prompt": "hi", "stream": false, "options": {"num_predict": 1}}'"""
+        )
+        assert other.stdout == "200"
+    finally:
+        for conn in stalled:
+            conn.close()
+
+
+def test_input_an_instance_chokes_on_does_not_eject_it(host):
+    """Four requests that made an instance drop its connection made nginx's passive checks answer 502 to
+    everyone for 11 s. Ejection is the active health checker's alone: no server has max_fails."""
+    servers = [
+        line
+        for line in host.check_output("cat /etc/nginx/ollama-gateway/upstreams.conf").splitlines()
+        if line.strip().startswith("server ")
+    ]
+    assert servers and all(" max_fails=0" in line for line in servers)
+    bad = generate("qwen3:0.6b", options={"num_predict": 1, "temperature": "hot"})
+    assert {call(f"{GATEWAY}/api/generate", bad).status for _ in range(6)} <= {400, 500}
+    assert call(f"{GATEWAY}/api/generate", generate("qwen3:0.6b")).status == 200
+
+
+def test_slow_large_uploads_keep_nginx_within_its_memory_budget(host):
+    """300 slow 20 MB uploads grew nginx to 2.6 GB: each body was held whole in memory. Now a body beyond
+    128 KiB goes to disk as it arrives. Peak RSS of all nginx processes while 100 clients stall mid-upload."""
+    sampler = (
+        "for i in $(seq 60); do ps -C nginx -o rss= | awk '{s+=$1} END {print s}'; sleep 0.25; done"
+        " > /tmp/olt-nginx-rss.log"
+    )
+    host.check_output(f"systemd-run --quiet --collect --unit olt-nginx-rss sh -c {shlex.quote(sampler)}")
+    chunk = b"x" * 65536
+    uploads = []
+    try:
+        for _ in range(100):
+            conn = socket.create_connection((ADDRESS, 11434), timeout=30)
+            conn.sendall(
+                b"POST /api/generate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                b'Content-Length: 12000000\r\n\r\n{"model": "qwen3:0.6b", "prompt": "'
+            )
+            uploads.append(conn)
+        for _ in range(64):  # 4 MB each, then they stall
+            for conn in uploads:
+                conn.sendall(chunk)
+        time.sleep(3)
+    finally:
+        for conn in uploads:
+            conn.close()
+    time.sleep(12)  # the sampler's 15 s
+    samples = [int(n) / 1024 for n in host.check_output("cat /tmp/olt-nginx-rss.log").split()]
+    print(f"nginx RSS: {samples[0]:.0f} MiB before, {max(samples):.0f} MiB at the peak of 100 stalled 4 MB uploads")
+    assert max(samples) - samples[0] < RSS_BUDGET_MIB
+    # a whole body beyond the buffer (read from disk by the router), sent chunked, is still routed by its model
+    prompt = "y" * 1_500_000
+    body = json.dumps({"prompt": prompt, "stream": False, "options": {"num_predict": 1}, "model": "llama3.3:70b"})
+    conn = http.client.HTTPConnection(ADDRESS, 11434, timeout=30)
+    conn.request(
+        "POST",
+        "/api/generate",
+        body=iter([body[:700_000].encode(), body[700_000:].encode()]),
+        headers={"Content-Type": "application/json"},
+        encode_chunked=True,
+    )
+    resp = conn.getresponse()
+    assert resp.status == 200 and resp.getheader("X-Ollama-Instance") == "olt-default-gpu1:11436"
+    conn.close()
+
+
+async def one_client(request: bytes):
+    """Status and Retry-After of one request on its own connection; 0 when the connection failed."""
+    try:
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(ADDRESS, 11434), 30)
+        writer.write(request)
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 60)
+        writer.close()
+        lines = head.decode().split("\r\n")
+        headers = dict(line.split(": ", 1) for line in lines[1:] if ": " in line)
+        return int(lines[0].split()[1]), headers.get("Retry-After")
+    except (TimeoutError, OSError, asyncio.IncompleteReadError) as exc:
+        return 0, type(exc).__name__
+
+
+def test_a_thousand_clients_at_once_each_get_an_answer():
+    """At 1000 simultaneous streams 118 clients got a TCP reset: worker_connections was Debian's 768."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 4096)), hard))
+    requests = []
+    for n in range(1000):
+        body = json.dumps(generate(list(PORTS)[n % 3])).encode()
+        requests.append(
+            b"POST /api/generate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nConnection: close\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+        )
+
+    async def everyone():
+        return await asyncio.gather(*(one_client(r) for r in requests))
+
+    answers = asyncio.run(everyone())
+    counts = {}
+    for status, _ in answers:
+        counts[status] = counts.get(status, 0) + 1
+    print(f"1000 at once: {counts}")
+    assert set(counts) <= {200, 503}, counts
+    assert all(retry == "2" for status, retry in answers if status == 503)
+    assert counts.get(200, 0) >= 256  # one address's share of the slots and queue, all served
+
+
+def test_the_gateway_host_serves_nothing_but_the_gateway(host):
+    assert host.run(f"curl -s --max-time 5 http://{ADDRESS}:80/").rc == 7  # Debian's default site is off
+    assert not host.file("/etc/nginx/sites-enabled/default").exists
+    conf = host.check_output("cat /etc/nginx/nginx.conf")
+    assert "worker_connections 3100;" in conf and "worker_rlimit_nofile 6200;" in conf  # 4 × (7 + 512) + 1024
