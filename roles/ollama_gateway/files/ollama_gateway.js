@@ -1,16 +1,15 @@
 // The Ollama gateway's logic in nginx njs (0.7): model routing that guards the plan, the fleet-wide
 // views (/api/ps, /api/tags, /v1/models), health and Prometheus metrics. A static file: everything it
-// knows about the fleet comes from fleet.json, which site.yml writes (ollama_gateway_fleet filter).
+// knows about the fleet comes from fleet.json, which site.yml writes (ollama_gateway_fleet filter) and
+// nginx names in $ollama_gateway_fleet.
 import fs from 'fs';
-
-const FLEET_FILE = '/etc/nginx/ollama-gateway/fleet.json';
 
 // Options that make Ollama load the model again when they differ from the running one
 // (server/sched.go needsReload): a client sending one would reload a pinned model.
 const RELOAD_OPTIONS = ['num_ctx', 'num_batch', 'num_gpu', 'main_gpu', 'use_mmap', 'num_thread', 'draft_num_predict'];
 
-function fleet() {
-    return JSON.parse(fs.readFileSync(FLEET_FILE));
+function fleet(r) {
+    return JSON.parse(fs.readFileSync(r.variables.ollama_gateway_fleet));
 }
 
 // ------------------------------------------------------------------------------------ answers
@@ -146,7 +145,7 @@ function proxy(r, upstream, body, notes) {
 
 // Inference and /api/show: to the instances that pin the model named in the body, the plan guarded.
 function route(r) {
-    const f = fleet();
+    const f = fleet(r);
     const text = readBody(r);
     if (text === '') {
         return fail(r, 400, 'missing request body');
@@ -248,14 +247,14 @@ async function fleetModels(f) {
 }
 
 async function tags(r) {
-    const listed = await fleetModels(fleet());
+    const listed = await fleetModels(fleet(r));
     missingHeader(r, listed.missing);
     send(r, 200, { models: listed.models });
 }
 
 // Every loaded model of every instance, with its host, instance and GPU UUIDs.
 async function ps(r) {
-    const f = fleet();
+    const f = fleet(r);
     const answers = await Promise.all(f.instances.map(function (i) { return fetchJSON(i, '/api/ps'); }));
     const models = [];
     const missing = [];
@@ -298,7 +297,7 @@ function openAIModel(m) {
 }
 
 async function v1Models(r) {
-    const listed = await fleetModels(fleet());
+    const listed = await fleetModels(fleet(r));
     missingHeader(r, listed.missing);
     const prefix = '/v1/models/';
     if (r.uri.indexOf(prefix) !== 0) {
@@ -324,14 +323,14 @@ async function instancesUp(f) {
 
 // Public: up or down, nothing about the fleet's layout.
 async function healthz(r) {
-    const states = await instancesUp(fleet());
+    const states = await instancesUp(fleet(r));
     const up = states.some(function (s) { return s; });
     send(r, up ? 200 : 503, { status: up ? 'up' : 'down' });
 }
 
 // Status listener only: every instance with its address.
 async function healthzDetail(r) {
-    const f = fleet();
+    const f = fleet(r);
     const states = await instancesUp(f);
     const up = states.filter(function (s) { return s; }).length;
     send(r, up > 0 ? 200 : 503, {
@@ -423,7 +422,7 @@ function exposition(instances, answers, stub, marks) {
 }
 
 async function metrics(r) {
-    const f = fleet();
+    const f = fleet(r);
     const answers = await Promise.all(f.instances.map(function (i) { return fetchJSON(i, '/api/ps'); }));
     const stub = await ngx.fetch(f.stub_status)
         .then(function (res) { return res.ok ? res.text() : ''; }, function () { return ''; });
