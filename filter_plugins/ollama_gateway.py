@@ -1,5 +1,7 @@
 """The gateway's view of the fleet: every instance as the gateway reaches it, and model routes."""
 
+import hashlib
+
 from ansible.errors import AnsibleFilterError
 
 DOCUMENTATION = r"""
@@ -100,7 +102,10 @@ def ollama_gateway_routes(backends):
     for model in sorted(by_model):
         key = tuple((b["host"], b["instance"], b["max_conns"]) for b in by_model[model])
         if key not in names:
-            names[key] = f"ollama_pinned_{len(names) + 1}"
+            # named by its members, not by position: a model added elsewhere renames no upstream, so a
+            # router reading a newer fleet.json than nginx has loaded never sends a model to another's
+            # instances (an unknown name fails with 502 until the reload instead)
+            names[key] = "ollama_pinned_" + hashlib.sha256(repr(key).encode()).hexdigest()[:10]
             upstreams[names[key]] = by_model[model]
         routes[model] = names[key]
     return {"upstreams": upstreams, "routes": routes}

@@ -37,6 +37,8 @@ def run_router(tmp_path, script: str):
         ("ollama.com/library/x", "ollama.com/library/x:latest"),  # another registry: another model
         ("llama3.3:70b@sha256:0123", None),  # v0.33 parses no digest: "invalid model name"
         ("a/b/c/d", None),
+        ("llama3.3:70b-cloud", None),  # Ollama sends cloud models to ollama.com (modelref)
+        ("gpt-oss:CLOUD", None),
         ("my.ns/x", None),  # no "." in a namespace
         ("", None),
     ],
@@ -72,9 +74,10 @@ def test_the_guard_drops_what_would_unload_or_reload_a_pinned_model(tmp_path):
     ]
 
 
-def test_the_planned_context_passes_untouched(tmp_path):
-    seen = guard(tmp_path, {"options": {"num_ctx": 8192}}, 8192, "clamp")
-    assert seen == {"notes": [], "request": {"options": {"num_ctx": 8192}}}
+def test_any_num_ctx_and_shift_go(tmp_path):
+    # instances of one model may plan different contexts: even the smallest planned one would reload another
+    seen = guard(tmp_path, {"shift": False, "options": {"num_ctx": 8192}}, 8192, "clamp")
+    assert seen == {"notes": ["shift", "options.num_ctx"], "request": {"options": {}}}
 
 
 def test_reject_policy_refuses_a_longer_context_and_names_the_plan(tmp_path):

@@ -50,9 +50,10 @@ def two_instances():
 
 def test_fleet_names_routes_planned_contexts_and_every_upstream():
     fleet = ollama_gateway_fleet(two_instances())
-    assert fleet["routes"] == {"llama3.1:8b": "ollama_pinned_1"}
+    (upstream,) = fleet["routes"].values()
+    assert list(fleet["routes"]) == ["llama3.1:8b"] and upstream.startswith("ollama_pinned_")
     assert fleet["contexts"] == {"llama3.1:8b": 8192}
-    assert sorted(fleet["upstreams"]) == ["ollama_all", "ollama_pinned_1"]
+    assert sorted(fleet["upstreams"]) == ["ollama_all", upstream]
     assert [s["port"] for s in fleet["upstreams"]["ollama_all"]] == [11435, 11436]
     assert (fleet["unpinned"], fleet["context_policy"]) == ("reject", "clamp")
 
@@ -72,3 +73,14 @@ def test_unpinned_models_go_only_to_instances_that_pin_nothing():
 def test_an_unknown_context_policy_is_named():
     with pytest.raises(AnsibleFilterError, match="ollama_gateway_context_policy: 'truncate' is not one of: clamp"):
         ollama_gateway_fleet(two_instances(), context_policy="truncate")
+
+
+def test_an_upstream_keeps_its_name_when_a_model_is_added_elsewhere():
+    """The router reads fleet.json before nginx reloads the upstreams: a positional name would send a model to
+    another model's instances in between."""
+    before = ollama_gateway_routes(two_instances())["routes"]
+    fits = [{"model": "aaa:1b", "slots": 1, "context": 4096}, {"model": "llama3.1:8b", "slots": 4, "context": 8192}]
+    grown = host_vars("gpu1", fits)
+    grown["ollama_plan"].append(dict(grown["ollama_plan"][0], name="spare", port=11436, models=[], fit=[]))
+    after = ollama_gateway_routes(ollama_gateway_backends([grown], gateway="gpu1"))["routes"]
+    assert after["llama3.1:8b"] == before["llama3.1:8b"]

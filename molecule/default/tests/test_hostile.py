@@ -60,16 +60,25 @@ def test_a_client_cannot_unload_a_pinned_model(host):
 
 
 def test_a_client_cannot_reload_a_pinned_model_at_another_context(host):
-    """ "options": {"num_ctx": 131072} loaded the model again at 68.8 GiB on a group planned for 8.8."""
+    """ "options": {"num_ctx": 131072} loaded the model again at 68.8 GiB on a group planned for 8.8. Any
+    num_ctx goes (instances of one model may plan different contexts), and so does "shift", which reloads
+    the model when it differs from the runner's (server/sched.go needsReload)."""
     before = loaded(host)
     planned = before["llama3.1:8b"][1]
-    for option, value in (("num_ctx", 131072), ("num_ctx", 512), ("num_gpu", 0), ("num_batch", 7), ("use_mmap", False)):
+    for option, value in (("num_ctx", 131072), ("num_ctx", planned), ("num_gpu", 0), ("num_batch", 7)):
         answer = call(f"{GATEWAY}/api/generate", generate("llama3.1:8b", options={"num_predict": 1, option: value}))
         assert answer.status == 200 and answer.headers["x-ollama-gateway-guarded"] == f"options.{option}"
-    # the planned context itself changes nothing and goes through as it is
-    answer = call(f"{GATEWAY}/api/chat", {"model": "llama3.1:8b", "stream": False, "options": {"num_ctx": planned}})
-    assert answer.status == 200 and "x-ollama-gateway-guarded" not in answer.headers
+    for spelling in ("shift", "SHIFT", "\u017fhift"):
+        answer = call(f"{GATEWAY}/api/chat", {"model": "llama3.1:8b", "stream": False, spelling: False})
+        assert answer.status == 200 and answer.headers["x-ollama-gateway-guarded"] == "shift", spelling
     assert loaded(host) == before
+    # a large body is not written again (it would stall a worker): the client is told what to leave out
+    big = generate("llama3.1:8b", prompt="z" * 1_200_000, keep_alive=0)
+    refused = call(f"{GATEWAY}/api/generate", big)
+    assert refused.status == 400 and "leave them out" in refused.json()["error"]
+    del big["keep_alive"]
+    answer = call(f"{GATEWAY}/api/generate", big)
+    assert answer.status == 200 and answer.headers["x-ollama-instance"] == "olt-default-gpu1:11435"
 
 
 def test_an_admin_key_passes_the_body_as_it_is():

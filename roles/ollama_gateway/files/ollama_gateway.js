@@ -6,6 +6,9 @@ import fs from 'fs';
 
 // Options that make Ollama load the model again when they differ from the running one
 // (server/sched.go needsReload): a client sending one would reload a pinned model.
+// Bodies up to this size the router rewrites without what the plan guards; larger ones are refused.
+const REWRITE_LIMIT = 1048576;
+
 const RELOAD_OPTIONS = ['num_ctx', 'num_batch', 'num_gpu', 'main_gpu', 'use_mmap', 'num_thread', 'draft_num_predict'];
 
 function fleet(r) {
@@ -74,6 +77,10 @@ function canonical(name) {
     if (host.indexOf('://') >= 0) {
         host = host.slice(host.indexOf('://') + 3);
     }
+    // x:cloud and x:tag-cloud are proxied by Ollama to ollama.com (modelref): never served here
+    if (/(^|-)cloud$/i.test(tag)) {
+        return null;
+    }
     const full = { host: host, namespace: namespace, model: model, tag: tag };
     const bad = Object.keys(NAME_PARTS).filter(function (p) { return !NAME_PARTS[p].test(full[p]); });
     return bad.length ? null : (host + '/' + namespace + '/' + model + ':' + tag).toLowerCase();
@@ -106,9 +113,12 @@ function readBody(r) {
 // (what was dropped) or a string: the reason to refuse.
 function guard(request, pinned, policy) {
     const notes = [];
-    keysFolding(request, 'keep_alive').forEach(function (k) {
-        delete request[k];
-        notes.push('keep_alive');
+    // keep_alive unloads or sets an expiry; shift (context shift) differing from the runner's reloads it
+    ['keep_alive', 'shift'].forEach(function (field) {
+        keysFolding(request, field).forEach(function (k) {
+            delete request[k];
+            notes.push(field);
+        });
     });
     const optionKeys = keysFolding(request, 'options');
     if (optionKeys.length > 1) {
@@ -123,8 +133,9 @@ function guard(request, pinned, policy) {
         return 'options.num_ctx ' + wanted + ' is more than model ' + pinned.model + ' runs with on this fleet ('
             + pinned.context + '); ask for at most ' + pinned.context + ' or leave num_ctx out';
     }
+    // num_ctx goes even when it is a planned context: instances of one model may plan different ones
     RELOAD_OPTIONS.forEach(function (o) {
-        if (o in options && !(o === 'num_ctx' && options[o] === pinned.context)) {
+        if (o in options) {
             delete options[o];
             notes.push('options.' + o);
         }
@@ -174,7 +185,7 @@ function route(r) {
     }
     const name = canonical(model);
     if (name === null) {
-        return fail(r, 400, 'invalid model name "' + model + '"');
+        return fail(r, 400, 'invalid model name "' + model + '" (cloud models are not served by this gateway)');
     }
     const pinned = pinnedModels(f)[name];
     if (!pinned) {
@@ -191,6 +202,12 @@ function route(r) {
     const notes = guard(request, pinned, f.context_policy);
     if (typeof notes === 'string') {
         return fail(r, 400, notes);
+    }
+    // Writing a large body again would stall this worker (njs's JSON.stringify of megabytes of numbers
+    // takes seconds) and hold a second copy: such a client is told what to leave out instead.
+    if (notes.length && text.length > REWRITE_LIMIT) {
+        return fail(r, 400, 'this gateway does not let clients change ' + notes.join(', ') + ' of pinned model '
+            + pinned.model + '; leave them out (bodies over ' + REWRITE_LIMIT + ' bytes are not rewritten)');
     }
     proxy(r, pinned.upstream, notes.length ? JSON.stringify(request) : null, notes);
 }
