@@ -122,9 +122,13 @@ def test_a_body_the_router_cannot_read_exactly_is_refused():
 
 def test_a_model_pinned_nowhere_is_refused_and_loads_nowhere(host):
     before = {name: where[0] for name, where in loaded(host).items()}
-    for name in ("mistral:7b", "ollama.com/library/llama3.3:70b", "llama3.3:70b-cloud"):
+    for name in ("mistral:7b", "ollama.com/library/llama3.3:70b"):
         answer = call(f"{GATEWAY}/api/generate", generate(name))
         assert answer.status == 404 and SERVED in answer.json()["error"], name
+    # a cloud model would be sent on to ollama.com by Ollama (modelref): refused before any instance sees it
+    for name in ("llama3.3:70b-cloud", "gpt-oss:120b-cloud", "qwen3:cloud"):
+        answer = call(f"{GATEWAY}/api/generate", generate(name))
+        assert answer.status == 400 and "cloud models are not served" in answer.json()["error"], name
     answer = call(f"{GATEWAY}/v1/chat/completions", {"model": "mistral:7b", "messages": []})
     assert answer.status == 404 and SERVED in answer.json()["error"]["message"]
     assert {name: where[0] for name, where in loaded(host).items()} == before == PORTS
