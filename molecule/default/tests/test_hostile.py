@@ -48,6 +48,16 @@ def post_raw(path, data: bytes, headers=None):
         conn.close()
 
 
+def start_upload(length: int, start: bytes, timeout: float) -> socket.socket:
+    """A connection that declares a generate body of LENGTH bytes and has sent only START of it."""
+    conn = socket.create_connection((ADDRESS, 11434), timeout=timeout)
+    conn.sendall(
+        b"POST /api/generate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n\r\n%s" % (length, start)
+    )
+    return conn
+
+
 def test_a_client_cannot_unload_a_pinned_model(host):
     """{"keep_alive": 0} from anyone unloaded the pinned model; Go matches "KEEP_ALIVE" and a Kelvin-sign k too."""
     before = loaded(host)
@@ -140,12 +150,7 @@ def test_one_client_cannot_hold_every_connection(host):
     stalled = []
     try:
         for _ in range(600):
-            conn = socket.create_connection((ADDRESS, 11434), timeout=10)
-            conn.sendall(
-                b"POST /api/generate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                b"Content-Length: 1000\r\n\r\n{"
-            )
-            stalled.append(conn)
+            stalled.append(start_upload(1000, b"{", timeout=10))
         time.sleep(1)
         refused = 0
         for conn in stalled:
@@ -192,12 +197,7 @@ def test_slow_large_uploads_keep_nginx_within_its_memory_budget(host):
     uploads = []
     try:
         for _ in range(100):
-            conn = socket.create_connection((ADDRESS, 11434), timeout=30)
-            conn.sendall(
-                b"POST /api/generate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                b'Content-Length: 12000000\r\n\r\n{"model": "qwen3:0.6b", "prompt": "'
-            )
-            uploads.append(conn)
+            uploads.append(start_upload(12_000_000, b'{"model": "qwen3:0.6b", "prompt": "', timeout=30))
         for _ in range(64):  # 4 MB each, then they stall
             for conn in uploads:
                 conn.sendall(chunk)

@@ -447,4 +447,4 @@ async function metrics(r) {
     r.return(200, exposition(f.instances, answers, stub, drainMarks(f.drained_dir)));
 }
 
-export default { route, tags, ps, v1Models, healthz, healthzDetail, metrics, canonical, guard, goFold };
+export default { route, tags, ps, v1Models, healthz, healthzDetail, metrics, canonical, guard };
