@@ -97,9 +97,9 @@ def test_plan_picture_draws_both_hosts(tmp_path):
 # at a realistic 1.5 GiB/s here (llama3.1:8b ≈ 3 s), as a real server would.
 ROLLING = {"ollama_keep_alive": "10m"}
 # A cold llama3.1:8b takes 0.2 s + 4.6 GiB at 1.5 GiB/s ≈ 3.3 s to load; a queue wait alone stays under
-# 1 s (0.85 s and 0.87 s in two runs). A stream that meets the load waits for what is left of it: 2.8 s and
-# 3.8 s at most in the same runs. Hence two bounds: over COLD someone met a load, under WARM nobody did.
-COLD = 2.0
+# 1 s (0.85 s and 0.87 s in two runs). A stream that meets the load waits for what is left of it (2.8 s and
+# 3.8 s at most in runs with ollama_warm_models false). Under WARM, no stream met a load.
+# That comparison itself is not a test: whether a stream meets a cold instance is chance.
 WARM = 2.5
 
 
@@ -117,17 +117,6 @@ def rolling_change(extra, case):
     cold = sum(1 for o in running.outcomes if o.ttft is not None and o.ttft > WARM and changed <= o.started <= done)
     record(case, running, done - changed, **ttft, ttft_max_ms=round(worst * 1000), streams_over_2_5_s=cold)
     return run, running, steady, during, worst
-
-
-def test_rolling_change_without_warm_up_sends_users_to_cold_instances():
-    """The old behaviour, for comparison: with ollama_warm_models false an instance rejoins before its model
-    is loaded, and the first streams sent to it wait for the load."""
-    run, running, steady, during, worst = rolling_change(
-        {"ollama_warm_models": False}, "rolling change, instances rejoin cold (multihost)"
-    )
-    assert run.returncode == 0, run.stdout[-3000:]
-    assert broken(running) == 0 and steady is not None
-    assert worst > COLD, "a stream that met a cold instance waits for its load"
 
 
 def test_rolling_upgrade_under_load_fails_no_request_and_meets_no_cold_model():
