@@ -10,6 +10,11 @@ steps=(lint unit)
 for s in $scenarios; do steps+=("molecule:$s"); done
 steps+=(leftovers)
 
+# Each step's output also goes to .cache/test-logs/STEP.log: the failed tests' lines are repeated under the
+# summary, where a CI log that keeps only its tail still shows them.
+logs=.cache/test-logs
+rm -rf "$logs" && mkdir -p "$logs"
+
 declare -A result seconds
 for step in "${steps[@]}"; do
   echo "=== $step"
@@ -17,7 +22,7 @@ for step in "${steps[@]}"; do
   case $step in
     molecule:*) molecule test -s "${step#molecule:}" ;;
     *) make --no-print-directory "$step" ;;
-  esac
+  esac 2>&1 | tee "$logs/${step#molecule:}.log"
   rc=$?
   seconds[$step]=$(( $(date +%s) - started ))
   if [ "$rc" -eq 0 ]; then result[$step]=passed; else result[$step]="FAILED (exit $rc)"; fi
@@ -31,4 +36,9 @@ for step in "${steps[@]}"; do
   if [ "${result[$step]}" = passed ]; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
 done
 echo "make test: $passed passed, $failed failed"
+for step in "${steps[@]}"; do
+  [ "${result[$step]}" = passed ] && continue
+  echo "--- $step: failed tests and errors (whole output: $logs/${step#molecule:}.log)"
+  sed 's/\x1b\[[0-9;]*m//g' "$logs/${step#molecule:}.log" | grep -E '(FAILED|ERROR) |(^|│ )E  |fatal: \[' | tail -n 30
+done
 [ "$failed" -eq 0 ]
