@@ -1,6 +1,9 @@
 """The gateway's view of the fleet: every instance as the gateway reaches it, and model routes."""
 
 import hashlib
+import ipaddress
+import json
+import socket
 
 from ansible.errors import AnsibleFilterError
 
@@ -38,6 +41,61 @@ _value:
 """
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def ollama_remote_gateways(gateways, host, hostvars):
+    """The gateways on other hosts than `host`, as [{name, address}]: their ansible_host, a name resolved here
+    (ip route get, which finds the bind address, takes addresses only)."""
+    remote = []
+    for name in gateways:
+        if name == host:
+            continue
+        address = hostvars[name].get("ansible_host", name)
+        try:
+            ipaddress.ip_address(address)
+        except ValueError:
+            try:
+                address = socket.getaddrinfo(address, None, proto=socket.IPPROTO_TCP)[0][4][0]
+            except OSError as exc:
+                raise AnsibleFilterError(
+                    f"host {host}, field ollama_bind_address: auto needs the address of gateway {name}, and "
+                    f"{address} does not resolve ({exc}); set ollama_bind_address to {host}'s address on the "
+                    "gateways' network"
+                ) from None
+        remote.append({"name": name, "address": address})
+    return remote
+
+
+def ollama_bind_address(setting, host, routes):
+    """The address the instances of `host` listen on: `setting`, or for `auto` loopback when no gateway is on
+    another host, else the source address of this host's route to the gateways (`routes`: the results of
+    `ip -json route get GATEWAY`, one per remote gateway)."""
+    if setting != "auto":
+        return setting
+    where = f"host {host}, field ollama_bind_address"
+    sources = {}
+    for result in routes:
+        if result.get("skipped"):
+            continue
+        gateway = result["item"]
+        if result.get("rc") != 0:
+            raise AnsibleFilterError(
+                f"{where}: auto found no route to gateway {gateway['name']} ({gateway['address']}): "
+                f"{result.get('stderr', '').strip()}; set ollama_bind_address to {host}'s address on the gateways' network"
+            )
+        source = (json.loads(result["stdout"]) or [{}])[0].get("prefsrc")
+        if not source:
+            raise AnsibleFilterError(f"{where}: auto found no source address towards gateway {gateway['name']}")
+        sources.setdefault(source, []).append(gateway["name"])
+    if not sources:
+        return "127.0.0.1"
+    if len(sources) > 1:
+        seen = "; ".join(f"{address} towards {', '.join(names)}" for address, names in sorted(sources.items()))
+        raise AnsibleFilterError(
+            f"{where}: auto finds the gateways on different networks ({seen}) and instances listen on one address; "
+            "set ollama_bind_address (0.0.0.0: every address, the firewall still admits only the gateways)"
+        )
+    return next(iter(sources))
 
 
 def ollama_gateway_address(address, host, gateway, ansible_host):
@@ -189,4 +247,6 @@ class FilterModule:
             "ollama_gateway_fleet": ollama_gateway_fleet,
             "ollama_gateway_address": ollama_gateway_address,
             "ollama_gateway_connections": ollama_gateway_connections,
+            "ollama_remote_gateways": ollama_remote_gateways,
+            "ollama_bind_address": ollama_bind_address,
         }

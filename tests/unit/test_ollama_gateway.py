@@ -1,8 +1,16 @@
 """The gateway's view of the plan: a pinned upstream allows the connections Ollama has slots for."""
 
+import json
+
 import pytest
 from ansible.errors import AnsibleFilterError
-from ollama_gateway import ollama_gateway_backends, ollama_gateway_fleet, ollama_gateway_routes
+from ollama_gateway import (
+    ollama_bind_address,
+    ollama_gateway_backends,
+    ollama_gateway_fleet,
+    ollama_gateway_routes,
+    ollama_remote_gateways,
+)
 
 
 def host_vars(name, fits, num_parallel=4):
@@ -84,3 +92,39 @@ def test_an_upstream_keeps_its_name_when_a_model_is_added_elsewhere():
     grown["ollama_plan"].append(dict(grown["ollama_plan"][0], name="spare", port=11436, models=[], fit=[]))
     after = ollama_gateway_routes(ollama_gateway_backends([grown], gateway="gpu1"))["routes"]
     assert after["llama3.1:8b"] == before["llama3.1:8b"]
+
+
+def _route(name, address, source=None, rc=0, stderr=""):
+    stdout = json.dumps([{"dst": address, "dev": "br0", "prefsrc": source, "flags": []}]) if rc == 0 else ""
+    return {"item": {"name": name, "address": address}, "rc": rc, "stdout": stdout, "stderr": stderr}
+
+
+def test_auto_binds_to_loopback_when_every_gateway_is_this_host():
+    hostvars = {"gpu1": {"ansible_host": "10.0.0.11"}}
+    assert ollama_remote_gateways(["gpu1"], "gpu1", hostvars) == []
+    assert ollama_bind_address("auto", "gpu1", []) == "127.0.0.1"
+
+
+def test_auto_binds_to_the_source_address_of_the_route_to_remote_gateways():
+    hostvars = {"gw1": {"ansible_host": "10.0.0.2"}, "gw2": {"ansible_host": "localhost"}, "gpu1": {}}
+    remote = ollama_remote_gateways(["gw1", "gw2", "gpu1"], "gpu1", hostvars)
+    assert remote == [{"name": "gw1", "address": "10.0.0.2"}, {"name": "gw2", "address": "127.0.0.1"}]
+    routes = [_route("gw1", "10.0.0.2", "10.0.0.11"), _route("gw3", "10.0.0.3", "10.0.0.11")]
+    assert ollama_bind_address("auto", "gpu1", routes) == "10.0.0.11"
+    assert ollama_bind_address("10.9.9.9", "gpu1", routes) == "10.9.9.9"  # the operator's word wins
+
+
+def test_auto_names_the_host_and_gateway_it_cannot_decide_for():
+    with pytest.raises(AnsibleFilterError, match=r"host gpu1, field ollama_bind_address: auto finds the gateways on "
+                       r"different networks \(10.0.0.11 towards gw1; 10.1.0.11 towards gw2\)"):  # fmt: skip
+        ollama_bind_address(
+            "auto", "gpu1", [_route("gw1", "10.0.0.2", "10.0.0.11"), _route("gw2", "10.1.0.2", "10.1.0.11")]
+        )
+    with pytest.raises(
+        AnsibleFilterError, match=r"auto found no route to gateway gw1 \(10.0.0.2\): Network is unreachable"
+    ):
+        ollama_bind_address("auto", "gpu1", [_route("gw1", "10.0.0.2", rc=2, stderr="Network is unreachable")])
+    with pytest.raises(
+        AnsibleFilterError, match=r"auto needs the address of gateway gw1, and gw1.invalid does not resolve"
+    ):
+        ollama_remote_gateways(["gw1"], "gpu1", {"gw1": {"ansible_host": "gw1.invalid"}})
