@@ -196,7 +196,9 @@ def on_demand_backends(backends, unpinned):
     return chosen
 
 
-def ollama_gateway_fleet(backends, unpinned="reject", context_policy="clamp", drained_dir="", stub_status=""):
+def ollama_gateway_fleet(
+    backends, unpinned="reject", context_policy="clamp", drained_dir="", stub_status="", request_limit=0
+):
     """The gateway's one data file (fleet.json): what the router, the health checker and the drain tool
     (which renders the upstreams from it) read. Pinned models: upstream, planned context per instance."""
     if context_policy not in ("clamp", "reject"):
@@ -224,6 +226,7 @@ def ollama_gateway_fleet(backends, unpinned="reject", context_policy="clamp", dr
         "context_policy": context_policy,
         "drained_dir": drained_dir,
         "stub_status": stub_status,
+        "request_limit": request_limit,
     }
 
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 import subprocess
+from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -94,3 +96,11 @@ def footprint(host) -> dict:
         "models": host.check_output(f"find {MODEL_STORE} -type f -printf '%P %s\\n' 2>/dev/null | sort || true"),
         "sshd": host.service("ssh").is_running,
     }
+
+
+def dashboard_queries() -> list[str]:
+    """Every PromQL query of the Grafana dashboard (playbooks/files/ollama-fleet-dashboard.json)."""
+    dashboard = json.loads(
+        (Path(__file__).resolve().parents[2] / "playbooks/files/ollama-fleet-dashboard.json").read_text()
+    )
+    return [target["expr"] for panel in dashboard["panels"] for target in panel["targets"]]

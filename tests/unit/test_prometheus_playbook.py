@@ -54,3 +54,11 @@ def test_scrape_configuration_lists_every_gateway_and_gpu_host(tmp_path):
     text = out.read_text()
     assert "# gw2: its status listener is 127.0.0.1:8081, loopback only" in text
     assert "# gw1:" not in text
+    # the alert rules beside it, and Prometheus accepts both as they are
+    assert (tmp_path / "ollama-fleet-alerts.yml").read_text() == (
+        REPO / "playbooks/files/ollama-fleet-alerts.yml"
+    ).read_text()
+    config = tmp_path / "prometheus.yml"
+    config.write_text(yaml.safe_dump({"rule_files": ["ollama-fleet-alerts.yml"], **yaml.safe_load(text)}))
+    check = subprocess.run(["promtool", "check", "config", str(config)], capture_output=True, text=True, timeout=60)
+    assert check.returncode == 0, check.stdout + check.stderr

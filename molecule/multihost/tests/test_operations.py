@@ -1,18 +1,31 @@
 """Day 2 across two GPU hosts and a gateway host: status.yml under load, the gateway's metrics, a rolling
 Ollama upgrade under load, uninstall.yml (twice) and site.yml restoring service after it."""
 
+import base64
 import json
 import re
+import subprocess
 import sys
 import time
+import urllib.parse
+import urllib.request
 from pathlib import Path
 
 import pytest
+import yaml
 
 REPO = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(REPO / "tests"))
 from helpers import browser  # noqa: E402
-from helpers.day2 import GATEWAY_PATHS, GPU_HOST_PATHS, footprint, left_behind, metrics, status_rows  # noqa: E402
+from helpers.day2 import (  # noqa: E402
+    GATEWAY_PATHS,
+    GPU_HOST_PATHS,
+    dashboard_queries,
+    footprint,
+    left_behind,
+    metrics,
+    status_rows,
+)
 from helpers.fleet import health, host, playbook, recap, site  # noqa: E402
 from helpers.load import Load  # noqa: E402
 
@@ -76,6 +89,85 @@ def test_metrics_cover_every_instance_of_both_hosts():
     for h in GPU_HOSTS:
         uuids = set(host(h).check_output("nvidia-smi --query-gpu=uuid --format=csv,noheader").split())
         assert {s.labels["gpu_uuid"] for s in families["ollama_instance_gpu_info"] if s.labels["host"] == h} == uuids
+
+
+PROMETHEUS = "127.0.0.1:19090"
+
+
+def prometheus_api(path, **query):
+    url = f"http://{PROMETHEUS}/api/v1/{path}" + ("?" + urllib.parse.urlencode(query) if query else "")
+    with urllib.request.urlopen(url, timeout=10) as answer:
+        return json.load(answer)["data"]
+
+
+def test_only_the_listed_prometheus_may_read_the_gateways_metrics():
+    assert (
+        host(GPU_HOSTS[0]).run("curl -s -o /dev/null -w '%{http_code}' http://10.213.0.23:8081/metrics").stdout == "403"
+    )
+    with urllib.request.urlopen("http://10.213.0.23:8081/metrics", timeout=10) as answer:  # the controller
+        assert b"ollama_gateway_instance_up" in answer.read()
+
+
+def test_a_real_prometheus_scrapes_the_fleet_and_every_dashboard_query_returns_series(tmp_path):
+    """playbooks/prometheus.yml's scrape file and alert rules in Debian's Prometheus on the controller; each GPU
+    host runs a dcgm-exporter stand-in on :9400 (tests/helpers/dcgm_standin.py) for the GPU panels' joins."""
+    standin = base64.b64encode((REPO / "tests/helpers/dcgm_standin.py").read_bytes()).decode()
+    for h in GPU_HOSTS:
+        host(h).check_output(f"echo {standin} | base64 -d > /run/olt-dcgm-standin.py")
+        host(h).check_output("systemd-run --unit=olt-dcgm-standin --collect python3 /run/olt-dcgm-standin.py")
+    run = playbook("playbooks/prometheus.yml", {"prometheus_scrape_file": str(tmp_path / "scrape.yml")})
+    assert run.returncode == 0, run.stdout[-3000:]
+    config = yaml.safe_load((tmp_path / "scrape.yml").read_text())
+    config["global"] = {"scrape_interval": "1s", "evaluation_interval": "1s"}
+    config["rule_files"] = [str(tmp_path / "ollama-fleet-alerts.yml")]
+    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
+    # ollama_gateway_instance_drained exists only while an instance is held out: hold one out meanwhile
+    target = metrics(host(GW))["ollama_gateway_instance_up"][0].labels["target"]
+    drain = "/usr/local/sbin/ollama-gateway-drain " + target
+    host(GW).check_output(drain + " on --reason manual")
+    server = subprocess.Popen(
+        ["prometheus", f"--config.file={tmp_path / 'prometheus.yml'}", f"--storage.tsdb.path={tmp_path / 'data'}",
+         f"--web.listen-address={PROMETHEUS}"],
+        stdout=subprocess.DEVNULL, stderr=open(tmp_path / "prometheus.log", "w"),
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                targets = prometheus_api("targets")["activeTargets"]
+            except OSError:
+                targets = []
+            if len(targets) == 3 and all(t["health"] == "up" for t in targets) or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        assert sorted((t["labels"]["job"], t["health"]) for t in targets) == [
+            ("gpu", "up"), ("gpu", "up"), ("ollama-gateway", "up")
+        ], (tmp_path / "prometheus.log").read_text()[-2000:]  # fmt: skip
+        time.sleep(4)  # rate() needs two samples
+        empty = []
+        for expr in dashboard_queries():
+            expr = expr.replace("$host", ".*").replace("$__rate_interval", "5s")
+            if not prometheus_api("query", query=expr)["result"]:
+                empty.append(expr)
+        assert empty == [], "dashboard queries without series"
+        assert {r["name"]: r["health"] for g in prometheus_api("rules")["groups"] for r in g["rules"]} == dict.fromkeys(
+            ["OllamaGatewayDown", "OllamaGatewayWithoutHealthyInstance", "OllamaInstanceDown",
+             "OllamaInstanceHeldOutByHealthChecks", "OllamaModelSpilledToCPU", "OllamaGatewayQueueNearLimit"], "ok"
+        )  # fmt: skip
+        memory = {
+            s["metric"]["ollama_instance"]: float(s["value"][1])
+            for s in prometheus_api(
+                "query", query=next(e for e in dashboard_queries() if "FB_USED" in e).replace("$host", ".*")
+            )["result"]
+            if s["metric"]["host"] == GPU_HOSTS[0]
+        }
+        assert set(memory) == {"gpu0", "gpu1", "gpu2", "gpu3"}, "one GPU per instance on olt-mh-gpu1, each joined"
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        host(GW).check_output(drain + " off --reason manual")
+        for h in GPU_HOSTS:
+            host(h).run("systemctl stop olt-dcgm-standin")
 
 
 def test_plan_picture_draws_both_hosts(tmp_path):

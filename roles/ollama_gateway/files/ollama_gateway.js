@@ -398,8 +398,12 @@ const STUB_FAMILIES = [
     ['nginx_connections_waiting', 'gauge', 'Idle client connections.'],
 ];
 
-function exposition(instances, answers, stub, marks) {
+function exposition(instances, answers, stub, marks, requestLimit) {
     const out = [];
+    if (requestLimit) {
+        family(out, 'ollama_gateway_request_limit', 'gauge', 'Requests the gateway admits at once: every slot plus its queue (beyond it: 503).');
+        out.push('ollama_gateway_request_limit ' + requestLimit);
+    }
     family(out, 'ollama_gateway_instance_up', 'gauge', 'Whether the instance answered /api/ps to the gateway (1) or not (0).');
     instances.forEach(function (i, n) {
         out.push('ollama_gateway_instance_up' + labels(who(i, { target: i.address + ':' + i.port })) + ' ' + (answers[n] ? 1 : 0));
@@ -444,7 +448,7 @@ async function metrics(r) {
     const stub = await ngx.fetch(f.stub_status)
         .then(function (res) { return res.ok ? res.text() : ''; }, function () { return ''; });
     r.headersOut['Content-Type'] = 'text/plain; version=0.0.4; charset=utf-8';
-    r.return(200, exposition(f.instances, answers, stub, drainMarks(f.drained_dir)));
+    r.return(200, exposition(f.instances, answers, stub, drainMarks(f.drained_dir), f.request_limit));
 }
 
 export default { route, tags, ps, v1Models, healthz, healthzDetail, metrics, canonical, guard };
