@@ -43,9 +43,10 @@ _value:
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
-def ollama_remote_gateways(gateways, host, hostvars):
+def ollama_remote_gateways(gateways, host, hostvars, field="ollama_bind_address"):
     """The gateways on other hosts than `host`, as [{name, address}]: their ansible_host, a name resolved here
-    (ip route get, which finds the bind address, takes addresses only)."""
+    (ip route get and keepalived's unicast peers take addresses only). `field` is the setting that needs them,
+    for the error."""
     remote = []
     for name in gateways:
         if name == host:
@@ -58,9 +59,8 @@ def ollama_remote_gateways(gateways, host, hostvars):
                 address = socket.getaddrinfo(address, None, proto=socket.IPPROTO_TCP)[0][4][0]
             except OSError as exc:
                 raise AnsibleFilterError(
-                    f"host {host}, field ollama_bind_address: auto needs the address of gateway {name}, and "
-                    f"{address} does not resolve ({exc}); set ollama_bind_address to {host}'s address on the "
-                    "gateways' network"
+                    f"host {host}, field {field}: needs the address of gateway {name}, and {address} does not "
+                    f"resolve ({exc}); give {name} an ansible_host address"
                 ) from None
         remote.append({"name": name, "address": address})
     return remote

@@ -56,6 +56,8 @@ PACKAGES = [
     "libnginx-mod-http-js",
     "less",
     "nftables",
+    # the gateways' shared address (ollama_gateway_vip)
+    "keepalived",
 ]
 
 
@@ -169,6 +171,25 @@ def reboot(name: str, timeout: float = 60) -> dict:
     return _boot(state, info)
 
 
+def power_cut(name: str) -> None:
+    """The host vanishes at once, as on a power loss: nspawn is killed, and with it everything in the
+    container (its PID 1 dies with nspawn, its network namespace with that). Its disk stays for boot()."""
+    state = host_dir(name)
+    pid = int((state / "pid").read_text())
+    if _alive(pid):
+        os.killpg(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    shutil.rmtree(f"/run/systemd/nspawn/propagate/{name}", ignore_errors=True)
+
+
+def boot(name: str) -> dict:
+    """Boot a host that is off (after power_cut) on the same disk; returns once SSH answers."""
+    state = host_dir(name)
+    return _boot(state, json.loads((state / "host.json").read_text()))
+
+
 def _stop(pid: int, name: str, timeout: float) -> None:
     # SIGTERM to systemd-nspawn asks the container's systemd for a clean poweroff.
     if _alive(pid):
@@ -278,6 +299,8 @@ def main() -> None:
     d.add_argument("name")
     r = sub.add_parser("reboot")
     r.add_argument("name")
+    sub.add_parser("power-cut").add_argument("name")
+    sub.add_parser("boot").add_argument("name")
     a = sub.add_parser("down-all")
     a.add_argument("--bridge", default=BRIDGE)
     sub.add_parser("list")
@@ -290,6 +313,10 @@ def main() -> None:
         down(args.name)
     elif args.cmd == "reboot":
         print(json.dumps(reboot(args.name)))
+    elif args.cmd == "power-cut":
+        power_cut(args.name)
+    elif args.cmd == "boot":
+        print(json.dumps(boot(args.name)))
     elif args.cmd == "down-all":
         down_all(args.bridge)
     else:

@@ -32,6 +32,8 @@ GATEWAY_PATHS = [
     "/usr/local/sbin/ollama-gateway-check",
     "/usr/local/sbin/ollama-gateway-drain",
     "/usr/local/sbin/ollama-gateway-health",
+    "/usr/local/sbin/ollama-gateway-vip-check",
+    "/etc/keepalived/keepalived.conf",
     "/run/ollama-gateway",
 ]
 MODEL_STORE = "/var/lib/ollama/models"

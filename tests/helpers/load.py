@@ -33,6 +33,7 @@ class Load:
     max_requests: int = 5000
     key: str | None = None  # API key, when the gateway asks for one
     cafile: str | None = None  # CA of a TLS gateway
+    pause_after_failure: float = 0  # seconds a worker waits after a failed request, as a client retrying would
     outcomes: list = field(default_factory=list)
 
     def __post_init__(self):
@@ -87,6 +88,8 @@ class Load:
                 self.outcomes.append(
                     Outcome("stream" if stream else "short", started, time.monotonic(), result, status, instance, ttft)
                 )
+            if result != "ok" and self.pause_after_failure:
+                self._stop.wait(self.pause_after_failure)
 
     def count(self, result=None, since=None, until=None, kind=None):
         return sum(

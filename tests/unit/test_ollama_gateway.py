@@ -125,6 +125,7 @@ def test_auto_names_the_host_and_gateway_it_cannot_decide_for():
     ):
         ollama_bind_address("auto", "gpu1", [_route("gw1", "10.0.0.2", rc=2, stderr="Network is unreachable")])
     with pytest.raises(
-        AnsibleFilterError, match=r"auto needs the address of gateway gw1, and gw1.invalid does not resolve"
+        AnsibleFilterError,
+        match=r"field ollama_bind_address: needs the address of gateway gw1, and gw1.invalid does not resolve",
     ):
         ollama_remote_gateways(["gw1"], "gpu1", {"gw1": {"ansible_host": "gw1.invalid"}})

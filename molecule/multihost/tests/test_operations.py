@@ -137,11 +137,11 @@ def test_a_real_prometheus_scrapes_the_fleet_and_every_dashboard_query_returns_s
                 targets = prometheus_api("targets")["activeTargets"]
             except OSError:
                 targets = []
-            if len(targets) == 3 and all(t["health"] == "up" for t in targets) or time.monotonic() > deadline:
+            if len(targets) == 4 and all(t["health"] == "up" for t in targets) or time.monotonic() > deadline:
                 break
             time.sleep(0.5)
         assert sorted((t["labels"]["job"], t["health"]) for t in targets) == [
-            ("gpu", "up"), ("gpu", "up"), ("ollama-gateway", "up")
+            ("gpu", "up"), ("gpu", "up"), ("ollama-gateway", "up"), ("ollama-gateway", "up")
         ], (tmp_path / "prometheus.log").read_text()[-2000:]  # fmt: skip
         time.sleep(4)  # rate() needs two samples
         empty = []

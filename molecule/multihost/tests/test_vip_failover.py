@@ -1,0 +1,142 @@
+"""Two gateways share one address (ollama_gateway_vip, keepalived): under steady load through it, the holder's
+nginx stops, then the holder loses power; each time the address moves, new requests succeed, the requests lost
+are counted and bounded in time, and the gateway that comes back does not take the address back.
+
+Runs last in the scenario (after test_operations.py, whose uninstall and redeploy restart keepalived on both, so
+either may hold the address now) and leaves both gateways up."""
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[3]
+sys.path.insert(0, str(REPO / "tests"))
+from helpers.fleet import host  # noqa: E402
+from helpers.load import Load  # noqa: E402
+
+VIP = "10.213.0.30"
+URL = f"https://{VIP}:11434"
+CA = str(REPO / ".cache/artifacts/tls/gateway.crt")
+USER = "olt-test-user-key-0001"
+GATEWAYS = ["olt-mh-gw", "olt-mh-gw2"]
+HARNESS = REPO / "tests" / "harness" / "nspawn.py"
+# A client that meets a refused connection waits this long before it tries again (a tight loop would count
+# the same outage thousands of times).
+RETRY = 0.1
+# After the address moves, ARP caches learn the new holder from keepalived's gratuitous ARP.
+SETTLE = 0.5
+
+
+def holds_vip(name):
+    return f" {VIP}/" in host(name).check_output("ip -o -4 addr show")
+
+
+def holder_and_other():
+    holders = [name for name in GATEWAYS if holds_vip(name)]
+    assert len(holders) == 1, f"{VIP} is held by {holders}"
+    return holders[0], next(name for name in GATEWAYS if name != holders[0])
+
+
+def watch_for_vip(name):
+    """Start a watcher on NAME that writes the moment (epoch seconds) the address appears there: the test
+    hosts share this machine's clock, and the watcher sees the move without the controller's SSH delays."""
+    host(name).check_output(
+        "rm -f /run/olt-vip-moved; systemd-run --unit=olt-vip-watch --collect sh -c "
+        f"'until ip -o -4 addr show | grep -q \" {VIP}/\"; do sleep 0.01; done; date +%s.%N > /run/olt-vip-moved'"
+    )
+
+
+def moved_at(name, timeout=30):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        answer = host(name).run("cat /run/olt-vip-moved")
+        if answer.rc == 0 and answer.stdout.strip():
+            return float(answer.stdout)
+        time.sleep(0.2)
+    raise AssertionError(f"{VIP} did not move to {name} in {timeout} s")
+
+
+def lost(load, since=None, until=None):
+    return sum(load.count(kind, since=since, until=until) for kind in ("failed", "cut", "hung"))
+
+
+def record(case, load, moved, window, lost_count):
+    path = REPO / ".cache" / "day2" / "results.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    results = json.loads(path.read_text()) if path.exists() else {}
+    results[case] = {"requests": len(load.outcomes), "moved_s": round(moved, 2), "lost": lost_count, **window}
+    path.write_text(json.dumps(results, indent=2))
+
+
+def load():
+    # timeout: a request whose gateway vanished gets no answer; it hangs until the client gives up
+    return Load(URL, "llama3.1:8b", workers=6, key=USER, cafile=CA, timeout=10, pause_after_failure=RETRY)
+
+
+def test_one_gateway_holds_the_address_and_both_run_keepalived():
+    holder_and_other()
+    for name in GATEWAYS:
+        assert host(name).service("keepalived").is_running
+
+
+def test_nginx_stopping_on_the_holder_moves_the_address_and_its_return_takes_nothing_back():
+    holder, other = holder_and_other()
+    watch_for_vip(other)
+    with load() as running:
+        time.sleep(3)
+        fault = time.time()
+        fault_mono = time.monotonic()
+        host(holder).check_output("systemctl stop nginx")
+        moved = moved_at(other) - fault
+        settled = fault_mono + moved + SETTLE
+        time.sleep(max(0.0, settled - time.monotonic()) + 4)
+        # the old holder comes back; with nopreempt the address stays where it went
+        returned = time.monotonic()
+        host(holder).check_output("systemctl start nginx")
+        time.sleep(6)
+    lost_in_window = lost(running, since=fault_mono - 20, until=settled)
+    record(
+        "VIP: nginx stopped on the holder",
+        running,
+        moved,
+        {"after_move": running.count(since=settled), "after_return": running.count(since=returned)},
+        lost_in_window,
+    )
+    assert moved <= 3.0, f"the address took {moved:.2f} s to move"
+    assert lost(running, since=settled) == 0, "every request after the move succeeds"
+    assert running.count("ok", since=settled) > 20
+    assert lost(running) == lost_in_window, "requests were lost only around the move"
+    assert holder_and_other() == (other, holder), "the returning gateway took the address back"
+
+
+def test_power_loss_of_the_holder_moves_the_address_and_its_return_takes_nothing_back():
+    holder, other = holder_and_other()
+    watch_for_vip(other)
+    with load() as running:
+        time.sleep(3)
+        fault = time.time()
+        fault_mono = time.monotonic()
+        subprocess.run([sys.executable, str(HARNESS), "power-cut", holder], check=True, capture_output=True)
+        moved = moved_at(other) - fault
+        settled = fault_mono + moved + SETTLE
+        time.sleep(max(0.0, settled - time.monotonic()) + 4)
+        returned = time.monotonic()
+        subprocess.run([sys.executable, str(HARNESS), "boot", holder], check=True, capture_output=True, timeout=120)
+        time.sleep(6)
+    # requests in flight through the lost gateway, and those sent before the move, end within a client timeout
+    lost_in_window = lost(running, since=fault_mono - 20, until=settled)
+    record(
+        "VIP: holder powered off",
+        running,
+        moved,
+        {"after_move": running.count(since=settled), "after_return": running.count(since=returned)},
+        lost_in_window,
+    )
+    assert moved <= 3.0, f"the address took {moved:.2f} s to move"
+    assert lost(running, since=settled) == 0, "every request after the move succeeds"
+    assert running.count("ok", since=returned) > 10, "the fleet kept answering while the lost gateway came back"
+    assert lost(running) == lost_in_window
+    assert holder_and_other() == (other, holder), "the returning gateway took the address back"
+    assert host(holder).service("keepalived").is_running and host(holder).service("nginx").is_running
