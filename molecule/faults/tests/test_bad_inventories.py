@@ -138,6 +138,14 @@ CASES = {
         {"ollama_bind_address": "127.0.0.1"},
         "host olt-ft-gpu1, instance 'a', field ollama_bind_address: the instance listens on 127.0.0.1, which gateway olt-ft-gw cannot reach",
     ),
+    "hosts at once neither a count nor a percentage": (
+        {"ollama_hosts_at_once": "0"},
+        "field ollama_hosts_at_once: '0' is neither a count of GPU hosts (1, 2, ...) nor a percentage of them",
+    ),
+    "shared gateway address not an address": (
+        {"ollama_gateway_vip": "10.213.0.300/24"},
+        "host olt-ft-gw, field ollama_gateway_vip: '10.213.0.300/24' is not a free IPv4 address with its prefix length",
+    ),
     "TLS files missing": (
         {"ollama_gateway_tls_cert": "/nonexistent/gw.crt", "ollama_gateway_tls_key": "/nonexistent/gw.key"},
         "host olt-ft-gw, field ollama_gateway_tls_cert: /nonexistent/gw.crt does not exist on the controller",

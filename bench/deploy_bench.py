@@ -1,0 +1,140 @@
+#!/usr/bin/env python3
+"""Deploy benchmark: how site.yml's time grows with the fleet, at 1, 3 and 6 simulated GPU hosts, in one run.
+
+    .venv/bin/python bench/deploy_bench.py [--sizes 1,3,6]      (root; boots test hosts on olt-br0)
+
+Each size gets fresh test hosts (tests/harness: systemd-nspawn, 10.213.0.101 upward), each a simulated 4× A100
+server whose 4 GPUs become 4 instances pinning qwen3:0.6b, the gateway on the first host. Timed, with
+ansible-playbook's wall clock:
+  first deploy     site.yml on hosts that have only the simulated driver (prepare is not timed)
+  no change        site.yml again; must report changed=0
+  rolling change   site.yml -e ollama_keep_alive=10m: every instance restarts, drained first and warm before
+                   it rejoins
+It prints one Markdown table for the README: seconds and the ratio to one host.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+WORK = REPO / ".cache" / "bench" / "deploy"
+HARNESS = REPO / "tests" / "harness" / "nspawn.py"
+ARTIFACTS = REPO / ".cache" / "artifacts"
+BIN = Path(sys.executable).parent
+
+
+def hosts(size):
+    return {f"olt-bench-{n}": f"10.213.0.{100 + n}" for n in range(1, size + 1)}
+
+
+def inventory(size, key):
+    names = hosts(size)
+    return {
+        "all": {
+            "vars": {
+                "ansible_user": "root",
+                "ansible_ssh_private_key_file": str(key),
+                "ansible_ssh_common_args": "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null",
+            },
+            "children": {
+                "ollama_gpu_hosts": {
+                    "hosts": {name: {"ansible_host": address} for name, address in names.items()},
+                    "vars": {
+                        "simulated_host_gpu_spec": "a100x4",
+                        "ollama_gpu_strategy": "per_gpu",
+                        "ollama_models": ["qwen3:0.6b"],
+                        "ollama_archive_src": str(ARTIFACTS / "release/ollama-linux-amd64.tgz"),
+                        "ollama_nvml_wheel_src": str(ARTIFACTS / "wheels/nvidia_ml_py-13.615.71-py3-none-any.whl"),
+                    },
+                },
+                "ollama_gateway": {"hosts": {next(iter(names)): {}}},
+            },
+        }
+    }
+
+
+def playbook(path, inv, *extra):
+    env = {
+        **os.environ,
+        "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
+        "ANSIBLE_ROLES_PATH": f"{REPO / 'roles'}:{REPO / 'tests' / 'roles'}",
+        "ANSIBLE_HOST_KEY_CHECKING": "false",
+        "ANSIBLE_PIPELINING": "true",
+        "ANSIBLE_NOCOLOR": "1",
+    }
+    args = [str(BIN / "ansible-playbook"), "-i", str(inv), str(REPO / path)]
+    for ev in extra:
+        args += ["-e", json.dumps(ev)]
+    started = time.monotonic()
+    run = subprocess.run(args, capture_output=True, text=True, env=env, cwd=REPO, timeout=3600)
+    seconds = time.monotonic() - started
+    if run.returncode != 0:
+        sys.exit(f"{path} failed:\n{run.stdout[-4000:]}\n{run.stderr[-2000:]}")
+    changed = sum(int(n) for n in re.findall(r"changed=(\d+)", run.stdout.split("PLAY RECAP", 1)[-1]))
+    return seconds, changed
+
+
+def measure(size, key):
+    names = hosts(size)
+    inv = WORK / f"inventory-{size}.yml"
+    inv.write_text(yaml.safe_dump(inventory(size, key)))
+    try:
+        for name, address in names.items():
+            subprocess.run([sys.executable, str(HARNESS), "up", name, address, "--pubkey", f"{key}.pub"],
+                           check=True, capture_output=True)  # fmt: skip
+        playbook("molecule/resources/prepare.yml", inv)
+        first, _ = playbook("site.yml", inv)
+        again, changed = playbook("site.yml", inv)
+        rolling, _ = playbook("site.yml", inv, {"ollama_keep_alive": "10m"})
+        return {"hosts": size, "instances": 4 * size, "first": first, "again": again, "again_changed": changed,
+                "rolling": rolling}  # fmt: skip
+    finally:
+        for name in names:
+            subprocess.run([sys.executable, str(HARNESS), "down", name], capture_output=True)
+
+
+def table(rows):
+    base = rows[0]
+    lines = [
+        "| hosts (instances) | first deploy | no change | ratio | rolling change (every instance) | ratio |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['hosts']} ({r['instances']}) | {r['first']:.0f} s | {r['again']:.0f} s (changed={r['again_changed']})"
+            f" | {r['again'] / base['again']:.2f}× | {r['rolling']:.0f} s | {r['rolling'] / base['rolling']:.2f}× |"
+        )
+    return "\n".join(lines)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="1,3,6")
+    sizes = [int(s) for s in parser.parse_args().sizes.split(",")]
+    WORK.mkdir(parents=True, exist_ok=True)
+    key = WORK / "id_ed25519"
+    if not key.exists():
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    rows = []
+    for size in sizes:
+        rows.append(measure(size, key))
+        print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+    (WORK / "results.json").write_text(json.dumps(rows, indent=2))
+    cores = os.cpu_count()
+    print(f"Deploy benchmark, {time.strftime('%Y-%m-%d')}: simulated 4× A100 hosts, 4 instances each, gateway on the "
+          f"first; controller with {cores} cores, forks 10; `.venv/bin/python bench/deploy_bench.py`\n")  # fmt: skip
+    print(table(rows))
+
+
+if __name__ == "__main__":
+    main()
