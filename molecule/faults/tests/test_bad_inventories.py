@@ -140,7 +140,8 @@ CASES = {
     ),
     "hosts at once neither a count nor a percentage": (
         {"ollama_hosts_at_once": "0"},
-        "field ollama_hosts_at_once: '0' is neither a count of GPU hosts (1, 2, ...) nor a percentage of them",
+        "host olt-ft-gpu1, field ollama_hosts_at_once: '0' is neither a count of GPU hosts (1, 2, ...) nor a "
+        "percentage of them",
     ),
     "shared gateway address not an address": (
         {"ollama_gateway_vip": "10.213.0.300/24"},
