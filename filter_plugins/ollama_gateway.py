@@ -66,6 +66,23 @@ def ollama_remote_gateways(gateways, host, hostvars, field="ollama_bind_address"
     return remote
 
 
+def ollama_gateway_vip_link(addresses, vip, host):
+    """Where keepalived carries the shared address `vip` ("10.0.0.30/24") on `host`: the interface with an address
+    of its own in the VIP's network, and that address (VRRP's unicast source). `addresses`: `ip -json -4 addr show`.
+    Not a route lookup: on the holder the VIP is local, and its route would name the loopback."""
+    network = ipaddress.ip_interface(vip).network
+    shared = str(ipaddress.ip_interface(vip).ip)
+    for link in addresses:
+        for address in link.get("addr_info", []):
+            own = ipaddress.ip_interface(f"{address['local']}/{address['prefixlen']}")
+            if own.network == network and str(own.ip) != shared:
+                return {"dev": link["ifname"], "address": str(own.ip)}
+    raise AnsibleFilterError(
+        f"host {host}, field ollama_gateway_vip: no interface of {host} has an address in {network}; the shared "
+        "address must be on a network all gateways are on (VRRP moves it between neighbours)"
+    )
+
+
 def ollama_bind_address(setting, host, routes):
     """The address the instances of `host` listen on: `setting`, or for `auto` loopback when no gateway is on
     another host, else the source address of this host's route to the gateways (`routes`: the results of
@@ -252,4 +269,5 @@ class FilterModule:
             "ollama_gateway_connections": ollama_gateway_connections,
             "ollama_remote_gateways": ollama_remote_gateways,
             "ollama_bind_address": ollama_bind_address,
+            "ollama_gateway_vip_link": ollama_gateway_vip_link,
         }

@@ -9,6 +9,7 @@ from ollama_gateway import (
     ollama_gateway_backends,
     ollama_gateway_fleet,
     ollama_gateway_routes,
+    ollama_gateway_vip_link,
     ollama_remote_gateways,
 )
 
@@ -129,3 +130,21 @@ def test_auto_names_the_host_and_gateway_it_cannot_decide_for():
         match=r"field ollama_bind_address: needs the address of gateway gw1, and gw1.invalid does not resolve",
     ):
         ollama_remote_gateways(["gw1"], "gpu1", {"gw1": {"ansible_host": "gw1.invalid"}})
+
+
+def test_the_shared_address_goes_on_the_interface_in_its_network_even_on_its_holder():
+    addresses = [
+        {"ifname": "lo", "addr_info": [{"local": "127.0.0.1", "prefixlen": 8}]},
+        {"ifname": "mgmt0", "addr_info": [{"local": "192.168.1.5", "prefixlen": 24}]},
+        # the holder: keepalived added the VIP beside the host's own address
+        {
+            "ifname": "eth1",
+            "addr_info": [{"local": "10.0.0.5", "prefixlen": 24}, {"local": "10.0.0.30", "prefixlen": 24}],
+        },
+    ]
+    assert ollama_gateway_vip_link(addresses, "10.0.0.30/24", "gw1") == {"dev": "eth1", "address": "10.0.0.5"}
+    with pytest.raises(
+        AnsibleFilterError,
+        match=r"host gw1, field ollama_gateway_vip: no interface of gw1 has an address in 10.9.0.0/24",
+    ):
+        ollama_gateway_vip_link(addresses, "10.9.0.30/24", "gw1")
