@@ -172,11 +172,15 @@ def reboot(name: str, timeout: float = 60) -> dict:
 
 
 def power_cut(name: str) -> None:
-    """The host vanishes at once, as on a power loss: nspawn is killed, and with it everything in the
-    container (its PID 1 dies with nspawn, its network namespace with that). Its disk stays for boot()."""
+    """The host vanishes at once, as on a power loss: the container's PID 1 is killed (the kernel then kills
+    everything in its PID namespace, and its network goes with it), then nspawn. Killing nspawn alone leaves
+    the container running. Its disk stays for boot()."""
     state = host_dir(name)
     pid = int((state / "pid").read_text())
     if _alive(pid):
+        children = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+        for child in children:
+            os.kill(int(child), signal.SIGKILL)
         os.killpg(pid, signal.SIGKILL)
         deadline = time.monotonic() + 10
         while _alive(pid) and time.monotonic() < deadline:
