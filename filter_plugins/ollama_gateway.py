@@ -214,7 +214,7 @@ def on_demand_backends(backends, unpinned):
 
 
 def ollama_gateway_fleet(
-    backends, unpinned="reject", context_policy="clamp", drained_dir="", stub_status="", request_limit=0
+    backends, unpinned="reject", context_policy="clamp", drained_dir="", stub_status="", request_limit=0, gateway=""
 ):
     """The gateway's one data file (fleet.json): what the router, the health checker and the drain tool
     (which renders the upstreams from it) read. Pinned models: upstream, planned context per instance."""
@@ -244,6 +244,7 @@ def ollama_gateway_fleet(
         "drained_dir": drained_dir,
         "stub_status": stub_status,
         "request_limit": request_limit,
+        "gateway": gateway,
     }
 
 

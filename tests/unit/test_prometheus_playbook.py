@@ -19,6 +19,8 @@ all:
       hosts:
         gw1: {ansible_host: 10.0.0.5, ollama_gateway_status_listen: "0.0.0.0:8081"}
         gw2: {ansible_host: 10.0.0.6}
+      vars:
+        ollama_gateway_vip: 10.0.0.30/24
 """
 
 
@@ -45,6 +47,10 @@ def test_scrape_configuration_lists_every_gateway_and_gpu_host(tmp_path):
     assert [(c["targets"], c["labels"]) for c in jobs["ollama-gateway"]] == [
         (["10.0.0.5:8081"], {"gateway": "gw1"}),
         (["10.0.0.6:8081"], {"gateway": "gw2"}),
+    ]
+    # the shared address, scraped as its own job: whichever gateway holds it answers
+    assert [(c["targets"], c["labels"]) for c in jobs["ollama-gateway-vip"]] == [
+        (["10.0.0.30:8081"], {"vip": "10.0.0.30"})
     ]
     assert [(c["targets"], c["labels"]) for c in jobs["gpu"]] == [
         (["10.0.0.11:9400"], {"host": "gpu1"}),

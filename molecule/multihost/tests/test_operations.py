@@ -138,11 +138,12 @@ def test_a_real_prometheus_scrapes_the_fleet_and_every_dashboard_query_returns_s
                 targets = prometheus_api("targets")["activeTargets"]
             except OSError:
                 targets = []
-            if len(targets) == 4 and all(t["health"] == "up" for t in targets) or time.monotonic() > deadline:
+            if len(targets) == 5 and all(t["health"] == "up" for t in targets) or time.monotonic() > deadline:
                 break
             time.sleep(0.5)
         assert sorted((t["labels"]["job"], t["health"]) for t in targets) == [
-            ("gpu", "up"), ("gpu", "up"), ("ollama-gateway", "up"), ("ollama-gateway", "up")
+            ("gpu", "up"), ("gpu", "up"), ("ollama-gateway", "up"), ("ollama-gateway", "up"),
+            ("ollama-gateway-vip", "up")
         ], (tmp_path / "prometheus.log").read_text()[-2000:]  # fmt: skip
         time.sleep(4)  # rate() needs two samples
         empty = []
@@ -153,7 +154,8 @@ def test_a_real_prometheus_scrapes_the_fleet_and_every_dashboard_query_returns_s
         assert empty == [], "dashboard queries without series"
         assert {r["name"]: r["health"] for g in prometheus_api("rules")["groups"] for r in g["rules"]} == dict.fromkeys(
             ["OllamaGatewayDown", "OllamaGatewayWithoutHealthyInstance", "OllamaInstanceDown",
-             "OllamaInstanceHeldOutByHealthChecks", "OllamaModelSpilledToCPU", "OllamaGatewayQueueNearLimit"], "ok"
+             "OllamaInstanceHeldOutByHealthChecks", "OllamaModelSpilledToCPU", "OllamaGatewayQueueNearLimit",
+             "OllamaGatewayVIPHolderChanged", "OllamaGatewayVIPDown"], "ok"
         )  # fmt: skip
         memory = {
             s["metric"]["ollama_instance"]: float(s["value"][1])

@@ -398,11 +398,17 @@ const STUB_FAMILIES = [
     ['nginx_connections_waiting', 'gauge', 'Idle client connections.'],
 ];
 
-function exposition(instances, answers, stub, marks, requestLimit) {
+function exposition(f, answers, stub, marks) {
     const out = [];
-    if (requestLimit) {
+    const instances = f.instances;
+    if (f.gateway) {
+        // scraped through the gateways' shared address, it names the gateway holding it
+        family(out, 'ollama_gateway_info', 'gauge', 'This gateway, by its inventory name (label gateway).');
+        out.push('ollama_gateway_info' + labels({ gateway: f.gateway }) + ' 1');
+    }
+    if (f.request_limit) {
         family(out, 'ollama_gateway_request_limit', 'gauge', 'Requests the gateway admits at once: every slot plus its queue (beyond it: 503).');
-        out.push('ollama_gateway_request_limit ' + requestLimit);
+        out.push('ollama_gateway_request_limit ' + f.request_limit);
     }
     family(out, 'ollama_gateway_instance_up', 'gauge', 'Whether the instance answered /api/ps to the gateway (1) or not (0).');
     instances.forEach(function (i, n) {
@@ -448,7 +454,7 @@ async function metrics(r) {
     const stub = await ngx.fetch(f.stub_status)
         .then(function (res) { return res.ok ? res.text() : ''; }, function () { return ''; });
     r.headersOut['Content-Type'] = 'text/plain; version=0.0.4; charset=utf-8';
-    r.return(200, exposition(f.instances, answers, stub, drainMarks(f.drained_dir), f.request_limit));
+    r.return(200, exposition(f, answers, stub, drainMarks(f.drained_dir)));
 }
 
 export default { route, tags, ps, v1Models, healthz, healthzDetail, metrics, canonical, guard };
