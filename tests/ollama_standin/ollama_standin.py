@@ -35,6 +35,18 @@ Behaviour that follows Ollama v0.33.0-rc2 (a comment above each names the functi
   400 with Go's json error (api/types.go, encoding/json), an option of the wrong type 500 (api/types.go
   Options.FromMap); a handler that fails answers 500 instead of dropping the connection (gin's Recovery), so
   nginx never sees a healthy instance fail.
+- Pulls speak the registry protocol (server/images.go PullModel, pullModelManifest, makeRequest;
+  server/download.go downloadBlob): a name whose host is not registry.ollama.ai, such as
+  10.213.0.23:5000/library/llama3.1:8b, is fetched from https://HOST/v2/<ns>/<model>/manifests/<tag> with
+  the system's trust store, http when the request says "insecure": true (`ollama pull --insecure`), then each
+  layer and the config from .../blobs/<digest> unless blobs/ has it, each checked against its digest
+  ("digest mismatch, file must be downloaded again: ..."), then the manifest's bytes as received; 404 is
+  "pull model manifest: file does not exist", a failed connection Go's `Get "URL": dial tcp ...` text.
+  The store is Ollama's: manifests/<host>/<ns>/<model>/<tag>, blobs/sha256-<hex> (types/model/name.go,
+  manifest/paths.go); /api/tags shows other hosts' models by their full name.
+- /api/copy copies the manifest's bytes (server/images.go CopyModel); /api/delete removes the manifest and
+  then the blobs no remaining manifest references (manifest/manifest.go RemoveLayers); both answer 200 with
+  no body, 404 `model "x" not found` and `model 'x' not found` (server/routes.go CopyHandler, DeleteHandler).
 
 Not Ollama's, for tests only: every response carries X-Ollama-Instance (host:port) and X-Ollama-Gpus (the
 UUIDs it may use), so a test behind a gateway can tell who answered. GET /standin/ps: the instance
@@ -42,25 +54,37 @@ UUIDs it may use), so a test behind a gateway can tell who answered. GET /standi
 effect, and per loaded model its GPUs, slots (the effective parallel), context, active and waiting
 requests. GET /standin/stats: scheduler queue and slot counts, so tests wait on state instead of sleeping.
 
-Simplifications: pulled blobs are placeholders, while manifests carry the real model sizes; loaded models
-do not take VRAM from each other's placement.
+Simplifications: a catalogue model's weights blob is a placeholder of PLACEHOLDER_BYTES (1 MiB) pseudo-random
+bytes while its manifest carries the real size (catalogue_image), so pull progress reports the descriptor's
+size as total and scales completed to it, where Ollama reports the blob's Content-Length; a blob is fetched
+with one GET after a HEAD, not in Range parts, and is not resumed (its partial file goes when a pull fails);
+/api/tags `size` sums the layers without the config's few hundred bytes. Loaded models do not take VRAM from
+each other's placement.
 
 Knobs that exist only here (OLLAMA_STANDIN_*): TTFT_MS (50), TOKENS_PER_SEC (50), TOKENS (24, answer length
 when num_predict is unset), LOAD_MS (200, runner start), LOAD_MIB_S (1536, weights from disk to VRAM in MiB/s,
-0 = instant: a 70B Q4 of ~40 GiB loads in ~27 s), PULL_MS (100). The environment sets them, else the file
-named by OLLAMA_STANDIN_KNOBS (default /etc/ollama-standin.env, KEY=VALUE lines): on test hosts the
+0 = instant: a 70B Q4 of ~40 GiB loads in ~27 s), PULL_MS (100: the blobs a pull fetches arrive over this time,
+shared by descriptor size; a pull that finds every blob stored takes none of it), PUBLIC_REGISTRY (a base URL
+such as http://10.213.0.1:5001, e.g. tests/helpers/public_registry.py, that plays registry.ollama.ai for library
+models; unset, they come from the catalogue in process, the same bytes). The environment sets them, else the
+file named by OLLAMA_STANDIN_KNOBS (default /etc/ollama-standin.env, KEY=VALUE lines): on test hosts the
 instances run as systemd units whose environment the toolkit controls.
 """
 
 from __future__ import annotations
 
+import errno
+import functools
 import hashlib
+import http.client
+import io
 import ipaddress
 import json
 import os
 import re
 import socket
 import socketserver
+import ssl
 import sys
 import threading
 import time
@@ -70,6 +94,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib import error as urlerror
 from urllib import request as urlrequest
+from urllib.parse import urlparse
 
 VERSION = "@VERSION@"  # replaced when the archive is built
 HERE = Path(__file__).resolve().parent
@@ -104,7 +129,7 @@ REQUEST_FIELDS = {
     "/api/embed": ("EmbedRequest", {"model": "string"}),
     "/api/embeddings": ("EmbeddingRequest", {"model": "string", "prompt": "string"}),
     "/api/show": ("ShowRequest", {"model": "string", "name": "string"}),
-    "/api/pull": ("PullRequest", {"model": "string", "name": "string", "stream": "bool"}),
+    "/api/pull": ("PullRequest", {"model": "string", "name": "string", "stream": "bool", "insecure": "bool"}),
     "/api/delete": ("DeleteRequest", {"model": "string", "name": "string"}),
     "/api/copy": ("CopyRequest", {"source": "string", "destination": "string"}),
 }
@@ -208,6 +233,9 @@ class Config:
         self.load_time = env_int(self.knobs, "OLLAMA_STANDIN_LOAD_MS", 200) / 1000
         self.load_mib_s = max(0, env_int(self.knobs, "OLLAMA_STANDIN_LOAD_MIB_S", 1536))
         self.pull_time = env_int(self.knobs, "OLLAMA_STANDIN_PULL_MS", 100) / 1000
+        # plays registry.ollama.ai when set (a base URL such as http://10.213.0.1:5001); else pulls of library
+        # models are served from the catalogue in process
+        self.public_registry = self.knobs.get("OLLAMA_STANDIN_PUBLIC_REGISTRY", "").strip().rstrip("/")
         self.gpus = visible_gpus(env)
         if not self.max_loaded:
             self.max_loaded = 3 * max(1, len(self.gpus))
@@ -260,97 +288,384 @@ def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
-# ----------------------------------------------------------------- model store
-def normalise(name: str) -> str:
-    """The short name Ollama shows for a model (types/model/name.go ParseNameBare, DisplayShortest) after
-    internal/modelref ParseRef trims spaces and ":local": registry.ollama.ai/library/x, library/x and
-    https://registry.ollama.ai/library/x are x:latest. Lower case: Ollama finds a stored model whatever the
-    case of the name (server/routes.go getExistingName, EqualFold), and the store holds lower-case names."""
-    name = re.sub(r":local$", "", name.strip(), flags=re.IGNORECASE)
+# ----------------------------------------------------------------- model names, images and the store
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
+OLLAMA_MODEL = "application/vnd.ollama.image.model"
+DEFAULT_HOST = "registry.ollama.ai"
+# The weights blob of every catalogue model: this many pseudo-random bytes, so byte counts in tests mean
+# something while a registry holding the whole catalogue stays small.
+PLACEHOLDER_BYTES = MIB
+CHUNK = 16 << 10
+
+
+def name_parts(name: str) -> tuple[str, str, str, str]:
+    """host, namespace, model, tag of a name as types/model/name.go ParseNameBare splits it (defaults
+    registry.ollama.ai, library, latest; a scheme is not part of it), after internal/modelref ParseRef trims
+    spaces and ":local". Lower case: Ollama finds a stored model whatever the case of the name
+    (server/routes.go getExistingName, EqualFold), and the store holds lower-case names."""
+    name = re.sub(r":local$", "", name.strip(), flags=re.IGNORECASE).lower()
     tag = "latest"
     if name.rfind(":") > name.rfind("/"):
         name, tag = name.rsplit(":", 1)
     parts = name.split("/")
     model = parts.pop()
     namespace = parts.pop() if parts else "library"
-    host = "/".join(parts).split("://")[-1] if parts else "registry.ollama.ai"
-    if (host, namespace) == ("registry.ollama.ai", "library"):
-        return f"{model}:{tag}".lower()
-    return f"{host}/{namespace}/{model}:{tag}".lower()
+    host = "/".join(parts).split("://")[-1] if parts else DEFAULT_HOST
+    return host, namespace, model, tag
+
+
+def normalise(name: str) -> str:
+    """The name Ollama shows for a model (types/model/name.go DisplayShortest): registry.ollama.ai/library/x,
+    library/x and https://registry.ollama.ai/library/x are x:latest; another host keeps host/namespace/."""
+    host, namespace, model, tag = name_parts(name)
+    if (host, namespace) == (DEFAULT_HOST, "library"):
+        return f"{model}:{tag}"
+    return f"{host}/{namespace}/{model}:{tag}"
+
+
+@functools.cache
+def load_catalogue() -> dict[str, dict]:
+    """catalogue.json by short name (model:tag)."""
+    raw = json.loads((HERE / "catalogue.json").read_text())
+    return {normalise(k): v for k, v in raw.items() if not k.startswith("_")}
+
+
+def go_json(value) -> bytes:
+    """json.Marshal's bytes for the ASCII values used here: compact, keys in the order given (a Go struct's
+    field order). Go also escapes <, > and & and writes UTF-8 raw; neither occurs in these values."""
+    return json.dumps(value, separators=(",", ":")).encode()
+
+
+def sha256_digest(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+@functools.lru_cache(maxsize=16)
+def catalogue_image(name: str) -> tuple[bytes, dict[str, bytes]]:
+    """A catalogue model as a registry serves it: the manifest's bytes and the blobs by "sha256:<hex>".
+
+    Deterministic, so a model synthesised in process and the same model pulled from any registry have the same
+    manifest digest. The manifest is a manifest/manifest.go Manifest as json.Marshal writes it (field order
+    schemaVersion, mediaType, config, layers; Layer: mediaType, digest, size). Its one model layer's `size` is
+    the catalogue's real size, so whoever reads sizes from manifests (/api/tags, VRAM checks) sees real ones;
+    the blob behind it is PLACEHOLDER_BYTES pseudo-random bytes derived from the name. The config is what
+    registry.ollama.ai serves (types/model/config.go ConfigV2, plus the rootfs that older Ollama wrote, which
+    makes it unique per model so that no two models share a blob). KeyError for a name not in the catalogue."""
+    short = normalise(name)
+    entry = load_catalogue()[short]
+    weights = hashlib.shake_256(f"ollama stand-in weights for {short}".encode()).digest(PLACEHOLDER_BYTES)
+    weights_digest = sha256_digest(weights)
+    family = entry.get("family", "")
+    config = go_json(
+        {
+            "model_format": "gguf",
+            "model_family": family,
+            "model_families": [family],
+            "model_type": entry.get("parameter_size", ""),
+            "file_type": entry.get("quantization_level", ""),
+            "architecture": "amd64",
+            "os": "linux",
+            "rootfs": {"type": "layers", "diff_ids": [weights_digest]},
+        }
+    )
+    config_digest = sha256_digest(config)
+    manifest = go_json(
+        {
+            "schemaVersion": 2,
+            "mediaType": DOCKER_MANIFEST,
+            "config": {"mediaType": DOCKER_CONFIG, "digest": config_digest, "size": len(config)},
+            "layers": [{"mediaType": OLLAMA_MODEL, "digest": weights_digest, "size": entry["size"]}],
+        }
+    )
+    return manifest, {weights_digest: weights, config_digest: config}
+
+
+def manifest_digests(manifest: dict) -> set[str]:
+    """The blobs a manifest references: its layers and its config."""
+    digests = {layer.get("digest", "") for layer in manifest.get("layers", [])}
+    digests.add(manifest.get("config", {}).get("digest", ""))
+    return digests - {""}
 
 
 class Store:
-    """OLLAMA_MODELS as Ollama lays it out: manifests/<registry>/<ns>/<model>/<tag>, blobs/sha256-*.
+    """OLLAMA_MODELS as Ollama lays it out (manifest/paths.go, types/model/name.go Filepath):
+    manifests/<host>/<namespace>/<model>/<tag> holding the manifest's bytes as pulled, blobs/sha256-<hex>."""
 
-    Blobs hold a short placeholder; the manifest records the catalogue's real size."""
+    # server/download.go blobDownloadManager: one download of a digest at a time in a process; a second pull
+    # of the same blob waits for it and then finds it in the store.
+    _blob_locks: dict[str, threading.Lock] = {}
+    _blob_locks_guard = threading.Lock()
 
     def __init__(self, root: Path):
         self.root = root
-        self.catalogue = {
-            normalise(k): v
-            for k, v in json.loads((HERE / "catalogue.json").read_text()).items()
-            if not k.startswith("_")
-        }
+        self.catalogue = load_catalogue()
 
     def manifest_path(self, name: str) -> Path:
-        model, tag = normalise(name).rsplit(":", 1)
-        return self.root / "manifests/registry.ollama.ai/library" / model / tag
+        return self.root.joinpath("manifests", *name_parts(name))
+
+    def blob_path(self, digest: str) -> Path:
+        if not re.fullmatch(r"sha256:[0-9a-f]{64}", digest):
+            raise ValueError(f"invalid digest format: {digest!r}")  # manifest/paths.go ErrInvalidDigestFormat
+        return self.root / "blobs" / digest.replace(":", "-")
+
+    def blob_lock(self, digest: str) -> threading.Lock:
+        with self._blob_locks_guard:
+            return self._blob_locks.setdefault(digest, threading.Lock())
+
+    def read_manifest(self, name: str) -> dict | None:
+        """The parsed manifest, None when there is none or it is corrupt (manifest.ParseNamedManifest)."""
+        try:
+            return json.loads(self.manifest_path(name).read_bytes())
+        except (OSError, ValueError):
+            return None
 
     def get(self, name: str) -> dict | None:
+        """A stored model; its metadata comes from the catalogue entry of its model:tag, whatever the host or
+        namespace it was pulled from. digest: sha256 of the manifest file (manifest.ParseNamedManifest)."""
         path = self.manifest_path(name)
-        if not path.is_file():
+        try:
+            data = path.read_bytes()
+            manifest = json.loads(data)
+        except (OSError, ValueError):
             return None
-        manifest = json.loads(path.read_text())
-        entry = self.catalogue.get(normalise(name), {})
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        _, _, model, tag = name_parts(name)
         return {
             "name": normalise(name),
             "manifest": manifest,
-            "digest": digest,
+            "digest": hashlib.sha256(data).hexdigest(),
             "modified": datetime.fromtimestamp(path.stat().st_mtime, UTC),
+            # Ollama's Manifest.Size adds the config's few hundred bytes; the catalogue's sizes are the library's
+            # totals, so the layers alone carry them here.
             "size": sum(layer["size"] for layer in manifest["layers"]),
-            "entry": entry,
+            "entry": self.catalogue.get(f"{model}:{tag}", {}),
         }
 
     def names(self) -> list[str]:
-        base = self.root / "manifests/registry.ollama.ai/library"
-        if not base.is_dir():
-            return []
-        return sorted(f"{m.name}:{t.name}" for m in base.iterdir() if m.is_dir() for t in m.iterdir())
+        """Every stored model by the name Ollama shows (manifest.Manifests globs manifests/*/*/*/*)."""
+        base = self.root / "manifests"
+        found = (p.relative_to(base).parts for p in base.glob("*/*/*/*") if p.is_file() and p.suffix != ".partial")
+        return sorted(normalise(f"{host}/{ns}/{model}:{tag}") for host, ns, model, tag in found)
 
-    def write(self, name: str) -> dict:
-        entry = self.catalogue[normalise(name)]
-        blob = f"stand-in weights for {normalise(name)}\n".encode()
-        weights = "sha256:" + hashlib.sha256(normalise(name).encode()).hexdigest()
-        config = dumps({"model_format": "gguf", "model_family": entry["family"]}).encode()
-        config_digest = "sha256:" + hashlib.sha256(config).hexdigest()
-        blobs = self.root / "blobs"
-        blobs.mkdir(parents=True, exist_ok=True)
-        (blobs / weights.replace(":", "-")).write_bytes(blob)
-        (blobs / config_digest.replace(":", "-")).write_bytes(config)
-        manifest = {
-            "schemaVersion": 2,
-            "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
-            "config": {
-                "mediaType": "application/vnd.docker.container.image.v1+json",
-                "digest": config_digest,
-                "size": len(config),
-            },
-            "layers": [{"mediaType": "application/vnd.ollama.image.model", "digest": weights, "size": entry["size"]}],
-        }
+    def write_manifest(self, name: str, data: bytes) -> None:
         path = self.manifest_path(name)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".partial")
-        tmp.write_text(dumps(manifest))
+        tmp = path.with_name(path.name + ".partial")
+        tmp.write_bytes(data)
         tmp.rename(path)  # a reader never sees half a manifest
-        return manifest
+
+    def copy(self, source: str, destination: str) -> bool:
+        """server/images.go CopyModel: the manifest's bytes as they are, so the digest stays."""
+        src, dst = self.manifest_path(source), self.manifest_path(destination)
+        if not src.is_file():
+            return False
+        if src != dst:
+            self.write_manifest(destination, src.read_bytes())
+        return True
 
     def delete(self, name: str) -> bool:
+        """server/routes.go DeleteHandler: the manifest goes, empty directories with it (manifest.Remove,
+        PruneDirectory), then its blobs that no remaining manifest references (Manifest.RemoveLayers)."""
         path = self.manifest_path(name)
-        if not path.is_file():
+        manifest = self.read_manifest(name)
+        if manifest is None:
             return False
         path.unlink()
+        for parent in list(path.parents)[:3]:  # tag's model, namespace and host directories, if now empty
+            try:
+                parent.rmdir()
+            except OSError:
+                break
+        self.remove_unused(manifest_digests(manifest))
         return True
+
+    def remove_unused(self, digests: set[str]) -> None:
+        """server/images.go deleteUnusedLayers: remove those of the blobs no manifest references (corrupt
+        manifests are skipped, as Manifests(true) does)."""
+        for name in self.names():
+            digests = digests - manifest_digests(self.read_manifest(name) or {})
+        for digest in digests:
+            self.blob_path(digest).unlink(missing_ok=True)
+
+
+# ----------------------------------------------------------------- pulls
+class PullError(Exception):
+    """A pull failed; the message is Ollama's error text."""
+
+
+def go_request_error(method: str, url: str, exc: Exception) -> str:
+    """What Go's net/http says when a request fails before any answer: `Get "URL": <reason>` with the reasons
+    a pull meets (refused, no route, no such host, a timeout, TLS)."""
+    parsed = urlparse(url)
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    where = f"{parsed.hostname}:{port}"
+    reason = getattr(exc, "reason", exc)
+    if isinstance(reason, ssl.SSLCertVerificationError):
+        # OpenSSL's X509_V_ERR 18-21: self-signed, self-signed in chain, no local issuer, leaf unverifiable
+        unknown = reason.verify_code in (18, 19, 20, 21)
+        detail = "certificate signed by unknown authority" if unknown else reason.verify_message
+        text = f"tls: failed to verify certificate: x509: {detail}"
+    elif isinstance(reason, ssl.SSLError) and "WRONG_VERSION_NUMBER" in str(reason):
+        text = "http: server gave HTTP response to HTTPS client"
+    elif isinstance(reason, socket.gaierror):
+        text = f"dial tcp: lookup {parsed.hostname}: no such host"
+    elif isinstance(reason, TimeoutError):
+        text = f"dial tcp {where}: i/o timeout"
+    elif isinstance(reason, OSError) and reason.errno in (errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH):
+        text = f"dial tcp {where}: connect: {os.strerror(reason.errno).lower()}"
+    else:
+        text = str(reason)
+    return f'{method.capitalize()} "{url}": {text}'
+
+
+class Registry:
+    """A registry spoken to as Ollama does (server/images.go makeRequest, makeRequestWithRetry,
+    pullModelManifest; server/download.go blobDownload.Prepare and run): https with the system's trust store,
+    the Accept header of a pull, 404 as "file does not exist", another error status as "<code>: <body>"."""
+
+    def __init__(self, base: str, repository: str):
+        self.base = base.rstrip("/")
+        self.repository = repository  # <namespace>/<model>, n.DisplayNamespaceModel()
+        self.opener = urlrequest.build_opener(urlrequest.HTTPSHandler(context=ssl.create_default_context()))
+
+    def request(self, method: str, path: str, headers: dict | None = None):
+        url = f"{self.base}/v2/{self.repository}/{path}"
+        agent = f"ollama/{VERSION} (amd64 linux) Go/go1.24.0"  # makeRequest's User-Agent
+        req = urlrequest.Request(url, method=method, headers={**(headers or {}), "User-Agent": agent})
+        try:
+            return self.opener.open(req, timeout=30)  # Go's DefaultTransport dials for at most 30 s
+        except urlerror.HTTPError as exc:
+            body = exc.read().decode(errors="replace")
+            exc.close()
+            raise PullError("file does not exist" if exc.code == 404 else f"{exc.code}: {body}") from None
+        except (urlerror.URLError, OSError) as exc:
+            raise PullError(go_request_error(method, url, exc)) from None
+
+    def manifest(self, tag: str) -> bytes:
+        with self.request("GET", f"manifests/{tag}", {"Accept": DOCKER_MANIFEST}) as resp:
+            return resp.read()
+
+    def blob(self, digest: str):
+        """The blob's length (Prepare's HEAD) and a response to read it from."""
+        with self.request("HEAD", f"blobs/{digest}") as head:
+            length = int(head.headers.get("Content-Length") or 0)
+        return length, self.request("GET", f"blobs/{digest}")
+
+
+class Catalogue:
+    """The catalogue served in process, for a registry.ollama.ai name when no OLLAMA_STANDIN_PUBLIC_REGISTRY
+    is set: the same bytes a registry would serve (catalogue_image), so the same digests."""
+
+    def __init__(self, namespace: str, model: str):
+        self.namespace, self.model = namespace, model
+
+    def manifest(self, tag: str) -> bytes:
+        if self.namespace != "library" or f"{self.model}:{tag}" not in load_catalogue():
+            raise PullError("file does not exist")
+        return catalogue_image(f"{self.model}:{tag}")[0]
+
+    def blob(self, digest: str):
+        for name in load_catalogue():
+            blobs = catalogue_image(name)[1] if name.startswith(f"{self.model}:") else {}
+            if digest in blobs:
+                return len(blobs[digest]), io.BytesIO(blobs[digest])
+        raise PullError("file does not exist")
+
+
+def pull_source(cfg: Config, name: str, insecure: bool):
+    """Where a name is pulled from: types/model/name.go BaseURL (https://<host>, http when the request is
+    insecure, server/images.go makeRequest); registry.ollama.ai is OLLAMA_STANDIN_PUBLIC_REGISTRY, else the
+    catalogue in process."""
+    host, namespace, model, _ = name_parts(name)
+    if host != DEFAULT_HOST:
+        return Registry(f"{'http' if insecure else 'https'}://{host}", f"{namespace}/{model}")
+    if cfg.public_registry:
+        return Registry(cfg.public_registry, f"{namespace}/{model}")
+    return Catalogue(namespace, model)
+
+
+def pull_model(cfg: Config, store: Store, name: str, insecure: bool, emit) -> None:
+    """server/images.go PullModel: the manifest, then each layer and the config (server/download.go
+    downloadBlob: one already in blobs/ is not fetched), every fetched blob checked against its digest, then
+    the manifest's bytes as received, then the blobs the old manifest of that name no longer needs pruned.
+    emit(event) gets the progress Ollama streams; a failure raises PullError with Ollama's text."""
+    _, _, _, tag = name_parts(name)
+    source = pull_source(cfg, name, insecure)
+    unused = manifest_digests(store.read_manifest(name) or {})
+    emit({"status": "pulling manifest"})
+    try:
+        data = source.manifest(tag)
+        manifest = json.loads(data)
+        layers = [*manifest["layers"], manifest["config"]] if manifest["config"].get("digest") else manifest["layers"]
+    except PullError as exc:
+        raise PullError(f"pull model manifest: {exc}") from None
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise PullError(f"pull model manifest: {exc}") from None
+    # OLLAMA_STANDIN_PULL_MS: the blobs that are fetched take this long together, each its share by size
+    missing = sum(layer["size"] for layer in layers if not store.blob_path(layer["digest"]).exists())
+    fetched = {}
+    for layer in layers:
+        seconds = cfg.pull_time * layer["size"] / missing if missing else 0
+        got = fetch_blob(store, source, layer, seconds, emit)
+        if got is not None:
+            fetched[layer["digest"]] = got
+    emit({"status": "verifying sha256 digest"})
+    for want, got in fetched.items():
+        if got != want:
+            store.blob_path(want).unlink(missing_ok=True)
+            raise PullError(f"digest mismatch, file must be downloaded again: want {want}, got {got}")
+    emit({"status": "writing manifest"})
+    store.write_manifest(name, data)
+    unused -= manifest_digests(manifest)
+    if unused:
+        emit({"status": "removing unused layers"})
+        store.remove_unused(unused)
+    emit({"status": "success"})
+
+
+def fetch_blob(store: Store, source, layer: dict, seconds: float, emit) -> str | None:
+    """server/download.go downloadBlob: a blob already stored reports itself complete and is not fetched (None);
+    else it streams into blobs/sha256-<hex>-partial, renamed into place when complete, and the digest of what
+    arrived is returned for PullModel to verify. Progress is Ollama's "pulling <12 hex>" every 60 ms
+    (blobDownload.Wait), its total the descriptor's size and completed scaled to it (the placeholder is
+    smaller than the size it stands for). `seconds` paces the arrival (OLLAMA_STANDIN_PULL_MS)."""
+    digest, total = layer["digest"], layer["size"]
+    path = store.blob_path(digest)
+    progress = {"status": f"pulling {digest[7:19]}", "digest": digest, "total": total}
+    with store.blob_lock(digest):
+        if path.exists():
+            emit({**progress, "completed": total})
+            return None
+        length, body = source.blob(digest)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(path.name + "-partial")
+        sha, got, started, shown = hashlib.sha256(), 0, time.monotonic(), 0.0
+        try:
+            with body, open(partial, "wb") as out:
+                while chunk := read_chunk(body):
+                    out.write(chunk)
+                    sha.update(chunk)
+                    got += len(chunk)
+                    if seconds and length:
+                        time.sleep(max(0.0, started + seconds * min(got / length, 1) - time.monotonic()))
+                    if time.monotonic() - shown >= 0.06:
+                        shown = time.monotonic()
+                        emit({**progress, "completed": total * got // length if length else 0})
+            emit({**progress, "completed": total * got // length if length else total})
+            partial.rename(path)
+        finally:
+            partial.unlink(missing_ok=True)  # what a failed or abandoned download left
+    return "sha256:" + sha.hexdigest()
+
+
+def read_chunk(body) -> bytes:
+    """The next bytes of a blob; a registry connection that breaks off fails the pull."""
+    try:
+        return body.read(CHUNK)
+    except http.client.IncompleteRead:
+        raise PullError("unexpected EOF") from None
+    except (OSError, http.client.HTTPException) as exc:
+        raise PullError(f"read blob: {exc}") from None
 
 
 def details(entry: dict) -> dict:
@@ -920,10 +1235,13 @@ class Handler(BaseHTTPRequestHandler):
         data = self.body()
         if data is None:
             return
+        # server/routes.go DeleteHandler: 404 with the name as given, else 200 with no body
         name = data.get("model") or data.get("name") or ""
+        if not name.strip():
+            return self.error(400, f"name {dumps(name)} is invalid")
         if not self.store.delete(name):
             return self.error(404, f"model '{name}' not found")
-        self.send_json(200, {})
+        self.send_empty(200)
 
     # --- endpoints
     def root(self):
@@ -943,6 +1261,8 @@ class Handler(BaseHTTPRequestHandler):
         models = []
         for name in self.store.names():
             m = self.store.get(name)
+            if m is None:  # deleted since the listing
+                continue
             models.append(
                 {
                     "name": name,
@@ -1067,52 +1387,50 @@ class Handler(BaseHTTPRequestHandler):
         )
 
     def pull(self, data):
-        name = normalise(data.get("model") or data.get("name") or "")
+        """server/routes.go PullHandler: PullModel's progress as NDJSON (its error as a last line once the stream
+        has begun), or with "stream": false only the outcome: {"status":"success"} or 500 {"error"}."""
+        raw = data.get("model") or data.get("name") or ""
+        if not raw.strip():
+            return self.error(400, "invalid model name")  # parseNormalizePullModelRef, errtypes
         stream = data.get("stream", True)
-        entry = self.store.catalogue.get(name)
-        if entry is None:
-            message = "pull model manifest: file does not exist"
-            return self._stream_error(message) if stream else self.error(500, message)
-        already = self.store.get(name) is not None
-        digest = "sha256:" + hashlib.sha256(name.encode()).hexdigest()
         if stream:
             self.start_stream("application/x-ndjson")
-            self.chunk(b'{"status":"pulling manifest"}\n')
-            steps = 1 if already else 5
-            for i in range(1, steps + 1):
-                if not already:
-                    time.sleep(self.cfg.pull_time / steps)
-                progress = {
-                    "status": f"pulling {digest[7:19]}",
-                    "digest": digest,
-                    "total": entry["size"],
-                    "completed": entry["size"] * i // steps,
-                }
-                self.chunk(dumps(progress).encode() + b"\n")
-        elif not already:
-            time.sleep(self.cfg.pull_time)
-        self.store.write(name)
+
+        def emit(event):
+            if stream:
+                self.chunk(dumps(event).encode() + b"\n")
+
+        try:
+            pull_model(self.cfg, self.store, raw, bool(data.get("insecure")), emit)
+        except PullError as exc:
+            log("WARN", "pull failed", model=normalise(raw), error=str(exc))
+            if not stream:
+                return self.error(500, str(exc))
+            emit({"error": str(exc)})
+            return self.end_stream()
         if stream:
-            for status in ("verifying sha256 digest", "writing manifest", "success"):
-                self.chunk(dumps({"status": status}).encode() + b"\n")
             self.end_stream()
         else:
             self.send_json(200, {"status": "success"})
 
-    def _stream_error(self, message: str):
-        self.start_stream("application/x-ndjson")
-        self.chunk(dumps({"error": message}).encode() + b"\n")
-        self.end_stream()
+    def send_empty(self, status: int):
+        """What gin sends when a handler writes nothing: the status, no body."""
+        self.send_response(status)
+        self.send_header("Content-Length", "0")
+        self._identity_headers()
+        self.end_headers()
 
     def copy(self, data):
-        source, dest = data.get("source", ""), data.get("destination", "")
-        m = self.store.get(source)
-        if not m or not dest:
-            return self.error(404, f"model '{source}' not found")
-        path = self.store.manifest_path(dest)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(dumps(m["manifest"]))
-        self.send_json(200, {})
+        """server/routes.go CopyHandler: 400 for a name that is not one, 404 `model "x" not found`, else 200
+        with no body."""
+        source, dest = data.get("source") or "", data.get("destination") or ""
+        if not source.strip():
+            return self.error(400, f"source {dumps(source)} is invalid")
+        if not dest.strip():
+            return self.error(400, f"destination {dumps(dest)} is invalid")
+        if not self.store.copy(source, dest):
+            return self.error(404, f"model {dumps(source)} not found")
+        self.send_empty(200)
 
     def unsupported(self, data):
         self.error(400, f"{self.path} is not simulated by the Ollama stand-in")
@@ -1408,7 +1726,7 @@ def cli(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(
             "Usage:\n  ollama [flags]\n  ollama [command]\n\nAvailable Commands:\n"
-            "  serve  Start ollama\n  pull   Pull a model from a registry\n"
+            "  serve  Start ollama\n  pull   Pull a model from a registry (--insecure: http)\n"
             "  list   List models\n  ps     List running models\n\nFlags:\n  -v, --version"
         )
         return 0
@@ -1445,10 +1763,12 @@ def cli(argv: list[str]) -> int:
                 )
             return 0
         if cmd == "pull":
-            if not args:
-                print("Error: accepts 1 arg(s), received 0", file=sys.stderr)
+            names = [a for a in args if a != "--insecure"]
+            if len(names) != 1:
+                print(f"Error: accepts 1 arg(s), received {len(names)}", file=sys.stderr)
                 return 1
-            with client("/api/pull", {"model": args[0], "stream": True}) as resp:
+            body = {"model": names[0], "insecure": "--insecure" in args, "stream": True}
+            with client("/api/pull", body) as resp:
                 for line in resp:
                     event = json.loads(line)
                     if "error" in event:
