@@ -1,0 +1,181 @@
+"""The model store of a GPU host: where pinned models come from, which digest they must have, which go."""
+
+import re
+
+from ansible.errors import AnsibleFilterError
+
+DOCUMENTATION = r"""
+name: ollama_registry_name
+short_description: The name a GPU host pulls a model by, from the fleet's registry or Ollama's
+description:
+  - With an empty registry the model's own name (Ollama's public registry). With C(host:port), the model as that
+    registry serves it (C(llama3.1:8b) is C(host:port/library/llama3.1:8b)); models.yml copies it back to the name
+    clients use. A name with a registry of its own (C(other.example/team/model:tag)) keeps it.
+options:
+  _input:
+    description: A model name as the inventory pins it.
+    type: str
+    required: true
+  registry:
+    description: ollama_model_registry, C(host[:port]) or empty.
+    type: str
+    required: true
+"""
+
+EXAMPLES = r"""
+source: "{{ 'llama3.1:8b' | ollama_registry_name('10.0.0.5:5000') }}"  # 10.0.0.5:5000/library/llama3.1:8b
+"""
+
+RETURN = r"""
+_value:
+  description: The name to give /api/pull.
+  type: str
+"""
+
+DIGEST = re.compile(r"^(sha256:)?([0-9a-f]{12,64})$")
+
+
+def canonical(name):
+    """Ollama's display name: lower case, :latest when untagged (types/model/name.go)."""
+    name = name.strip().lower()
+    return name if ":" in name.rsplit("/", 1)[-1] else f"{name}:latest"
+
+
+def ollama_registry_name(model, registry):
+    model = canonical(model)
+    if not registry:
+        return model
+    parts = model.split("/")
+    if len(parts) == 3:  # host/namespace/model: it says where it comes from
+        return model
+    namespace = parts[0] if len(parts) == 2 else "library"
+    return f"{registry}/{namespace}/{parts[-1]}"
+
+
+def digest_hex(value, where):
+    """A pinned digest as hex: sha256:<hex> or <hex>, 12 hex digits (what `ollama list` shows) up to 64."""
+    match = DIGEST.match(str(value).strip().lower())
+    if not match:
+        raise AnsibleFilterError(
+            f"{where}: digest {value!r} is not sha256:<hex> with 12 to 64 hex digits "
+            "(the ID `ollama list` shows, or the digest in /api/tags)"
+        )
+    return match.group(2)
+
+
+def ollama_digest_mismatches(tags, models, digests, host="this host"):
+    """Pinned models whose store holds another digest: [{model, want, have}].
+
+    tags is /api/tags of the host's store; models the names the plan pins; digests ollama_model_digests."""
+    pins = {
+        canonical(k): digest_hex(v, f"host {host}, field ollama_model_digests, model {k}") for k, v in digests.items()
+    }
+    have = {canonical(m["name"]): m.get("digest", "") for m in tags.get("models", [])}
+    return [
+        {"model": model, "want": pins[model], "have": have[model]}
+        for model in sorted({canonical(m) for m in models})
+        if model in pins and model in have and not have[model].startswith(pins[model])
+    ]
+
+
+def ollama_models_to_remove(stored, pinned, recorded, absent, prune):
+    """Models to delete from a host's store: those this toolkit pinned before (recorded) or the operator marks
+    absent, and with prune every model, but never one an instance of the host pins now."""
+    pinned = {canonical(m) for m in pinned}
+    stored = {canonical(m) for m in stored}
+    wanted = {canonical(m) for m in recorded} | {canonical(m) for m in absent} | (stored if prune else set())
+    return sorted((wanted & stored) - pinned)
+
+
+def ollama_digest_message(mismatch):
+    return (
+        f"{mismatch['model']} is sha256:{mismatch['have'][:12]} in the store, "
+        f"ollama_model_digests pins sha256:{mismatch['want'][:12]}"
+    )
+
+
+def human_bytes(count):
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if count < 1024 or unit == "GiB":
+            return f"{count:.1f} {unit}" if unit != "B" else f"{count} B"
+        count /= 1024
+    return f"{count} B"
+
+
+def ollama_pull_progress(progress):
+    """One line of a running pull for the play's output: percent of the bytes, rate, time so far."""
+    name = progress.get("model", "?")
+    if progress.get("error"):
+        return f"{name}: failed after {progress.get('elapsed', 0):.0f} s: {progress['error']}"
+    total, completed = progress.get("total", 0), progress.get("completed", 0)
+    if not total:
+        return f"{name}: {progress.get('status', 'starting')} ({progress.get('elapsed', 0):.0f} s)"
+    percent = 100 * completed / total
+    state = "done" if progress.get("done") else progress.get("status", "pulling")
+    return (
+        f"{name}: {percent:.0f}% of {human_bytes(total)} at {human_bytes(progress.get('rate', 0))}/s, "
+        f"{progress.get('elapsed', 0):.0f} s ({state})"
+    )
+
+
+def ollama_store_digests(gpu_hosts):
+    """Per pinned model, which digest each host's store holds: [{model, digest, hosts, pinned, problem}].
+
+    gpu_hosts are hostvars with _ollama_status (roles/ollama/tasks/status.yml): name, store (/api/tags), pinned,
+    digests. A problem is a digest other than the pinned one, or, without a pin, hosts that disagree."""
+    found = {}
+    pins = {}
+    for host in gpu_hosts:
+        status = host["_ollama_status"]
+        where = f"host {host['inventory_hostname']}, field ollama_model_digests"
+        pins.update({canonical(k): digest_hex(v, where) for k, v in status.get("digests", {}).items()})
+        stored = {canonical(m["name"]): m.get("digest", "") for m in status["store"].get("models", [])}
+        for model in {canonical(m) for m in status["pinned"]}:
+            found.setdefault(model, {}).setdefault(stored.get(model, "(missing)"), []).append(
+                host["inventory_hostname"]
+            )
+    rows = []
+    for model, digests in sorted(found.items()):
+        pin = pins.get(model)
+        for digest, hosts in sorted(digests.items(), key=lambda kv: (-len(kv[1]), kv[0])):
+            if pin:
+                problem = "" if digest.startswith(pin) else f"pinned {pin[:12]}"
+            else:
+                problem = "hosts disagree" if len(digests) > 1 else ""
+            rows.append(
+                {
+                    "model": model,
+                    "digest": digest[:12],
+                    "hosts": sorted(hosts),
+                    "pinned": (pin or "")[:12],
+                    "problem": problem,
+                }
+            )
+    return rows
+
+
+def ollama_store_digest_problem(row):
+    return f"{row['model']} is {row['digest']} on {', '.join(row['hosts'])}: {row['problem']}"
+
+
+def ollama_store_digest_table(rows):
+    """The rows as aligned text lines for the play's output."""
+    lines = [("model", "digest", "hosts", "problem")] + [
+        (r["model"], r["digest"], ", ".join(r["hosts"]), r["problem"] or "ok") for r in rows
+    ]
+    widths = [max(len(line[i]) for line in lines) for i in range(4)]
+    return ["  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip() for line in lines]
+
+
+class FilterModule:
+    def filters(self):
+        return {
+            "ollama_registry_name": ollama_registry_name,
+            "ollama_digest_mismatches": ollama_digest_mismatches,
+            "ollama_digest_message": ollama_digest_message,
+            "ollama_models_to_remove": ollama_models_to_remove,
+            "ollama_pull_progress": ollama_pull_progress,
+            "ollama_store_digests": ollama_store_digests,
+            "ollama_store_digest_table": ollama_store_digest_table,
+            "ollama_store_digest_problem": ollama_store_digest_problem,
+        }
