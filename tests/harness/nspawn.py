@@ -58,6 +58,8 @@ PACKAGES = [
     "nftables",
     # the gateways' shared address (ollama_gateway_vip)
     "keepalived",
+    # the local model registry (ollama_registry)
+    "docker-registry",
 ]
 
 

@@ -18,12 +18,18 @@ GPU_HOST_PATHS = [
     "/etc/systemd/system/ollama@*.service.d",  # each instance's device allow-list
     "/usr/local/sbin/ollama-nvidia-devices",
     "/etc/modules-load.d/ollama-nvidia.conf",
+    "/usr/local/share/ca-certificates/ollama-fleet-registry.crt",
     "/etc/systemd/system/ollama.service",  # the mask on the stock unit
     "/etc/ollama",
     "/opt/ollama",
     "/opt/ollama-fleet",
     "/usr/local/bin/ollama",
     "/usr/share/ollama",
+]
+REGISTRY_PATHS = [
+    "/etc/ollama-registry",
+    "/etc/systemd/system/ollama-registry-firewall.service",
+    "/etc/systemd/system/docker-registry.service.d/ollama-fleet.conf",
 ]
 GATEWAY_PATHS = [
     "/etc/nginx/conf.d/ollama-gateway.conf",

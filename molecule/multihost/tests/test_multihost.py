@@ -49,10 +49,14 @@ def test_management_is_refused_even_with_the_admin_key():
 
 def test_a_model_pinned_nowhere_loads_on_the_on_demand_instance_only():
     """ollama_gateway_unpinned_models: [olt-mh-gpu1/gpu3], the one instance that pins nothing: an embedding
-    model in gpu1's store (pulled there by hand, as an operator would try one) is served by it alone,
-    through the official clients; every pinned model stays where the plan put it."""
+    model in gpu1's store (pulled there by hand from the fleet's registry, as an operator would try one, and
+    copied to its usual name) is served by it alone, through the official clients; every pinned model stays
+    where the plan put it."""
     gpu1 = host("olt-mh-gpu1")
-    gpu1.check_output(f'curl -sf {ON_DEMAND}/api/pull -d \'{{"model": "{EMBED}", "stream": false}}\'')
+    mirrored = f"10.213.0.23:5000/library/{EMBED}"
+    gpu1.check_output(f'curl -sf {ON_DEMAND}/api/pull -d \'{{"model": "{mirrored}", "stream": false}}\'')
+    gpu1.check_output(f'curl -sf {ON_DEMAND}/api/copy -d \'{{"source": "{mirrored}", "destination": "{EMBED}"}}\'')
+    gpu1.check_output(f'curl -sf -X DELETE {ON_DEMAND}/api/delete -d \'{{"model": "{mirrored}"}}\'')
     try:
         client = ollama.Client(host=GATEWAY, verify=CA, trust_env=False, headers={"Authorization": f"Bearer {USER}"})
         vectors = client.embed(model=EMBED, input=["one", "two"]).embeddings

@@ -20,6 +20,7 @@ from helpers import browser  # noqa: E402
 from helpers.day2 import (  # noqa: E402
     GATEWAY_PATHS,
     GPU_HOST_PATHS,
+    REGISTRY_PATHS,
     dashboard_queries,
     footprint,
     left_behind,
@@ -260,6 +261,11 @@ def test_uninstall_removes_the_toolkit_from_every_host(before_uninstall):
         assert left_behind(host(gw), GATEWAY_PATHS) == []
         assert host(gw).service("nginx").is_running
         assert " 10.213.0.30/" not in host(gw).check_output("ip -o -4 addr show"), "keepalived let the address go"
+    # the registry goes, the models it stores stay (ollama_registry_uninstall_data false)
+    assert left_behind(host(GW), REGISTRY_PATHS) == []
+    assert not host(GW).service("docker-registry").is_running
+    assert host(GW).run("nft list table inet ollama_registry").rc != 0
+    assert host(GW).file("/var/lib/docker-registry/docker/registry/v2/repositories/library/llama3.1").is_directory
     assert {h: footprint(host(h)) for h in before_uninstall} == before_uninstall
     again = playbook("playbooks/uninstall.yml", CONFIRM)
     assert again.returncode == 0, again.stdout[-3000:]
