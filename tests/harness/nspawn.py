@@ -99,6 +99,9 @@ def build_rootfs() -> Path:
     net_unit = wants / "systemd-networkd.service"
     if not net_unit.exists():
         net_unit.symlink_to("/lib/systemd/system/systemd-networkd.service")
+    # Installed on every host for the registry role, but a server runs it only where that role enables it
+    # (the package's own config.yml asks for an htpasswd file that does not exist: it would fail at boot).
+    (wants / "docker-registry.service").unlink(missing_ok=True)
     # Nothing waits for a network that is configured statically and at once.
     (tmp / "etc/systemd/system/systemd-networkd-wait-online.service").symlink_to("/dev/null")
     run(["chroot", str(tmp), "apt-get", "clean"])

@@ -159,6 +159,23 @@ CASES = {
         {"ollama_gateway_api_keys": ["short"]},
         "host olt-ft-gw, field ollama_gateway_api_keys/ollama_gateway_admin_keys: 1 key(s)",
     ),
+    # where models come from, which weights, which go
+    "model registry not HOST:PORT": (
+        {"ollama_model_registry": "https://registry.example:5000"},
+        "host olt-ft-gpu1, field ollama_model_registry: 'https://registry.example:5000' is not HOST or HOST:PORT",
+    ),
+    "pinned digest not a digest": (
+        {"ollama_model_digests": {"qwen3:0.6b": "sha256:xyz"}},
+        "host olt-ft-gpu1, field ollama_model_digests, model qwen3:0.6b: digest 'sha256:xyz' is not sha256:<hex>",
+    ),
+    "unknown digest policy": (
+        {"ollama_model_digest_policy": "ignore"},
+        "value of ollama_model_digest_policy must be one of: correct, fail, got: ignore",
+    ),
+    "absent model still pinned": (
+        {"ollama_models_absent": ["qwen3:0.6b"]},
+        "host olt-ft-gpu1, field ollama_models_absent: qwen3:0.6b is pinned by an instance of this host",
+    ),
     "rate limit not nginx syntax": (
         {"ollama_gateway_rate_limit": "fast"},
         "host olt-ft-gw, field ollama_gateway_rate_limit: 'fast' is not like 10r/s",
