@@ -156,6 +156,8 @@ def test_a_model_from_the_fleets_registry_keeps_its_usual_name(standin, tmp_path
         assert result["changed"], out
         assert [m["name"] for m in s.get("/api/tags")["models"]] == ["qwen3:0.6b"]  # the registry's name is gone
         assert result["digest"] == public_registry.images()["qwen3:0.6b"][0].removeprefix("sha256:")
+        missing, _, _ = pull(tmp_path, s.url, "mistral:7b", source=f"{registry}/library/mistral:7b", insecure=True)
+        assert "is mistral:7b in ollama_registry_models?" in missing["msg"]
     finally:
         server.shutdown()
 

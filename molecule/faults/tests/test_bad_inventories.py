@@ -176,6 +176,14 @@ CASES = {
         {"ollama_models_absent": ["qwen3:0.6b"]},
         "host olt-ft-gpu1, field ollama_models_absent: qwen3:0.6b is pinned by an instance of this host",
     ),
+    "registry TLS certificate without key": (
+        {"ollama_registry_tls_cert": "/etc/hostname"},
+        "host olt-ft-gw: fields ollama_registry_tls_cert and ollama_registry_tls_key: give both (TLS) or neither",
+    ),
+    "registry source missing": (
+        {"ollama_registry_source": "/nonexistent/ollama-store"},
+        "host olt-ft-gw, field ollama_registry_source: /nonexistent/ollama-store does not exist on the controller",
+    ),
     "rate limit not nginx syntax": (
         {"ollama_gateway_rate_limit": "fast"},
         "host olt-ft-gw, field ollama_gateway_rate_limit: 'fast' is not like 10r/s",

@@ -131,6 +131,11 @@ def main():
     p["source"] = p["source"] or p["model"]
     progress = Progress(p["progress_file"], p["model"], p["source"])
     where = f"pulling {p['source']} through {p['url']}"
+    hint = (
+        f" (the fleet's registry serves only what it was loaded with: is {p['model']} in ollama_registry_models?)"
+        if p["source"] != p["model"]
+        else ""
+    )
     try:
         pull(module, progress)
         if p["source"] != p["model"]:
@@ -144,7 +149,7 @@ def main():
         module.fail_json(msg=f"{where}: HTTP {e.code} from {e.url}: {detail}")
     except (OSError, ValueError, RuntimeError) as e:
         progress.write(done=True, error=str(e))
-        module.fail_json(msg=f"{where}: {e}")
+        module.fail_json(msg=f"{where}: {e}{hint}")
     entry = stored.get(p["model"]) or stored.get(p["model"].lower())
     if entry is None:
         progress.write(done=True, error="not in the store after the pull")
