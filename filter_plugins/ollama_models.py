@@ -94,6 +94,19 @@ def ollama_digest_message(mismatch):
     )
 
 
+def ollama_registry_gaps(pinned, registry, hostvars, registry_hosts):
+    """The inventory's registry host that C(registry) (HOST[:PORT]) names, and the models pinned here that it is
+    not loaded with: {host, missing}. host is empty when the registry is none of the inventory's (then nothing
+    can be checked). Models whose name carries a registry of its own do not come from it."""
+    address = registry.rsplit(":", 1)[0] if registry else ""
+    for name in registry_hosts if address else []:
+        if address in (name, hostvars[name].get("ansible_host", name)):
+            loaded = {canonical(m) for m in hostvars[name].get("ollama_registry_models", [])}
+            wanted = {canonical(m) for m in pinned if canonical(m).count("/") < 2}
+            return {"host": name, "missing": sorted(wanted - loaded)}
+    return {"host": "", "missing": []}
+
+
 def human_bytes(count):
     for unit in ("B", "KiB", "MiB", "GiB"):
         if count < 1024 or unit == "GiB":
@@ -174,6 +187,7 @@ class FilterModule:
             "ollama_digest_mismatches": ollama_digest_mismatches,
             "ollama_digest_message": ollama_digest_message,
             "ollama_models_to_remove": ollama_models_to_remove,
+            "ollama_registry_gaps": ollama_registry_gaps,
             "ollama_pull_progress": ollama_pull_progress,
             "ollama_store_digests": ollama_store_digests,
             "ollama_store_digest_table": ollama_store_digest_table,

@@ -16,6 +16,7 @@ from ollama_models import (
     ollama_digest_mismatches,
     ollama_models_to_remove,
     ollama_pull_progress,
+    ollama_registry_gaps,
     ollama_registry_name,
     ollama_store_digest_table,
     ollama_store_digests,
@@ -39,6 +40,16 @@ A, B = "a" * 64, "b" * 64
 )
 def test_a_model_is_pulled_from_the_fleets_registry_under_its_own_path(model, registry, pulled):
     assert ollama_registry_name(model, registry) == pulled
+
+
+def test_a_model_the_fleets_registry_was_not_loaded_with_is_found_before_any_pull():
+    hostvars = {"infra1": {"ansible_host": "10.0.0.5", "ollama_registry_models": ["llama3.1:8b", "Qwen3:0.6B"]}}
+    pinned = ["llama3.1:8b", "qwen3:0.6b", "gemma3:27b", "hf.co/org/model:q4"]
+    gaps = ollama_registry_gaps(pinned, "10.0.0.5:5000", hostvars, ["infra1"])
+    assert gaps == {"host": "infra1", "missing": ["gemma3:27b"]}  # hf.co/... names a registry of its own
+    assert ollama_registry_gaps(pinned, "infra1:5000", hostvars, ["infra1"])["missing"] == ["gemma3:27b"]
+    # a registry outside the inventory: nothing to check against
+    assert ollama_registry_gaps(pinned, "registry.example:5000", hostvars, ["infra1"]) == {"host": "", "missing": []}
 
 
 def test_digest_mismatches_name_the_model_and_accept_the_short_id_ollama_list_shows():

@@ -176,6 +176,11 @@ CASES = {
         {"ollama_models_absent": ["qwen3:0.6b"]},
         "host olt-ft-gpu1, field ollama_models_absent: qwen3:0.6b is pinned by an instance of this host",
     ),
+    "model missing from the fleet's registry": (
+        {"ollama_model_registry": "10.213.0.33:5000"},
+        "host olt-ft-gpu1, field ollama_model_registry: 10.213.0.33:5000 is the registry of olt-ft-gw, whose "
+        "ollama_registry_models lacks qwen3:0.6b",
+    ),
     "registry TLS certificate without key": (
         {"ollama_registry_tls_cert": "/etc/hostname"},
         "host olt-ft-gw: fields ollama_registry_tls_cert and ollama_registry_tls_key: give both (TLS) or neither",
