@@ -142,6 +142,8 @@ def pull(tmp_path, url, model, source=None, insecure=False):
             seen.append(json.loads(progress.read_text()))
         time.sleep(0.2)
     out = proc.stdout.read()
+    if progress.exists():  # its last state, written just before the module ended, may fall between two polls
+        seen.append(json.loads(progress.read_text()))
     return json.loads((tmp_path / "tree" / "localhost").read_text()), seen, out
 
 
