@@ -38,7 +38,10 @@ done
 echo "make test: $passed passed, $failed failed"
 for step in "${steps[@]}"; do
   [ "${result[$step]}" = passed ] && continue
-  echo "--- $step: failed tests and errors (whole output: $logs/${step#molecule:}.log)"
-  sed 's/\x1b\[[0-9;]*m//g' "$logs/${step#molecule:}.log" | grep -E '(FAILED|ERROR) |(^|│ )E  |fatal: \[' | tail -n 30
+  log="$logs/${step#molecule:}.log"
+  echo "--- $step (whole output: $log)"
+  # the failed tests by name (pytest's section headers and short summary), then what failed in them
+  sed 's/\x1b\[[0-9;]*m//g' "$log" | grep -E '^_{3,} .+ _{3,}$|^(FAILED|ERROR) ' | grep -v ' summary info ' | sort -u | tail -n 20
+  sed 's/\x1b\[[0-9;]*m//g' "$log" | grep -E '(^|│ )E  |^[^ ].*:[0-9]+: [A-Za-z]*Error|fatal: \[' | tail -n 30
 done
 [ "$failed" -eq 0 ]

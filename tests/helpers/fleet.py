@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import testinfra
@@ -29,6 +30,47 @@ def health(gateway: str, listen: str = "127.0.0.1:8081") -> dict:
         return json.loads(answer.stdout)
     except ValueError:
         return {}
+
+
+# One empty file per instance held out of the gateway's rotation, named ADDRESS:PORT@REASON (ollama-gateway-drain).
+MARKS = "/run/ollama-gateway/drained"
+
+
+def wait_until(check, timeout: float, what: str, step: float = 0.5):
+    """Call CHECK until it returns something true, and return that; past TIMEOUT seconds fail, saying WHAT was
+    awaited and what CHECK returned last. A test waits for the state it needs, never for a fixed time."""
+    deadline = time.monotonic() + timeout
+    while True:
+        last = check()
+        if last:
+            return last
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{timeout} s and still not {what}; last seen: {last!r}")
+        time.sleep(step)
+
+
+def rotation(gateway: str) -> dict:
+    """What the gateway serves from: its instances' answers (health) and the drain marks that hold some out."""
+    listed = host(gateway).run(f"ls -A {MARKS}")
+    return {"health": health(gateway), "marks": listed.stdout.split() if listed.rc == 0 else []}
+
+
+def wait_for_full_rotation(gateway: str, timeout: float = 60) -> dict:
+    """Every instance answers and none is held out: an instance restarted or killed by a test stays out of
+    rotation until the health checker's next good probe (ollama_gateway_probe_interval) lifts its mark."""
+
+    def full():
+        now = rotation(gateway)
+        seen.append(now)
+        h = now["health"]
+        return h and h.get("up") == h.get("total") and not now["marks"] and now
+
+    seen = []
+    try:
+        return wait_until(full, timeout, f"every instance of {gateway} in rotation")
+    except AssertionError as e:
+        held = sorted({m for s in seen for m in s["marks"]})
+        raise AssertionError(f"{e}\nmarks seen while waiting: {held or 'none'}") from None
 
 
 def playbook(path: str, *extra_vars: dict, timeout: float = 600) -> subprocess.CompletedProcess:

@@ -2,8 +2,16 @@
 
 import json
 import re
+import sys
+from pathlib import Path
 
 import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "tests"))
+from helpers.fleet import wait_for_full_rotation  # noqa: E402
+from helpers.ollama_client import call  # noqa: E402
+
+NAME = "olt-default-gpu1"  # GPU host and gateway
 
 # name → (GPU indices, port, settings the inventory gives it) as in molecule.yml
 INSTANCES = {
@@ -117,6 +125,11 @@ def test_a_killed_instance_comes_back(host):
     )
     assert back.rc == 0
     assert host.check_output("systemctl show -p MainPID --value ollama@solo.service") != before
+    # and the gateway serves it again once its health checker sees it answer (it may have held it out meanwhile)
+    wait_for_full_rotation(NAME)
+    body = {"model": MODELS["solo"], "prompt": "back?", "stream": False, "options": {"num_predict": 1}}
+    answer = call("http://10.213.0.11:11434/api/generate", body)
+    assert answer.status == 200 and answer.headers["x-ollama-instance"] == f"{NAME}:11437"
 
 
 @pytest.mark.parametrize("name", INSTANCES)

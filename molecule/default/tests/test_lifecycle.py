@@ -3,7 +3,6 @@ metrics Prometheus scrapes, uninstall.yml (twice) and site.yml restoring service
 
 import json
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -20,7 +19,7 @@ from helpers.day2 import (  # noqa: E402
     status_rows,
     units_left,
 )
-from helpers.fleet import health, host, playbook, recap, site  # noqa: E402
+from helpers.fleet import MARKS, health, host, playbook, recap, site, wait_for_full_rotation  # noqa: E402
 from helpers.ollama_client import call  # noqa: E402
 
 NAME = "olt-default-gpu1"
@@ -38,15 +37,6 @@ def healthz():
     return health(NAME)
 
 
-def wait_for_all_up(timeout=60):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if healthz().get("up") == len(PLAN):
-            return
-        time.sleep(1)
-    raise AssertionError(f"gateway still reports {healthz()}")
-
-
 @pytest.fixture(scope="module")
 def gpus():
     """index → UUID as nvidia-smi on the host reports them."""
@@ -55,13 +45,15 @@ def gpus():
 
 
 def test_status_shows_every_instance_and_exits_0(gpus, tmp_path_factory):
-    # earlier tests restart instances: load each pinned model again, as site.yml's warm-up does
+    # earlier tests kill and restart instances: each back in rotation, then its pinned model loaded again, as
+    # site.yml's warm-up does
+    wait_for_full_rotation(NAME)
     for _port, _indices, model in PLAN.values():
         body = {"model": model, "prompt": "", "keep_alive": -1, "stream": False}
         assert call(f"{GATEWAY}/api/generate", body).status == 200
     # as after a reboot: no instance ever drained, so the drain tool has not made its marks directory
-    host(NAME).run("rmdir /run/ollama-gateway/drained")
-    assert not host(NAME).file("/run/ollama-gateway/drained").exists
+    emptied = host(NAME).run(f"rmdir {MARKS}")
+    assert emptied.rc == 0, f"{emptied.stderr} (marks: {host(NAME).run(f'ls -A {MARKS}').stdout.split()})"
     picture = tmp_path_factory.mktemp("status") / "fleet.html"
     run = playbook("playbooks/status.yml", {"ollama_picture": str(picture)})
     assert run.returncode == 0, run.stdout[-3000:]
@@ -137,7 +129,7 @@ def test_status_fails_and_names_a_stopped_instance():
         assert "Traceback" not in out
     finally:
         h.check_output("systemctl start ollama@solo.service")
-        wait_for_all_up()
+        wait_for_full_rotation(NAME)
 
 
 def test_uninstall_asks_for_confirmation_first():
