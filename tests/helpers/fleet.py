@@ -103,9 +103,12 @@ def recap(run: subprocess.CompletedProcess) -> dict[str, dict[str, int]]:
     return counts
 
 
+# upstreams.conf is left out: the drain tool rewrites it whenever the health checker holds an instance out (a
+# slow probe under load), which is no change of site.yml's; fleet.json, which it renders from, is in.
 SNAPSHOT = (
-    "sha256sum /etc/systemd/system/ollama@.service /etc/ollama/instances/* /etc/ollama/firewall.nft "
-    "/etc/nginx/conf.d/ollama-gateway.conf /etc/nginx/ollama-gateway/* 2>/dev/null | sort; "
+    "{ sha256sum /etc/systemd/system/ollama@.service /etc/ollama/instances/* /etc/ollama/firewall.nft "
+    "/etc/nginx/conf.d/ollama-gateway.conf; find /etc/nginx/ollama-gateway -type f ! -name upstreams.conf "
+    "-exec sha256sum {} +; } 2>/dev/null | sort; "
     "for u in $(systemctl list-units --all --no-legend --plain 'ollama*' nginx.service | awk '{print $1}'); do "
     "echo $u $(systemctl show -p ActiveState -p ActiveEnterTimestampMonotonic --value $u | tr '\\n' ' '); done"
 )

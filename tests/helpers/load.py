@@ -22,6 +22,7 @@ class Outcome:
     status: int = 0
     instance: str = ""
     ttft: float | None = None  # streams: seconds from sending to the first line (time to first token)
+    load: float | None = None  # answered in full: its load_duration in seconds (waiting for a model to load)
 
 
 @dataclass
@@ -76,17 +77,27 @@ class Load:
                     result = "ok"
                 status, instance = answer.status, answer.headers.get("x-ollama-instance", "")
                 ttft = answer.first_byte if stream and result == "ok" else None
+                final = (answer.lines()[-1] if stream else answer.json()) if result == "ok" else {}
+                load = final.get("load_duration", 0) / 1e9 if result == "ok" else None
             except TimeoutError:  # socket timeout: the request hung
-                result, status, instance, ttft = "hung", 0, "", None
+                result, status, instance, ttft, load = "hung", 0, "", None, None
             except (
                 OSError,
                 ValueError,
                 http.client.HTTPException,
             ) as exc:  # reset or a half-sent line: the stream was cut
-                result, status, instance, ttft = ("cut" if stream else "failed"), 0, type(exc).__name__, None
+                result, status, instance, ttft, load = (
+                    ("cut" if stream else "failed"),
+                    0,
+                    type(exc).__name__,
+                    None,
+                    None,
+                )
             with self._lock:
                 self.outcomes.append(
-                    Outcome("stream" if stream else "short", started, time.monotonic(), result, status, instance, ttft)
+                    Outcome(
+                        "stream" if stream else "short", started, time.monotonic(), result, status, instance, ttft, load
+                    )
                 )
             if result != "ok" and self.pause_after_failure:
                 self._stop.wait(self.pause_after_failure)

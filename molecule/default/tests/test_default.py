@@ -104,11 +104,11 @@ def test_gpu_facts_falls_back_to_nvidia_smi_with_identical_results(host):
 
 
 def test_gpu_facts_without_a_driver_says_why(host):
-    host.run("mv /etc/nvidia-sim/gpus.json /etc/nvidia-sim/gpus.json.away")
+    host.check_output("mv /etc/nvidia-sim/gpus.json /etc/nvidia-sim/gpus.json.away")
     try:
         facts = host.ansible("gpu_facts", "", check=True, extra_vars=NVML_PYTHON)
     finally:
-        host.run("mv /etc/nvidia-sim/gpus.json.away /etc/nvidia-sim/gpus.json")
+        host.check_output("mv /etc/nvidia-sim/gpus.json.away /etc/nvidia-sim/gpus.json")
     assert facts["gpus"] == [] and facts["source"] == "none"
     assert "NVML: Driver Not Loaded" in facts["reason"]
     assert "couldn't communicate with the NVIDIA driver" in facts["reason"]

@@ -101,7 +101,7 @@ def test_a_body_sent_with_a_get_never_reaches_an_instance(host):
             )
             assert answer.startswith(b"HTTP/1.1 200 ") and answer.count(b"HTTP/1.1 ") == 1, path
         seen = host.check_output(
-            f"journalctl -q --no-pager -u 'ollama@*' --since @{since} | grep -c 'unread request body' || true"
+            f"journalctl --sync; journalctl -q --no-pager -u 'ollama@*' --since @{since} | grep -c 'unread request body' || true"
         )
         assert seen == "0"
         assert "smuggled:1b" not in {m["name"] for m in call(f"{GATEWAY}/api/tags").json()["models"]}

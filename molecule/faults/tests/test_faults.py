@@ -57,15 +57,16 @@ def healthy():
 @pytest.fixture(scope="module", autouse=True)
 def fresh_results():
     RESULTS.unlink(missing_ok=True)
-    assert healthy()
+    wait_until(healthy, 60)
 
 
 def test_kill_9_of_an_instance():
     gpu1 = host(GPU1)
     with Load(GATEWAY, MODEL, workers=4) as load:
         time.sleep(2)
-        killed = time.monotonic()
-        gpu1.run("systemctl kill -s KILL ollama@a.service")
+        killing = gpu1.run("systemctl kill -s KILL ollama@a.service")
+        assert killing.rc == 0, killing.stderr
+        killed = time.monotonic()  # once the command has returned: whatever starts from here meets it dead
         back = wait_until(lambda: gpu1.run("curl -sf -m 1 http://10.213.0.31:11435/api/version").rc == 0, 30)
         time.sleep(2)
     late = [o for o in load.outcomes if o.started > killed + 0.1 and o.result != "ok"]
@@ -147,8 +148,8 @@ def test_gateway_configuration_change_under_load():
 
 
 def remove_last_gpu(gpu):
-    gpu.run("cp /etc/nvidia-sim/gpus.json /etc/nvidia-sim/gpus.json.full")
-    gpu.run(
+    gpu.check_output("cp /etc/nvidia-sim/gpus.json /etc/nvidia-sim/gpus.json.full")
+    gpu.check_output(
         "python3 -c \"import json; p='/etc/nvidia-sim/gpus.json'; s=json.load(open(p)); s['gpus'].pop(); "
         "json.dump(s, open(p, 'w'))\""
     )
@@ -175,7 +176,7 @@ def test_a_gpu_disappears():
             )
             units = gpu1.check_output("systemctl list-units --no-legend --plain 'ollama@*' | awk '{print $1}'").split()
     finally:
-        gpu1.run("mv /etc/nvidia-sim/gpus.json.full /etc/nvidia-sim/gpus.json")
+        gpu1.check_output("mv /etc/nvidia-sim/gpus.json.full /etc/nvidia-sim/gpus.json")
         restored = site(dict(STEADY, ollama_gateway_retry_after=4))
     message = re.sub(r"\s+", " ", explicit.stdout + explicit.stderr)
     record(
@@ -205,15 +206,15 @@ def test_a_model_that_spills_to_the_cpu_stops_site():
     """The plan fits (it budgets the GPUs' total memory), but the instance finds its GPUs nearly full and
     loads the model partly on the CPU: site.yml's proof after the warm-up must stop, naming the instance."""
     gpu1 = host(GPU1)
-    gpu1.run("cp /etc/nvidia-sim/gpus.json /etc/nvidia-sim/gpus.json.full")
-    gpu1.run(CROWD_GPUS)
+    gpu1.check_output("cp /etc/nvidia-sim/gpus.json /etc/nvidia-sim/gpus.json.full")
+    gpu1.check_output(CROWD_GPUS)
     try:
         gpu1.check_output("systemctl restart ollama@a.service")  # the stand-in reads the GPUs' use at start
         with Load(GATEWAY, MODEL, workers=2, max_requests=300) as load:
             spilled = site(STEADY)
     finally:
-        gpu1.run("mv /etc/nvidia-sim/gpus.json.full /etc/nvidia-sim/gpus.json")
-        gpu1.run("systemctl restart ollama@a.service")
+        gpu1.check_output("mv /etc/nvidia-sim/gpus.json.full /etc/nvidia-sim/gpus.json")
+        gpu1.check_output("systemctl restart ollama@a.service")
         restored = site(STEADY)
     # one line however the callback folds or quotes it (YAML doubles the quotes around 'a')
     message = re.sub(r"\s+", " ", spilled.stdout + spilled.stderr).replace("''", "'")
@@ -239,16 +240,26 @@ def test_a_hung_instance_leaves_the_rotation():
     gpu2, gw = host(GPU2), host(GW)
     pid = gpu2.check_output("systemctl show -p MainPID --value ollama@b.service")
     mark = "/run/ollama-gateway/drained/10.213.0.32:11436@health"
+    # the drain tool makes the mark first, then renders the upstreams, tests them and reloads nginx: the
+    # instance is out once the upstreams say so and no drain tool runs any more
+    out_in_nginx = (
+        "grep -q 'server 10.213.0.32:11436 max_conns=.* down;' /etc/nginx/ollama-gateway/upstreams.conf"
+        " && ! pgrep -f '[o]llama-gateway-drain'"
+    )
     with Load(GATEWAY, MODEL, workers=4, timeout=30) as load:
         time.sleep(1)
-        gpu2.run(f"kill -STOP {pid}")
-        stopped = time.monotonic()
-        out = wait_until(lambda: gw.file(mark).exists, 30)
-        time.sleep(4)
-        gpu2.run(f"kill -CONT {pid}")
+        stopping = gpu2.run(f"kill -STOP {pid}")
+        assert stopping.rc == 0, stopping.stderr
+        try:
+            out = wait_until(lambda: gw.file(mark).exists, 30)
+            wait_until(lambda: gw.run(out_in_nginx).rc == 0, 30)
+            reloaded = time.monotonic()
+            time.sleep(4)
+        finally:
+            gpu2.check_output(f"kill -CONT {pid}")  # whatever failed: the next tests need it running
         back = wait_until(lambda: not gw.file(mark).exists, 30)
         time.sleep(1)
-    late = [o for o in load.outcomes if o.started > stopped + out + 1 and o.result != "ok"]
+    late = [o for o in load.outcomes if o.started > reloaded + 1 and o.result != "ok"]
     record(
         "an instance hangs (SIGSTOP, port kept)",
         f"out of the rotation after {out:.1f} s (probe every 1 s, "

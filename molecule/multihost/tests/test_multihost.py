@@ -106,8 +106,9 @@ def test_streaming_through_tls_arrives_token_by_token():
 
 
 def test_past_slots_and_queue_the_gateway_answers_503_with_retry_after():
-    # 6 slots + queue 4 = 10 requests in flight at most; 16 long ones at once: 10 served, 6 told to retry
-    body = {"model": "llama3.1:8b", "prompt": "long", "stream": False, "options": {"num_predict": 60}}
+    # 6 slots + queue 4 = 10 requests in flight at most; 16 long ones at once: 10 served, 6 told to retry. Long
+    # enough (about 6 s each) that none ends and frees its place before the last of the 16 has arrived.
+    body = {"model": "llama3.1:8b", "prompt": "long", "stream": False, "options": {"num_predict": 300}}
     answers = burst(f"{GATEWAY}/api/generate", [body] * 16, key=USER, cafile=CA)
     statuses = sorted(a.status for a in answers)
     assert statuses.count(200) == 10 and statuses.count(503) == 6, statuses

@@ -27,7 +27,7 @@ from helpers.day2 import (  # noqa: E402
     metrics,
     status_rows,
 )
-from helpers.fleet import health, host, playbook, recap, site  # noqa: E402
+from helpers.fleet import health, host, playbook, recap, site, wait_until  # noqa: E402
 from helpers.load import Load  # noqa: E402
 
 GATEWAY = "https://10.213.0.23:11434"
@@ -146,13 +146,17 @@ def test_a_real_prometheus_scrapes_the_fleet_and_every_dashboard_query_returns_s
             ("gpu", "up"), ("gpu", "up"), ("ollama-gateway", "up"), ("ollama-gateway", "up"),
             ("ollama-gateway-vip", "up")
         ], (tmp_path / "prometheus.log").read_text()[-2000:]  # fmt: skip
-        time.sleep(4)  # rate() needs two samples
-        empty = []
-        for expr in dashboard_queries():
-            expr = expr.replace("$host", ".*").replace("$__rate_interval", "5s")
-            if not prometheus_api("query", query=expr)["result"]:
-                empty.append(expr)
-        assert empty == [], "dashboard queries without series"
+        # rate() needs two samples, and a scrape that took longer than its 1 s is missed: until every query
+        # has series, with a deadline
+        queries = [e.replace("$host", ".*").replace("$__rate_interval", "5s") for e in dashboard_queries()]
+
+        def empty():
+            return [expr for expr in queries if not prometheus_api("query", query=expr)["result"]]
+
+        try:
+            wait_until(lambda: not empty(), 60, "a series for every dashboard query", step=1)
+        except AssertionError as e:
+            raise AssertionError(f"{e}; dashboard queries without series: {empty()}") from None
         assert {r["name"]: r["health"] for g in prometheus_api("rules")["groups"] for r in g["rules"]} == dict.fromkeys(
             ["OllamaGatewayDown", "OllamaGatewayWithoutHealthyInstance", "OllamaInstanceDown",
              "OllamaInstanceHeldOutByHealthChecks", "OllamaModelSpilledToCPU", "OllamaGatewayQueueNearLimit",
@@ -167,9 +171,9 @@ def test_a_real_prometheus_scrapes_the_fleet_and_every_dashboard_query_returns_s
         }
         assert set(memory) == {"gpu0", "gpu1", "gpu2", "gpu3"}, "one GPU per instance on olt-mh-gpu1, each joined"
     finally:
+        host(GW).check_output(drain + " off --reason manual")  # first: the next tests need it in rotation
         server.terminate()
         server.wait(timeout=30)
-        host(GW).check_output(drain + " off --reason manual")
         for h in GPU_HOSTS:
             host(h).run("systemctl stop olt-dcgm-standin")
 
@@ -192,11 +196,11 @@ def test_plan_picture_draws_both_hosts(tmp_path):
 # A rolling change of every instance (OLLAMA_KEEP_ALIVE), so each one restarts; the stand-in loads a model
 # at a realistic 1.5 GiB/s here (llama3.1:8b ≈ 3 s), as a real server would.
 ROLLING = {"ollama_keep_alive": "10m"}
-# A cold llama3.1:8b takes 0.2 s + 4.6 GiB at 1.5 GiB/s ≈ 3.3 s to load; a queue wait alone stays under
-# 1 s (0.85 s and 0.87 s in two runs). A stream that meets the load waits for what is left of it (2.8 s and
-# 3.8 s at most in runs with ollama_warm_models false). Under WARM, no stream met a load.
-# That comparison itself is not a test: whether a stream meets a cold instance is chance.
-WARM = 2.5
+# A cold llama3.1:8b takes 0.2 s + 4.6 GiB at 1.5 GiB/s ≈ 3.3 s to load, and a request that meets the load
+# waits for what is left of it: its answer's load_duration says so (a warm runner's is about 0; a slot wait is
+# not part of it, as in Ollama). Whether a request meets a cold instance is judged by that, not by how long it
+# took, which also counts queue waits and a busy machine.
+MET_A_LOAD = 0.5  # seconds of load_duration
 
 
 def rolling_change(extra, case):
@@ -210,8 +214,8 @@ def rolling_change(extra, case):
     steady = running.ttft(0.99, until=changed)
     during, worst = running.ttft(0.99, since=changed, until=done), running.ttft(1.0, since=changed, until=done)
     ttft = {"ttft_p99_steady_ms": round(steady * 1000), "ttft_p99_ms": round(during * 1000)}
-    cold = sum(1 for o in running.outcomes if o.ttft is not None and o.ttft > WARM and changed <= o.started <= done)
-    record(case, running, done - changed, **ttft, ttft_max_ms=round(worst * 1000), streams_over_2_5_s=cold)
+    cold = sum(1 for o in running.outcomes if (o.load or 0) >= MET_A_LOAD and changed <= o.started <= done)
+    record(case, running, done - changed, **ttft, ttft_max_ms=round(worst * 1000), met_a_load=cold)
     return run, running, steady, during, worst
 
 
@@ -239,7 +243,8 @@ def test_rolling_upgrade_under_load_fails_no_request_and_meets_no_cold_model():
     assert broken(running) == 0 and running.count("ok") > 0
     # the TTFT target (p99 within 2× steady) is measured and recorded for the README, not asserted here:
     # what must hold is that no stream waited for a load
-    assert worst < WARM, f"no stream may wait for a model load: instances rejoin warm (worst {worst:.2f} s)"
+    waited = [round(o.load, 2) for o in running.outcomes if (o.load or 0) >= MET_A_LOAD]
+    assert waited == [], f"no request may wait for a model load: instances rejoin warm (load_duration {waited} s)"
     status = playbook("playbooks/status.yml")
     assert status.returncode == 0, status.stdout[-3000:]
     assert {row[3] for row in status_rows(status).values()} == {"0.33.1"}
