@@ -4,11 +4,12 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 # Debian packages the controller needs to boot test hosts and build the simulated driver.
 APT_PACKAGES := systemd-container debootstrap gcc make iproute2 openssh-client curl python3-venv
 # Only the tests need a browser (they render the fleet picture in headless Chromium), Node.js (it runs
-# the gateway's njs router outside nginx for its unit tests), Prometheus (promtool tests the alert
+# the gateway's njs router outside nginx for its unit tests, and so does njs's own CLI, the engine nginx runs it
+# with), Prometheus (promtool tests the alert
 # rules; multihost scrapes a real gateway with it), docker-registry (the stand-in and the registry
 # loader pull from and push to a real one in unit tests) and nftables (multihost cuts its GPU hosts off
 # from the controller, where its "internet" runs).
-TEST_APT_PACKAGES := chromium chromium-driver nodejs prometheus docker-registry nftables
+TEST_APT_PACKAGES := chromium chromium-driver nodejs njs prometheus docker-registry nftables
 
 .PHONY: setup system-packages test-packages sandbox sandbox-down picture test lint unit molecule faults leftovers clean
 

@@ -47,6 +47,7 @@ def build(version: str, out: Path, arch: str = "amd64") -> Path:
             add_dir(tar, d)
         add(tar, "bin/ollama", LAUNCHER.encode(), 0o755)
         add(tar, "lib/ollama/standin/ollama_standin.py", server.encode(), 0o644)
+        add(tar, "lib/ollama/standin/go_body.py", (HERE / "go_body.py").read_bytes(), 0o644)
         add(tar, "lib/ollama/standin/catalogue.json", (HERE / "catalogue.json").read_bytes(), 0o644)
     archive = out / f"ollama-linux-{arch}.tgz"
     with open(archive, "wb") as f, gzip.GzipFile(fileobj=f, mode="wb", mtime=0, filename="") as gz:

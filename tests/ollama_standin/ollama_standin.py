@@ -96,6 +96,8 @@ from urllib import error as urlerror
 from urllib import request as urlrequest
 from urllib.parse import urlparse
 
+import go_body  # beside this file, here and in the release archive
+
 VERSION = "@VERSION@"  # replaced when the archive is built
 HERE = Path(__file__).resolve().parent
 GIB = 1024**3
@@ -120,14 +122,19 @@ SINGLE_SLOT_FAMILIES = (
 )
 
 # The JSON fields of Ollama's native requests that the stand-in reads, with their Go types (api/types.go,
-# v0.33.0-rc2). Go's encoding/json matches keys case-insensitively ("Model" sets model) and answers a
-# value of another type with an UnmarshalTypeError, which the handlers return as 400 (server/routes.go).
-GO_TYPES = {"string": (str,), "bool": (bool,), "map[string]interface {}": (dict,), "[]api.Message": (list,)}
+# v0.33.0-rc2), decoded as encoding/json does (go_body.py): keys matched by folding ("Model" sets model),
+# options objects merged, a value of another type answered 400 (server/routes.go).
 REQUEST_FIELDS = {
-    "/api/generate": ("GenerateRequest", {"model": "string", "prompt": "string", "stream": "bool"}),
-    "/api/chat": ("ChatRequest", {"model": "string", "messages": "[]api.Message", "stream": "bool"}),
-    "/api/embed": ("EmbedRequest", {"model": "string"}),
-    "/api/embeddings": ("EmbeddingRequest", {"model": "string", "prompt": "string"}),
+    "/api/generate": (
+        "GenerateRequest",
+        {"model": "string", "prompt": "string", "stream": "bool", "keep_alive": "*api.Duration"},
+    ),
+    "/api/chat": (
+        "ChatRequest",
+        {"model": "string", "messages": "[]api.Message", "stream": "bool", "keep_alive": "*api.Duration"},
+    ),
+    "/api/embed": ("EmbedRequest", {"model": "string", "keep_alive": "*api.Duration"}),
+    "/api/embeddings": ("EmbeddingRequest", {"model": "string", "prompt": "string", "keep_alive": "*api.Duration"}),
     "/api/show": ("ShowRequest", {"model": "string", "name": "string"}),
     "/api/pull": ("PullRequest", {"model": "string", "name": "string", "stream": "bool", "insecure": "bool"}),
     "/api/delete": ("DeleteRequest", {"model": "string", "name": "string"}),
@@ -1042,36 +1049,21 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.flush()
 
     def body(self) -> dict | None:
+        """The request's struct as Ollama decodes the body (go_body.py); None after answering 400."""
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
         if not raw.strip():
             return {}
+        struct, fields = REQUEST_FIELDS.get(self.path.split("?")[0], ("", {}))
         try:
-            data = json.loads(raw)
+            data, error = go_body.decode(raw, struct, fields)
         except ValueError as exc:
             self.error(400, f"invalid character in request body: {exc}")
             return None
-        if not isinstance(data, dict):
-            self.error(400, "json: cannot unmarshal request body")
+        if error:
+            self.error(400, error)
             return None
-        return self.as_go_decodes(data)
-
-    def as_go_decodes(self, data: dict) -> dict | None:
-        """The request as Go's json.Unmarshal fills the route's struct: known keys matched case-insensitively
-        (the last one wins), a value of the wrong type answered 400 with Go's message."""
-        struct, fields = REQUEST_FIELDS.get(self.path.split("?")[0], ("", {}))
-        decoded = {}
-        for key, value in data.items():  # in the body's order: of "Model" and "model" the last one wins
-            decoded[key.lower() if key.lower() in fields else key] = value
-        for field, go_type in fields.items():
-            value = decoded.get(field)
-            if value is not None and not isinstance(value, GO_TYPES[go_type]):
-                kind = {dict: "object", list: "array", str: "string", bool: "bool"}.get(type(value), "number")
-                self.error(
-                    400, f"json: cannot unmarshal {kind} into Go struct field {struct}.{field} of type {go_type}"
-                )
-                return None
-        return decoded
+        return data
 
     def option_error(self, options: dict) -> str | None:
         for name, kind in OPTION_KINDS.items():

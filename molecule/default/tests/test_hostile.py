@@ -81,6 +81,14 @@ def test_a_client_cannot_reload_a_pinned_model_at_another_context(host):
     for spelling in ("shift", "SHIFT", "\u017fhift"):
         answer = call(f"{GATEWAY}/api/chat", {"model": "llama3.1:8b", "stream": False, spelling: False})
         assert answer.status == 200 and answer.headers["x-ollama-gateway-guarded"] == "shift", spelling
+    # Go merges every "options" object into one map (issue 23): the router took the last one only, and the first
+    # one's num_ctx reached Ollama; now it reads them as Go does, whatever the spelling of the second key
+    for second in ("options", "Options", "option\u017f", "\\u006fptions"):
+        body = (
+            '{"model":"llama3.1:8b","prompt":"hi","stream":false,"options":{"num_ctx":131072},"%s":{"num_predict":1}}'
+        )
+        status, headers, _ = post_raw("/api/generate", (body % second).encode())
+        assert status == 200 and headers["x-ollama-gateway-guarded"] == "options.num_ctx", second
     assert loaded(host) == before
     # a large body is not written again (it would stall a worker): the client is told what to leave out
     big = generate("llama3.1:8b", prompt="z" * 1_200_000, keep_alive=0)

@@ -41,12 +41,30 @@ function fail(r, status, message) {
 // Go's encoding/json matches a body's keys to the request struct case-insensitively, by Unicode simple
 // folding: "Model" and "MODEL" are model, and so is "keep_alive" spelled with the Kelvin sign (U+212A) for k;
 // "ſ" (U+017F) folds to s. Ollama decodes every request so (server/routes.go, c.ShouldBindJSON).
-function goFold(key) {
-    return key.replace(/\u212a/g, 'k').replace(/\u017f/g, 's').toLowerCase();
+// Whether TEXT from START to END folds to FIELD (lower-case ASCII): compared in place, character by
+// character, so that a body of many keys costs no string and no regex per key.
+function foldsTo(text, start, end, field) {
+    if (end - start !== field.length) {
+        return false;
+    }
+    for (let n = 0; n < field.length; n++) {
+        let c = text.charCodeAt(start + n);
+        if (c === 0x212a) {
+            c = 107; // k
+        } else if (c === 0x17f) {
+            c = 115; // s
+        } else if (c >= 65 && c <= 90) {
+            c += 32;
+        }
+        if (c !== field.charCodeAt(n)) {
+            return false;
+        }
+    }
+    return true;
 }
 
 function keysFolding(object, field) {
-    return Object.keys(object).filter(function (k) { return goFold(k) === field; });
+    return Object.keys(object).filter(function (k) { return foldsTo(k, 0, k.length, field); });
 }
 
 // types/model/name.go isValidPart: the first character [A-Za-z0-9_], then also - and _; "." except in the
@@ -107,6 +125,116 @@ function readBody(r) {
     const text = r.requestText;
     return typeof text === 'string' ? text : '';
 }
+
+// ------------------------------------------------------------------------------------ JSON as Go reads it
+
+// JSON.parse keeps the last of two equal keys; Go's encoding/json decodes every one of them into the field, in
+// the body's order, and a map field such as the request's options (map[string]any, api/types.go) keeps what
+// the earlier objects put there: {"options":{"num_ctx":131072},"options":{"num_predict":1}} reaches Ollama
+// with both. The router reads options as Go does before it guards them.
+
+// A key that may fold to "options" (Go folds ſ to s), or a \u escape, with which any key might. Searched for
+// twice at most: njs 0.7.9 runs a regex in about 6 ms per 10 MB (half of what indexOf takes), but each match
+// costs it a walk from the start of the text, so a match-all over a body of many matches grows as its square.
+const OPTIONS_KEY_OR_ESCAPE = /"[oO][pP][tT][iI][oO][nN][sS\u017f]"\s*:|\\u/g;
+
+// Index just past the string token that starts at text[i].
+function stringEnd(text, i) {
+    let j = i;
+    for (;;) {
+        j = text.indexOf('"', j + 1);
+        let slashes = 0;
+        while (text.charCodeAt(j - 1 - slashes) === 92) {
+            slashes++;
+        }
+        if (slashes % 2 === 0) {
+            return j + 1;
+        }
+    }
+}
+
+function skipSpace(text, i) {
+    while (text[i] === ' ' || text[i] === '\n' || text[i] === '\r' || text[i] === '\t') {
+        i++;
+    }
+    return i;
+}
+
+// Index just past the JSON value that starts at text[i]: strings are jumped over with indexOf, the rest is
+// walked a character at a time (njs runs a regex from a lastIndex in time that grows with the text).
+function valueEnd(text, i) {
+    const c = text[i];
+    if (c === '"') {
+        return stringEnd(text, i);
+    }
+    let j = i;
+    if (c !== '{' && c !== '[') {
+        while (j < text.length && ',}] \n\r\t'.indexOf(text[j]) < 0) {
+            j++; // a number, true, false or null
+        }
+        return j;
+    }
+    for (let depth = 0; ; j++) {
+        const d = text[j];
+        if (d === '"') {
+            j = stringEnd(text, j) - 1;
+        } else if (d === '{' || d === '[') {
+            depth++;
+        } else if ((d === '}' || d === ']') && --depth === 0) {
+            return j + 1;
+        }
+    }
+}
+
+// The raw values of the top-level members whose key folds to FIELD, in the body's order. TEXT is one JSON
+// object that JSON.parse has read. Only a key with an escape is decoded: a body of a million keys costs no
+// string per key.
+function membersFolding(text, field) {
+    const values = [];
+    let slash = text.indexOf('\\');
+    let i = skipSpace(text, 0) + 1;
+    for (;;) {
+        i = skipSpace(text, i);
+        if (text[i] === ',') {
+            i = skipSpace(text, i + 1);
+        }
+        if (text[i] !== '"') {
+            return values;
+        }
+        const keyEnd = stringEnd(text, i);
+        while (slash >= 0 && slash < i) {
+            slash = text.indexOf('\\', slash + 1);
+        }
+        const escaped = slash >= 0 && slash < keyEnd;
+        const start = skipSpace(text, skipSpace(text, keyEnd) + 1);
+        const end = valueEnd(text, start);
+        const key = escaped ? JSON.parse(text.slice(i, keyEnd)) : text;
+        if (escaped ? foldsTo(key, 0, key.length, field) : foldsTo(text, i + 1, keyEnd - 1, field)) {
+            values.push(text.slice(start, end));
+        }
+        i = end;
+    }
+}
+
+// REQUEST (JSON.parse of TEXT) with its options as Go decodes them: every member that folds to "options"
+// merged in order into one map (an object adds its keys, a later one wins; null empties it), under the one
+// key "options". Options of another type are left as they are: Ollama refuses such a request.
+function optionsAsGo(text, request) {
+    OPTIONS_KEY_OR_ESCAPE.lastIndex = 0;
+    const first = OPTIONS_KEY_OR_ESCAPE.exec(text);
+    if (first === null || first[0] !== '\\u' && OPTIONS_KEY_OR_ESCAPE.exec(text) === null) {
+        return request; // options given once at most and nothing escaped: JSON.parse read what Go reads
+    }
+    const values = membersFolding(text, 'options').map(function (raw) { return JSON.parse(raw); });
+    if (values.length < 2 || values.some(function (v) { return v !== null && (typeof v !== 'object' || Array.isArray(v)); })) {
+        return request;
+    }
+    keysFolding(request, 'options').forEach(function (k) { delete request[k]; });
+    request.options = values.reduce(function (map, v) { return v === null ? null : Object.assign(map || {}, v); }, null);
+    return request;
+}
+
+// ------------------------------------------------------------------------------------ the plan guarded
 
 // What a client without an admin key may not change on a pinned model: its keep-alive (unload, expiry) and
 // the options that reload it. Over-long contexts follow ollama_gateway_context_policy. Returns the notes
@@ -170,6 +298,7 @@ function route(r) {
     if (request === null || typeof request !== 'object' || Array.isArray(request)) {
         return fail(r, 400, 'the request body must be a JSON object');
     }
+    request = optionsAsGo(text, request);
     // /api/show takes the deprecated "name" when "model" is empty (server/routes.go ShowHandler)
     const fields = r.uri === '/api/show' ? ['model', 'name'] : ['model'];
     let model = '';
@@ -457,4 +586,4 @@ async function metrics(r) {
     r.return(200, exposition(f, answers, stub, drainMarks(f.drained_dir)));
 }
 
-export default { route, tags, ps, v1Models, healthz, healthzDetail, metrics, canonical, guard };
+export default { route, tags, ps, v1Models, healthz, healthzDetail, metrics, canonical, guard, optionsAsGo };
