@@ -135,6 +135,17 @@ def test_the_gateways_own_errors_are_json_and_name_no_version():
     assert head.startswith(b"HTTP/1.1 413 ")
     assert "request body too large" in json.loads(body)["error"]
     assert call(f"{GATEWAY}/api/version").headers["server"] == "nginx"
+    # what nginx refuses before any location (issue 23: these came back as nginx's HTML pages)
+    for status, request in (
+        (400, b"GET /api/version HTTP/1.1\r\nHost: x\r\nnot a header line\r\n\r\n"),
+        (400, b"GET /api/version HTTP/1.1\r\nHost: x\r\nX-Big: " + b"h" * 40000 + b"\r\n\r\n"),
+        (405, b"TRACE /api/version HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+        (414, b"GET /" + b"u" * 20000 + b" HTTP/1.1\r\nHost: x\r\n\r\n"),
+        (501, b"POST /api/generate HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n"),
+    ):
+        head, _, body = raw_exchange(request).partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 %d " % status) and b"application/json" in head, (status, head)
+        assert json.loads(body)["error"] and b"nginx/" not in body, (status, body)
 
 
 def test_unknown_paths_are_not_proxied():
