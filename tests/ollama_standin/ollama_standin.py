@@ -225,6 +225,8 @@ class Config:
         if self.load_timeout <= 0:
             self.load_timeout = float("inf")
         self.context_length = env_int(env, "OLLAMA_CONTEXT_LENGTH", 0)
+        # envconfig NoCloud: strconv.ParseBool's true values (no server config file here)
+        self.no_cloud = (env.get("OLLAMA_NO_CLOUD") or "").strip().lower() in ("1", "t", "true")
         self.max_loaded = env_int(env, "OLLAMA_MAX_LOADED_MODELS", 0)
         self.kv_bytes = {"q8_0": 1.0625, "q4_0": 0.5625}.get(env.get("OLLAMA_KV_CACHE_TYPE", ""), 2)
         # The stand-in's own knobs: the file first (test hosts' units get only what the toolkit sets),
@@ -1166,6 +1168,7 @@ class Handler(BaseHTTPRequestHandler):
         routes = {
             "/": self.root,
             "/api/version": self.version,
+            "/api/status": self.cloud_status,
             "/api/tags": self.tags,
             "/api/ps": self.ps,
             "/v1/models": self.v1_models,
@@ -1190,6 +1193,8 @@ class Handler(BaseHTTPRequestHandler):
             "/v1/chat/completions": self.v1_chat,
             "/v1/completions": self.v1_completions,
             "/v1/embeddings": self.v1_embeddings,
+            "/v1/messages": self.v1_messages,
+            "/v1/responses": self.v1_responses,
         }
         if not self.guard():
             return
@@ -1248,6 +1253,12 @@ class Handler(BaseHTTPRequestHandler):
 
     def version(self):
         self.send_json(200, {"version": VERSION})
+
+    def cloud_status(self):
+        """server/routes.go StatusHandler: whether cloud models are off, and by what (envconfig NoCloudSource)."""
+        self.send_json(
+            200, {"cloud": {"disabled": self.cfg.no_cloud, "source": "env" if self.cfg.no_cloud else "none"}}
+        )
 
     def tags(self):
         models = []
@@ -1563,6 +1574,9 @@ class Handler(BaseHTTPRequestHandler):
         self._generate(data, text_of, token, done, "application/x-ndjson")
 
     def _openai(self, data, chat: bool):
+        # openai/openai.go FromChatRequest / FromCompleteRequest build the native request from OpenAI's fields:
+        # a client's keep_alive or options never reach the scheduler there (the gateway leaves /v1 unguarded)
+        data = {k: v for k, v in data.items() if k not in ("keep_alive", "options")}
         ident = "chatcmpl-" + hashlib.sha1(str(time.time()).encode()).hexdigest()[:8]
         obj = "chat.completion" if chat else "text_completion"
 
@@ -1603,6 +1617,99 @@ class Handler(BaseHTTPRequestHandler):
             return b"data: " + dumps(body).encode() + b"\n\ndata: [DONE]\n\n"
 
         self._generate(data, text_of, token, done, "text/event-stream", stream_default=False)
+
+    @staticmethod
+    def _from_client(data, **fields) -> dict:
+        """What Ollama's compatibility middleware (middleware/openai.go, anthropic.go) hands its handlers: the
+        request rebuilt from the compatible API's own fields; a native keep_alive or options never gets
+        through. FIELDS: the native fields it fills."""
+        return {"model": data.get("model"), "stream": bool(data.get("stream")), **fields}
+
+    def v1_messages(self, data):
+        """/v1/messages (anthropic/anthropic.go FromMessagesRequest, ToMessagesResponse): text content only;
+        a stream as the Messages API's events, one content block."""
+        ident = "msg_" + hashlib.sha1(str(time.time()).encode()).hexdigest()[:24]
+        text = " ".join(
+            m["content"]
+            if isinstance(m.get("content"), str)
+            else " ".join(str(b.get("text", "")) for b in m["content"])
+            for m in data.get("messages") or []
+            if isinstance(m, dict) and m.get("content")
+        )
+        native = self._from_client(data, prompt=text or None, options={"num_predict": data.get("max_tokens")})
+
+        def event(kind, body):
+            return f"event: {kind}\ndata: ".encode() + dumps({"type": kind, **body}).encode() + b"\n\n"
+
+        def message(model, content, reason, count):
+            stop = {"stop": "end_turn", "length": "max_tokens"}.get(reason, "end_turn")
+            return {
+                "id": ident, "type": "message", "role": "assistant", "model": model, "content": content,
+                "stop_reason": stop, "usage": {"input_tokens": 8, "output_tokens": count},
+            }  # fmt: skip
+
+        started_stream = []
+
+        def token(model, t):
+            head = b""
+            if not started_stream:
+                started_stream.append(True)
+                head = event("message_start", {"message": {**message(model, [], "", 0), "stop_reason": None}})
+                head += event("content_block_start", {"index": 0, "content_block": {"type": "text", "text": ""}})
+            return head + event("content_block_delta", {"index": 0, "delta": {"type": "text_delta", "text": t}})
+
+        def done(model, text, reason, count, started, load, final):
+            if final:
+                return message(model, [{"type": "text", "text": text}], reason, count)
+            stop = message(model, [], reason, count)["stop_reason"]
+            return (
+                event("content_block_stop", {"index": 0})
+                + event("message_delta", {"delta": {"stop_reason": stop}, "usage": {"output_tokens": count}})
+                + event("message_stop", {})
+            )
+
+        self._generate(native, lambda d: d["prompt"], token, done, "text/event-stream", stream_default=False)
+
+    def v1_responses(self, data):
+        """/v1/responses (openai/responses.go FromResponsesRequest, ToResponse): text input only; a stream as
+        the Responses API's events."""
+        ident = "resp_" + hashlib.sha1(str(time.time()).encode()).hexdigest()[:24]
+        raw = data.get("input")
+        text = raw if isinstance(raw, str) else " ".join(
+            str(c.get("text", "")) if isinstance(c, dict) else str(c)
+            for item in raw or [] if isinstance(item, dict)
+            for c in (item.get("content") if isinstance(item.get("content"), list) else [{"text": item.get("content")}])
+        )  # fmt: skip
+        native = self._from_client(data, prompt=text or None, options={"num_predict": data.get("max_output_tokens")})
+
+        def response(model, text, status, count):
+            output = [{
+                "type": "message", "id": "msg_" + ident[5:], "status": "completed", "role": "assistant",
+                "content": [{"type": "output_text", "text": text, "annotations": []}],
+            }] if status == "completed" else []  # fmt: skip
+            return {
+                "id": ident, "object": "response", "created_at": int(time.time()), "status": status, "model": model,
+                "output": output, "usage": {"input_tokens": 8, "output_tokens": count, "total_tokens": 8 + count},
+            }  # fmt: skip
+
+        def event(kind, body):
+            return f"event: {kind}\ndata: ".encode() + dumps({"type": kind, **body}).encode() + b"\n\n"
+
+        started_stream = []
+
+        def token(model, t):
+            head = b""
+            if not started_stream:
+                started_stream.append(True)
+                head = event("response.created", {"response": response(model, "", "in_progress", 0)})
+            return head + event("response.output_text.delta", {"output_index": 0, "content_index": 0, "delta": t})
+
+        def done(model, text, reason, count, started, load, final):
+            if final:
+                return response(model, text, "completed", count)
+            return event("response.completed", {"response": response(model, text, "completed", count)})
+
+        self._generate(native, lambda d: d["prompt"], token, done, "text/event-stream", stream_default=False)
 
     def v1_chat(self, data):
         self._openai(data, chat=True)

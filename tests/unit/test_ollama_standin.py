@@ -514,3 +514,43 @@ def test_an_unread_body_is_discarded_as_gos_server_does(standin):
         (status, _), after = raw_request(server.port, "localhost", method, "/api/tags", inner)
         assert (status, after) in ((200, 200), (204, 200)), method
     assert "smuggled:1b" not in {m["name"] for m in server.get("/api/tags")["models"]}
+
+
+def test_anthropic_messages_and_openai_responses_answer_in_their_own_shapes(standin):
+    # /v1/messages (anthropic/anthropic.go ToMessagesResponse) and /v1/responses (openai/responses.go), which
+    # Anthropic-style clients and the OpenAI Responses API use; the official openai client reads the latter
+    import openai
+
+    server = pulled(standin(OLLAMA_STANDIN_TTFT_MS="0", OLLAMA_STANDIN_TOKENS_PER_SEC="1000"))
+    ask = {"model": "qwen3:0.6b", "max_tokens": 3, "messages": [{"role": "user", "content": "hi"}]}
+    message = json.load(server.post("/v1/messages", ask))
+    assert (message["type"], message["role"], message["model"], message["stop_reason"]) == (
+        "message", "assistant", "qwen3:0.6b", "max_tokens"
+    )  # fmt: skip
+    assert message["content"][0]["type"] == "text" and len(message["content"][0]["text"].split()) == 3
+    with server.post("/v1/messages", {**ask, "stream": True}) as resp:
+        events = [line.split(b": ", 1)[1].decode().strip() for line in resp if line.startswith(b"event: ")]
+    assert events == ["message_start", "content_block_start"] + ["content_block_delta"] * 3 + [
+        "content_block_stop", "message_delta", "message_stop"
+    ]  # fmt: skip
+    api = openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused")
+    answer = api.responses.create(model="qwen3:0.6b", input="hi", max_output_tokens=4)
+    assert answer.status == "completed" and len(answer.output_text.split()) == 4
+    streamed = [e.type for e in api.responses.create(model="qwen3:0.6b", input="hi", max_output_tokens=2, stream=True)]
+    assert streamed == [
+        "response.created",
+        "response.output_text.delta",
+        "response.output_text.delta",
+        "response.completed",
+    ]
+
+
+def test_the_openai_layer_drops_keep_alive_and_options_and_api_status_answers(standin):
+    # openai/openai.go builds the native request from OpenAI's fields only; server/routes.go StatusHandler
+    server = pulled(standin(OLLAMA_STANDIN_TTFT_MS="0", OLLAMA_NO_CLOUD="1"))
+    server.post("/api/generate", {"model": "qwen3:0.6b", "keep_alive": -1}).read()
+    context = server.get("/api/ps")["models"][0]["context_length"]
+    body = {"model": "qwen3:0.6b", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1}
+    server.post("/v1/chat/completions", {**body, "keep_alive": 0, "options": {"num_ctx": 2 * context}}).read()
+    assert [(m["name"], m["context_length"]) for m in server.get("/api/ps")["models"]] == [("qwen3:0.6b", context)]
+    assert server.get("/api/status") == {"cloud": {"disabled": True, "source": "env"}}

@@ -126,3 +126,21 @@ def test_openai_chat_completions(api):
     assert any(c.choices and c.choices[0].finish_reason for c in chunks)
     completion = api.completions.create(model="qwen3:0.6b", prompt="hi", max_tokens=2)
     assert completion.choices[0].text
+
+
+def test_openai_responses_and_anthropic_messages_reach_the_pinned_instance(api):
+    """/v1/responses and /v1/messages, which Ollama 0.33 serves, answered 404 at the gateway (issue 23)."""
+    raw = api.responses.with_raw_response.create(model="llama3.3:70b", input="hi", max_output_tokens=2)
+    assert raw.headers["x-ollama-instance"] == "olt-default-gpu1:11436" and raw.parse().output_text
+    ask = {"model": "qwen3:0.6b", "max_tokens": 2, "messages": [{"role": "user", "content": "hi"}]}
+    answer = call(f"{GATEWAY}/v1/messages", ask)
+    assert answer.status == 200 and answer.headers["x-ollama-instance"] == "olt-default-gpu1:11437"
+    assert answer.json()["type"] == "message" and answer.json()["content"][0]["text"]
+    # an Anthropic client reads errors in Anthropic's shape (anthropic/anthropic.go NewError)
+    missing = call(f"{GATEWAY}/v1/messages", {**ask, "model": "mistral:7b"})
+    assert missing.status == 404 and missing.json()["type"] == "error"
+    assert (
+        missing.json()["error"]["type"] == "not_found_error"
+        and "this gateway serves" in missing.json()["error"]["message"]
+    )
+    assert call(f"{GATEWAY}/api/status").json() == {"cloud": {"disabled": False, "source": "none"}}

@@ -26,9 +26,15 @@ function send(r, status, value) {
     r.return(status, JSON.stringify(value) + '\n');
 }
 
-// Errors as Ollama words them: {"error": "..."} on /api, OpenAI's error object on /v1 (openai/openai.go).
+// Errors as Ollama words them: {"error": "..."} on /api, Anthropic's error object on /v1/messages
+// (anthropic/anthropic.go NewError), OpenAI's on the rest of /v1 (openai/openai.go).
+const ANTHROPIC_ERRORS = { 400: 'invalid_request_error', 401: 'authentication_error', 403: 'permission_error',
+    404: 'not_found_error', 429: 'rate_limit_error', 503: 'overloaded_error' };
+
 function fail(r, status, message) {
-    if (isOpenAI(r)) {
+    if (r.uri === '/v1/messages') {
+        send(r, status, { type: 'error', error: { type: ANTHROPIC_ERRORS[status] || 'api_error', message: message } });
+    } else if (isOpenAI(r)) {
         const kind = status === 404 ? 'not_found_error' : status >= 500 ? 'api_error' : 'invalid_request_error';
         send(r, status, { error: { message: message, type: kind, param: null, code: null } });
     } else {
