@@ -3,11 +3,13 @@ route around it, shut other clients out, or grow nginx's memory without bound. O
 issue 13 (probed 2026-11-22). Traffic only to the test host, bounded in count and time."""
 
 import asyncio
+import contextlib
 import http.client
 import json
 import resource
 import shlex
 import socket
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -164,31 +166,72 @@ def refused_503(conns: list) -> list:
     return refused
 
 
-def test_one_client_cannot_hold_every_connection(host):
-    """525 connections that never finished their bodies held every slot for 60 s: everyone else got 503. One
-    address now holds at most ollama_gateway_client_connections (256) of the 519 (7 slots + queue 512)."""
+def test_slow_uploads_hold_no_admission_slot(host):
+    """525 connections that never finished their bodies held every slot for 60 s: everyone else got 503. Then
+    one address could hold 256 of the 519 (7 slots + queue 512), so three held them all (issue 23). Now a
+    request counts against the slots once its body is in: 600 stalled uploads from one address hold none, and
+    that address and another are still served."""
     stalled = []
     try:
         for _ in range(600):
             stalled.append(start_upload(1000, b"{", timeout=10))
         for conn in stalled:
             conn.setblocking(False)
-        # nginx answers the connections past the cap as it reads them: wait for that many, then a while longer
-        # to see that no more than that are refused
-        deadline = time.monotonic() + 30
-        while len(refused_503(stalled)) < 600 - 256 and time.monotonic() < deadline:
-            time.sleep(0.2)
-        time.sleep(1)
-        assert len(refused_503(stalled)) == 600 - 256
-        # another client (the host's own address) is served meanwhile
+        mine = call(f"{GATEWAY}/api/generate", generate("qwen3:0.6b"))
+        assert mine.status == 200  # the same address: its uploads count for nothing
         other = host.run(
             f"curl -s -o /dev/null -w '%{{http_code}}' --max-time 20 {GATEWAY}/api/generate "
             """-d '{"model": "qwen3:0.6b", "prompt": "hi", "stream": false, "options": {"num_predict": 1}}'"""
         )
         assert other.stdout == "200"
+        assert refused_503(stalled) == []
     finally:
         for conn in stalled:
             conn.close()
+
+
+@contextlib.contextmanager
+def second_address():
+    """Another client address on the controller (the test bridge), for a client that is not the flooder."""
+    address = "10.213.0.250"
+    subprocess.run(["ip", "addr", "add", f"{address}/24", "dev", "olt-br0"], check=True)
+    try:
+        yield address
+    finally:
+        subprocess.run(["ip", "addr", "del", f"{address}/24", "dev", "olt-br0"], check=True)
+
+
+def test_a_connection_flood_from_one_address_stops_at_the_firewall(host):
+    """One address opening thousands of sockets that send their headers a byte at a time used up nginx's
+    connections: other clients' connections closed unanswered (issue 23). nftables now resets that address's
+    connections past ollama_gateway_client_sockets (1024), before nginx, and another address is served."""
+    resource.setrlimit(resource.RLIMIT_NOFILE, (4096, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+    held, reset = [], 0
+    try:
+        for _ in range(1200):
+            try:
+                conn = socket.create_connection((ADDRESS, 11434), timeout=5)
+                conn.sendall(b"P")  # the first byte of a request line that never ends
+                held.append(conn)
+            except OSError:  # reset by the firewall
+                reset += 1
+        print(f"one address: {len(held)} connections held, {reset} reset")
+        assert 1000 <= len(held) <= 1024 and reset == 1200 - len(held)
+        with second_address() as other:
+            conn = http.client.HTTPConnection(ADDRESS, 11434, timeout=30, source_address=(other, 0))
+            conn.request(
+                "POST",
+                "/api/generate",
+                body=json.dumps(generate("qwen3:0.6b")),
+                headers={"Content-Type": "application/json"},
+            )
+            assert conn.getresponse().status == 200
+            conn.close()
+    finally:
+        for conn in held:
+            conn.close()
+    rules = host.check_output("nft list table inet ollama_gateway")
+    assert "ct count over 1024" in rules
 
 
 def test_input_an_instance_chokes_on_does_not_eject_it(host):

@@ -64,8 +64,9 @@ def test_kill_9_of_an_instance():
     gpu1 = host(GPU1)
     with Load(GATEWAY, MODEL, workers=4) as load:
         time.sleep(2)
-        killing = gpu1.run("systemctl kill -s KILL ollama@a.service")
-        assert killing.rc == 0, killing.stderr
+        # the main process, by its PID: `systemctl kill` also signals the unit's cgroup, which some kernels
+        # answer with "Input/output error" for processes already gone
+        gpu1.check_output("kill -KILL $(systemctl show -p MainPID --value ollama@a.service)")
         killed = time.monotonic()  # once the command has returned: whatever starts from here meets it dead
         back = wait_until(lambda: gpu1.run("curl -sf -m 1 http://10.213.0.31:11435/api/version").rc == 0, 30)
         time.sleep(2)
@@ -240,26 +241,20 @@ def test_a_hung_instance_leaves_the_rotation():
     gpu2, gw = host(GPU2), host(GW)
     pid = gpu2.check_output("systemctl show -p MainPID --value ollama@b.service")
     mark = "/run/ollama-gateway/drained/10.213.0.32:11436@health"
-    # the drain tool makes the mark first, then renders the upstreams, tests them and reloads nginx: the
-    # instance is out once the upstreams say so and no drain tool runs any more
-    out_in_nginx = (
-        "grep -q 'server 10.213.0.32:11436 max_conns=.* down;' /etc/nginx/ollama-gateway/upstreams.conf"
-        " && ! pgrep -f '[o]llama-gateway-drain'"
-    )
     with Load(GATEWAY, MODEL, workers=4, timeout=30) as load:
         time.sleep(1)
-        stopping = gpu2.run(f"kill -STOP {pid}")
-        assert stopping.rc == 0, stopping.stderr
+        gpu2.check_output(f"kill -STOP {pid}")
+        stopped = time.monotonic()
         try:
             out = wait_until(lambda: gw.file(mark).exists, 30)
-            wait_until(lambda: gw.run(out_in_nginx).rc == 0, 30)
-            reloaded = time.monotonic()
             time.sleep(4)
         finally:
             gpu2.check_output(f"kill -CONT {pid}")  # whatever failed: the next tests need it running
         back = wait_until(lambda: not gw.file(mark).exists, 30)
         time.sleep(1)
-    late = [o for o in load.outcomes if o.started > reloaded + 1 and o.result != "ok"]
+    # the drain tool makes the mark first, then tests the upstreams and reloads nginx: a request started in
+    # that second or two may still go to the stopped instance; one started after it may not
+    late = [o for o in load.outcomes if o.started > stopped + out + 3 and o.result != "ok"]
     record(
         "an instance hangs (SIGSTOP, port kept)",
         f"out of the rotation after {out:.1f} s (probe every 1 s, "
