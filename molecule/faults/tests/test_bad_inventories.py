@@ -193,6 +193,10 @@ CASES = {
         {"ollama_gateway_rate_limit": "fast"},
         "host olt-ft-gw, field ollama_gateway_rate_limit: 'fast' is not like 10r/s",
     ),
+    "fewer sockets per client than admitted requests": (
+        {"ollama_gateway_client_sockets": 100},
+        "host olt-ft-gw, field ollama_gateway_client_sockets: 100 is less than ollama_gateway_client_connections (256)",
+    ),
 }
 
 
