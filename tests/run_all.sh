@@ -41,7 +41,9 @@ for step in "${steps[@]}"; do
   log="$logs/${step#molecule:}.log"
   echo "--- $step (whole output: $log)"
   # the failed tests by name (pytest's section headers and short summary), then what failed in them
-  sed 's/\x1b\[[0-9;]*m//g' "$log" | grep -E '^_{3,} .+ _{3,}$|^(FAILED|ERROR) ' | grep -v ' summary info ' | sort -u | tail -n 20
-  sed 's/\x1b\[[0-9;]*m//g' "$log" | grep -E '(^|│ )E  |^[^ ].*:[0-9]+: [A-Za-z]*Error|fatal: \[' | tail -n 30
+  # (molecule's verifier prefixes pytest's lines with "│ " and wraps them)
+  sed 's/\x1b\[[0-9;]*m//g' "$log" | grep -oE '(^|│ )((FAILED|ERROR) [^ ]+::[^ ]+|_{3,} (ERROR at [a-z]+ of )?test_[^ ]+)' \
+    | sed 's/^│ //' | sort -u | tail -n 20
+  sed 's/\x1b\[[0-9;]*m//g' "$log" | grep -E '(^|│ )(E  |[^ ]+:[0-9]+: [A-Za-z]*Error)|fatal: \[' | tail -n 30
 done
 [ "$failed" -eq 0 ]
