@@ -65,12 +65,22 @@ def wait_for_full_rotation(gateway: str, timeout: float = 60) -> dict:
         h = now["health"]
         return h and h.get("up") == h.get("total") and not now["marks"] and now
 
-    seen = []
+    seen, started = [], time.monotonic()
     try:
         return wait_until(full, timeout, f"every instance of {gateway} in rotation")
     except AssertionError as e:
-        held = sorted({m for s in seen for m in s["marks"]})
-        raise AssertionError(f"{e}\nmarks seen while waiting: {held or 'none'}") from None
+        raise AssertionError(f"{e}\nmarks seen while waiting: {held(seen) or 'none'}") from None
+    finally:
+        # what each wait met, for the CI log's reader: which instances were still held out, and how long
+        logs = REPO / ".cache" / "test-logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        with (logs / "rotation-waits.log").open("a") as log:
+            test = os.environ.get("PYTEST_CURRENT_TEST", "?").split(" ")[0]
+            log.write(f"{test}: {time.monotonic() - started:.1f} s, marks seen: {held(seen) or 'none'}\n")
+
+
+def held(seen: list) -> list:
+    return sorted({m for s in seen for m in s["marks"]})
 
 
 def playbook(path: str, *extra_vars: dict, timeout: float = 600) -> subprocess.CompletedProcess:
