@@ -73,6 +73,8 @@ instances run as systemd units whose environment the toolkit controls.
 
 from __future__ import annotations
 
+import email.parser
+import email.policy
 import errno
 import functools
 import hashlib
@@ -94,7 +96,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib import error as urlerror
 from urllib import request as urlrequest
-from urllib.parse import urlparse
+from urllib.parse import parse_qs, urlparse
 
 import go_body  # beside this file, here and in the release archive
 
@@ -1054,6 +1056,8 @@ class Handler(BaseHTTPRequestHandler):
         """The request's struct as Ollama decodes the body (go_body.py); None after answering 400."""
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
+        if self.path.split("?")[0] == "/v1/audio/transcriptions":
+            return self.form(raw)
         if not raw.strip():
             return {}
         struct, fields = REQUEST_FIELDS.get(self.path.split("?")[0], ("", {}))
@@ -1066,6 +1070,19 @@ class Handler(BaseHTTPRequestHandler):
             self.error(400, error)
             return None
         return data
+
+    def form(self, raw: bytes) -> dict:
+        """A multipart/form-data body as Go's Request.FormValue reads it: each field's first value (the URL's
+        query for a field the body lacks); values as bytes."""
+        message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
+            b"Content-Type: " + (self.headers.get("Content-Type") or "").encode() + b"\r\n\r\n" + raw
+        )
+        fields = {}
+        for part in message.iter_parts() if message.is_multipart() else []:
+            fields.setdefault(part.get_param("name", header="content-disposition"), part.get_payload(decode=True))
+        for key, values in parse_qs(urlparse(self.path).query).items():
+            fields.setdefault(key, values[0].encode())
+        return fields
 
     def option_error(self, options: dict) -> str | None:
         for name, kind in OPTION_KINDS.items():
@@ -1195,6 +1212,7 @@ class Handler(BaseHTTPRequestHandler):
             "/v1/embeddings": self.v1_embeddings,
             "/v1/messages": self.v1_messages,
             "/v1/responses": self.v1_responses,
+            "/v1/audio/transcriptions": self.v1_transcriptions,
         }
         if not self.guard():
             return
@@ -1710,6 +1728,20 @@ class Handler(BaseHTTPRequestHandler):
             return event("response.completed", {"response": response(model, text, "completed", count)})
 
         self._generate(native, lambda d: d["prompt"], token, done, "text/event-stream", stream_default=False)
+
+    def v1_transcriptions(self, form):
+        """/v1/audio/transcriptions (middleware/openai.go TranscriptionMiddleware, TranscriptionWriter): a model
+        and an audio file as a form; {"text": ...} (response_format json, the default; others not simulated)."""
+        if not form.get("model"):
+            return self.error(400, "model is required")
+        if not form.get("file"):
+            return self.error(400, "file is required: http: no such file")
+        native = self._from_client({"model": form["model"].decode()}, prompt=f"audio of {len(form['file'])} bytes")
+
+        def done(model, text, reason, count, started, load, final):
+            return {"text": text}
+
+        self._generate(native, lambda d: d["prompt"], None, done, "application/json", stream_default=False)
 
     def v1_chat(self, data):
         self._openai(data, chat=True)

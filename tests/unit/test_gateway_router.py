@@ -90,3 +90,33 @@ def test_reject_policy_refuses_a_longer_context_and_names_the_plan(tmp_path):
 def test_options_given_twice_are_refused(tmp_path):
     seen = guard(tmp_path, {"options": {}, "Options": {"num_ctx": 1}}, 8192, "clamp")
     assert "more than once" in seen["notes"]
+
+
+def test_a_forms_model_is_its_first_model_field_wherever_the_file_stands(tmp_path):
+    """/v1/audio/transcriptions (middleware/openai.go): Go's FormValue("model") is the first field so named; a
+    file whose filename is "model" is no such field."""
+    part = "--b0\r\nContent-Disposition: form-data; name={}\r\n\r\n{}\r\n"
+    bodies = {
+        "model after the file": part.format('"file"; filename="model"', "RIFF\0\1")
+        + part.format('"model"', "qwen3:0.6b")
+        + part.format('"model"', "llama3.3:70b")
+        + "--b0--\r\n",
+        "unquoted name": part.format("model", "llama3.1:8b") + "--b0--\r\n",
+        "no model field": part.format('"file"; filename="model"', "RIFF") + "--b0--\r\n",
+    }
+    for name, body in bodies.items():
+        (tmp_path / name).write_bytes(body.encode())
+    script = (
+        "const out = {};\n"
+        + "".join(
+            f"out[{json.dumps(name)}] = gw.formField({{ headersIn: {{ 'Content-Type': 'multipart/form-data; boundary=b0' }},"
+            f" variables: {{ request_body_file: {json.dumps(str(tmp_path / name))} }} }}, 'model');\n"
+            for name in bodies
+        )
+        + "console.log(JSON.stringify(out));"
+    )
+    assert run_router(tmp_path, script) == {
+        "model after the file": "qwen3:0.6b",
+        "unquoted name": "llama3.1:8b",
+        "no model field": None,
+    }

@@ -554,3 +554,15 @@ def test_the_openai_layer_drops_keep_alive_and_options_and_api_status_answers(st
     server.post("/v1/chat/completions", {**body, "keep_alive": 0, "options": {"num_ctx": 2 * context}}).read()
     assert [(m["name"], m["context_length"]) for m in server.get("/api/ps")["models"]] == [("qwen3:0.6b", context)]
     assert server.get("/api/status") == {"cloud": {"disabled": True, "source": "env"}}
+
+
+def test_audio_transcriptions_read_the_model_from_the_form(standin):
+    # middleware/openai.go TranscriptionMiddleware: ParseMultipartForm, FormValue("model"), FormFile("file")
+    import openai
+
+    server = pulled(standin(OLLAMA_STANDIN_TTFT_MS="0", OLLAMA_STANDIN_TOKENS_PER_SEC="1000"))
+    api = openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused")
+    text = api.audio.transcriptions.create(model="qwen3:0.6b", file=("a.wav", b"RIFF" + b"\0" * 64, "audio/wav"))
+    assert text.text
+    with pytest.raises(openai.NotFoundError):
+        api.audio.transcriptions.create(model="nope:1b", file=("a.wav", b"RIFF", "audio/wav"))

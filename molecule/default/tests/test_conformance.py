@@ -2,6 +2,7 @@
 the deployed gateway, every endpoint users touch, as users call them. The test subnet only: no proxy."""
 
 import asyncio
+import http.client
 import sys
 from pathlib import Path
 
@@ -144,3 +145,24 @@ def test_openai_responses_and_anthropic_messages_reach_the_pinned_instance(api):
         and "this gateway serves" in missing.json()["error"]["message"]
     )
     assert call(f"{GATEWAY}/api/status").json() == {"cloud": {"disabled": False, "source": "none"}}
+
+
+def test_audio_transcriptions_go_where_the_forms_model_is_pinned(api):
+    """A multipart form: the router reads its first "model" field, as Go's FormValue does, wherever the audio
+    file stands in it."""
+    audio = ("clip.wav", b"RIFF" + b"\0" * 2_000_000, "audio/wav")
+    raw = api.audio.transcriptions.with_raw_response.create(model="llama3.3:70b", file=audio)
+    assert raw.headers["x-ollama-instance"] == "olt-default-gpu1:11436" and raw.parse().text
+    body = (
+        b'--b0\r\nContent-Disposition: form-data; name="file"; filename="model"\r\n\r\nRIFF\r\n'
+        b'--b0\r\nContent-Disposition: form-data; name="model"\r\n\r\nqwen3:0.6b\r\n'
+        b'--b0\r\nContent-Disposition: form-data; name="model"\r\n\r\nllama3.3:70b\r\n--b0--\r\n'
+    )
+    conn = http.client.HTTPConnection("10.213.0.11", 11434, timeout=30)
+    conn.request(
+        "POST", "/v1/audio/transcriptions", body=body, headers={"Content-Type": "multipart/form-data; boundary=b0"}
+    )
+    answer = conn.getresponse()
+    answer.read()
+    conn.close()
+    assert answer.status == 200 and answer.getheader("X-Ollama-Instance") == "olt-default-gpu1:11437"

@@ -288,9 +288,65 @@ function proxy(r, upstream, body, notes) {
     }
 }
 
+// Where a request for MODEL (as the client spelled it) goes: {upstream, pinned (null for on-demand instances)},
+// or null once the refusal is sent.
+function target(r, f, model) {
+    if (typeof model !== 'string' || model === '') {
+        fail(r, 400, 'model is required');
+        return null;
+    }
+    const name = canonical(model);
+    if (name === null) {
+        fail(r, 400, 'invalid model name "' + model + '" (cloud models are not served by this gateway)');
+        return null;
+    }
+    const pinned = pinnedModels(f)[name];
+    if (pinned) {
+        return { upstream: pinned.upstream, pinned: pinned };
+    }
+    if (f.unpinned === 'reject') {
+        fail(r, 404, 'model "' + model + '" not found: this gateway serves ' + Object.keys(f.routes).sort().join(', '));
+        return null;
+    }
+    return { upstream: f.unpinned, pinned: null };
+}
+
+// The first form field named NAME of a multipart/form-data body, as Go's Request.FormValue reads it (the
+// body's fields before the URL's query); null without one. The body is searched as bytes (an audio file
+// may be most of it), only the field's own value decoded.
+function formField(r, name) {
+    const type = r.headersIn['Content-Type'] || '';
+    const boundary = /^multipart\/form-data\s*;.*\bboundary=(?:"([^"]+)"|([^;\s]+))/i.exec(type);
+    const file = r.variables.request_body_file;
+    if (!boundary || !file) {
+        return null;
+    }
+    const body = fs.readFileSync(file);
+    const delimiter = '--' + (boundary[1] || boundary[2]);
+    const disposition = new RegExp('^content-disposition:\\s*form-data\\s*;(.*;)?\\s*name="?' + name + '"?\\s*(;|$)', 'im');
+    let at = body.indexOf(delimiter);
+    while (at >= 0) {
+        const head = body.indexOf('\r\n\r\n', at);
+        const next = head < 0 ? -1 : body.indexOf('\r\n' + delimiter, head);
+        if (next < 0) {
+            return null;
+        }
+        if (disposition.test(body.slice(at, head).toString())) {
+            return body.slice(head + 4, next).toString();
+        }
+        at = next + 2;
+    }
+    return null;
+}
+
 // Inference and /api/show: to the instances that pin the model named in the body, the plan guarded.
 function route(r) {
     const f = fleet(r);
+    // a multipart form (middleware/openai.go TranscriptionMiddleware): its model field, else the URL's
+    if (r.uri === '/v1/audio/transcriptions') {
+        const to = target(r, f, formField(r, 'model') || r.args.model || '');
+        return to ? proxy(r, to.upstream, null, []) : undefined;
+    }
     const text = readBody(r);
     if (text === '') {
         return fail(r, 400, 'missing request body');
@@ -315,24 +371,15 @@ function route(r) {
         }
         model = keys.length ? request[keys[0]] : '';
     }
-    if (typeof model !== 'string' || model === '') {
-        return fail(r, 400, 'model is required');
+    const to = target(r, f, model);
+    if (!to) {
+        return;
     }
-    const name = canonical(model);
-    if (name === null) {
-        return fail(r, 400, 'invalid model name "' + model + '" (cloud models are not served by this gateway)');
-    }
-    const pinned = pinnedModels(f)[name];
-    if (!pinned) {
-        if (f.unpinned === 'reject') {
-            return fail(r, 404, 'model "' + model + '" not found: this gateway serves '
-                + Object.keys(f.routes).sort().join(', '));
-        }
-        return proxy(r, f.unpinned, null, []);
-    }
-    // OpenAI's endpoints drop keep_alive and options before Ollama sees them (middleware/openai.go)
-    if (r.uri === '/api/show' || isOpenAI(r) || r.variables.ollama_gateway_admin === '1') {
-        return proxy(r, pinned.upstream, null, []);
+    // on-demand instances pin nothing to guard; OpenAI's and Anthropic's endpoints drop keep_alive and options
+    // before Ollama sees them (middleware/openai.go, anthropic.go)
+    const pinned = to.pinned;
+    if (!pinned || r.uri === '/api/show' || isOpenAI(r) || r.variables.ollama_gateway_admin === '1') {
+        return proxy(r, to.upstream, null, []);
     }
     const notes = guard(request, pinned, f.context_policy);
     if (typeof notes === 'string') {
@@ -592,4 +639,4 @@ async function metrics(r) {
     r.return(200, exposition(f, answers, stub, drainMarks(f.drained_dir)));
 }
 
-export default { route, tags, ps, v1Models, healthz, healthzDetail, metrics, canonical, guard, optionsAsGo };
+export default { route, tags, ps, v1Models, healthz, healthzDetail, metrics, canonical, guard, optionsAsGo, formField };
