@@ -140,6 +140,68 @@ def test_a_body_the_router_cannot_read_exactly_is_refused():
         assert json.loads(answer)["error"], body
 
 
+def test_every_guarded_field_given_twice_is_guarded(host):
+    """Go decodes each of two equal keys (any case) into the field, the last scalar winning and objects merged
+    (issue 23); the router reads a body's structure with long strings left out: both kinds mixed here."""
+    before = loaded(host)
+    prompt = '"prompt": "%s"' % ("a long prompt, " * 100)
+    bodies = {
+        "keep_alive": '"keep_alive": -1, %s, "KEEP_ALIVE": 0' % prompt,
+        "shift": '"shift": false, %s, "\u0073hift": false' % prompt,
+        "options.num_ctx": '"options": {"num_ctx": 131072, "stop": ["%s"]}, %s, "Options": {"num_predict": 1}'
+        % ("s" * 100, prompt),
+    }
+    for guarded, members in bodies.items():
+        body = '{"model": "llama3.1:8b", "stream": false, %s}' % members
+        status, headers, _ = post_raw("/api/generate", body.encode())
+        assert status == 200 and headers["x-ollama-gateway-guarded"] == guarded, guarded
+    status, _, answer = post_raw("/api/generate", ('{"model": "llama3.1:8b", %s, "MODEL": "qwen3:0.6b"}' % prompt).encode())
+    assert status == 400 and "more than once" in json.loads(answer)["error"]
+    time.sleep(1)  # as in the keep_alive test: an unload would show once the request ends
+    assert loaded(host) == before
+
+
+# What one request may cost an nginx worker, whatever its body (README, "What a request costs the gateway"):
+# the body read from its file (up to ollama_gateway_max_body_size, 16 MiB) and at most 1 MiB of JSON
+# structure parsed (about 30 MiB for the worst shape, empty objects).
+ROUTER_BOUND_MIB = 64
+
+
+def worst_bodies():
+    """name → (body, status): the shapes that cost njs most per byte, at the body cap or at the router's limit."""
+    cap = 16 * 2**20 - 4096
+    head = '{"model": "qwen3:0.6b", "stream": false, "options": {"num_predict": 1}, '
+    return {
+        "16 MiB of small keys": ((head + ",".join('"%x":0' % n for n in range(cap // 11)) + "}").encode(), 413),
+        "16 MiB of numbers": ((head + '"x": [' + ",".join(["0"] * (cap // 2)) + "]}").encode(), 413),
+        "1 MiB of empty objects": ((head + '"x": [' + ",".join(["{}"] * 349_000) + "]}").encode(), 200),
+        "130,000 empty strings (260,000 quote marks)": ((head + '"x": [' + ",".join(['""'] * 130_000) + "]}").encode(), 200),
+        "a context of 128k numbers": ((head + '"context": %s}' % json.dumps(list(range(131072)))).encode(), 200),
+        "a 12 MB image": ((head + '"prompt": "?", "images": ["%s"]}' % ("QUJD" * 3_000_000)).encode(), 200),
+    }
+
+
+def test_no_body_costs_a_worker_more_than_the_routers_bound(host):
+    """A body of many small keys grew a worker by 3.1 GB per MB and a 14 MB one by 23 GB, until the OOM killer
+    (issue 23). Each worker's peak RSS is reset (clear_refs 5) and read after the worst bodies, one at a time."""
+    workers = host.check_output("pgrep -f 'nginx: worker process'").split()
+    rss = {}
+    for pid in workers:
+        host.run_expect([0], f"echo 5 > /proc/{pid}/clear_refs")
+        rss[pid] = int(host.check_output(f"awk '/^VmRSS/ {{print $2}}' /proc/{pid}/status"))
+    for name, (body, status) in worst_bodies().items():
+        seen, headers, answer = post_raw("/api/generate", body)
+        assert seen == status and headers["content-type"].startswith("application/json"), (name, answer[:200])
+        if status == 413:
+            assert "more JSON than the gateway reads" in json.loads(answer)["error"], name
+    grown = {}
+    for pid in workers:
+        peak = int(host.check_output(f"awk '/^VmHWM/ {{print $2}}' /proc/{pid}/status"))
+        grown[pid] = (peak - rss[pid]) / 1024
+    print(f"nginx workers' peak RSS over the worst bodies: {', '.join(f'+{g:.1f} MiB' for g in grown.values())}")
+    assert max(grown.values()) < ROUTER_BOUND_MIB
+
+
 def test_a_model_pinned_nowhere_is_refused_and_loads_nowhere(host):
     before = {name: where[0] for name, where in loaded(host).items()}
     for name in ("mistral:7b", "ollama.com/library/llama3.3:70b"):

@@ -126,10 +126,170 @@ function readBody(r) {
     // in nginx's memory while it arrives, and njs 0.7 throws "request body is in a file" for r.requestText
     const file = r.variables.request_body_file;
     if (file) {
-        return fs.readFileSync(file, 'utf8');
+        return fs.readFileSync(file);
     }
-    const text = r.requestText;
-    return typeof text === 'string' ? text : '';
+    return r.requestBuffer || Buffer.alloc(0);
+}
+
+// ------------------------------------------------------------------------------------ a body read in bounds
+
+// What one request may cost the router, whatever its body (README, "What a request costs the gateway"):
+// njs 0.7 frees nothing until the request ends, and JSON.parse takes 30 to 140 bytes of memory per value
+// (a million small keys: 0.6 s and 250 MB), so the router never parses a body as it came. Strings of more than
+// LONG_STRING bytes (prompts, messages, images: what makes bodies large) stand in it as "", except the values
+// of model, name and keep_alive, which the guard reads; what is left, the body's structure, is parsed when it
+// is at most STRUCTURE_LIMIT bytes. Strings are jumped over with indexOf, a step per quote mark and per
+// backslash before one: at most SCAN_LIMIT steps. Beyond either limit: 413.
+const STRUCTURE_LIMIT = 1048576;
+const SCAN_LIMIT = 262144;
+const LONG_STRING = 64;
+
+// Whether the key from START to END of BODY (bytes, no escapes) folds to FIELD as Go's encoding/json folds
+// it: ASCII case, the Kelvin sign (U+212A, E2 84 AA in UTF-8) for k and the long s (U+017F, C5 BF) for s.
+function keyBytesFold(body, start, end, field) {
+    let i = start;
+    for (let n = 0; n < field.length; n++) {
+        let c = body[i];
+        if (c === 0xe2 && body[i + 1] === 0x84 && body[i + 2] === 0xaa) {
+            c = 107;
+            i += 3;
+        } else if (c === 0xc5 && body[i + 1] === 0xbf) {
+            c = 115;
+            i += 2;
+        } else {
+            c = c >= 65 && c <= 90 ? c + 32 : c;
+            i += 1;
+        }
+        if (c !== field.charCodeAt(n)) {
+            return false;
+        }
+    }
+    return i === end;
+}
+
+// The guard reads these fields' string values whatever their length.
+const READ_WHOLE = ['model', 'name', 'keep_alive'];
+
+// Whether the key from START to END of BODY is one of READ_WHOLE: compared as bytes; a short key with an
+// escape (\u006dodel is model) decoded first.
+function readsWhole(body, start, end) {
+    for (let n = 0; n < READ_WHOLE.length; n++) {
+        if (keyBytesFold(body, start, end, READ_WHOLE[n])) {
+            return true;
+        }
+    }
+    if (end - start > 6 * 12) {
+        return false; // longer than any of them written all in \u escapes
+    }
+    let i = start;
+    while (i < end && body[i] !== 92) {
+        i++;
+    }
+    if (i === end) {
+        return false;
+    }
+    let key;
+    try {
+        key = JSON.parse(body.slice(start - 1, end + 1).toString());
+    } catch (e) {
+        return false; // not a JSON string: JSON.parse refuses the body
+    }
+    for (let n = 0; n < READ_WHOLE.length; n++) {
+        if (foldsTo(key, 0, key.length, READ_WHOLE[n])) {
+            return true;
+        }
+    }
+    return false;
+}
+
+function isSpace(c) {
+    return c === 32 || c === 10 || c === 13 || c === 9;
+}
+
+// The body's structure (BODY a Buffer): { text, cut (whether a long string was left out) }, or null when it
+// is beyond the limits.
+function structure(body) {
+    const parts = [];
+    let from = 0;
+    let at = 0;
+    let kept = 0;
+    let steps = 0;
+    let afterKey = false;
+    let cut = false;
+    for (;;) {
+        const open = body.indexOf(34, at);
+        kept += (open < 0 ? body.length : open) - at;
+        if (open < 0 || kept > STRUCTURE_LIMIT) {
+            break;
+        }
+        let close = open;
+        do {
+            close = body.indexOf(34, close + 1);
+            let slashes = 0;
+            while (close > 0 && body[close - 1 - slashes] === 92 && steps + slashes <= SCAN_LIMIT) {
+                slashes++;
+            }
+            steps += 1 + slashes;
+            if (slashes % 2 === 0) {
+                break;
+            }
+        } while (close > 0);
+        if (close < 0 || steps > SCAN_LIMIT) {
+            break; // not ended: JSON.parse says so; too many steps: refused below
+        }
+        let next = close + 1;
+        while (isSpace(body[next]) && next - close <= STRUCTURE_LIMIT - kept) {
+            next++;
+        }
+        const isKey = body[next] === 58;
+        if (!isKey && !afterKey && close - open > LONG_STRING) {
+            parts.push(body.slice(from, open + 1));
+            from = close;
+            cut = true;
+        } else {
+            kept += close + 1 - open;
+        }
+        afterKey = isKey && readsWhole(body, open + 1, close);
+        at = close + 1;
+    }
+    if (kept > STRUCTURE_LIMIT || steps > SCAN_LIMIT) {
+        return null;
+    }
+    parts.push(body.slice(from));
+    return { text: (cut ? Buffer.concat(parts) : body).toString(), cut: cut };
+}
+
+// The request BODY (a Buffer) holds as Ollama reads it, within the router's bounds: { request, cut }, or
+// { status, error } to refuse it with.
+function readRequest(body) {
+    if (body.length === 0) {
+        return { status: 400, error: 'missing request body' };
+    }
+    const read = structure(body);
+    if (read === null) {
+        return { status: 413, error: 'the request body holds more JSON than the gateway reads: at most '
+            + STRUCTURE_LIMIT + ' bytes of keys, numbers and short strings (strings of over ' + LONG_STRING
+            + ' bytes, such as prompts and images, do not count) and ' + SCAN_LIMIT + ' quote marks and backslashes before them' };
+    }
+    return decode(read.text, read.cut);
+}
+
+// BODY read whole, every string in it: for a body the router rewrites (at most REWRITE_LIMIT bytes).
+function readWhole(body) {
+    return decode(body.toString(), false);
+}
+
+function decode(text, cut) {
+    let request;
+    try {
+        request = JSON.parse(text);
+    } catch (e) {
+        return { status: 400, error: 'the gateway takes exactly one JSON object as the body: ' + e.message };
+    }
+    if (request === null || typeof request !== 'object' || Array.isArray(request)) {
+        return { status: 400, error: 'the request body must be a JSON object' };
+    }
+    return { request: optionsAsGo(text, request), cut: cut };
 }
 
 // ------------------------------------------------------------------------------------ JSON as Go reads it
@@ -277,7 +437,18 @@ function guard(request, pinned, policy) {
     return notes;
 }
 
-function proxy(r, upstream, body, notes) {
+// A body up to this size goes to the instance from memory, with the request's head in one write: sent from
+// its file (client_body_in_file_only), it left in a second packet that waited, on a kept-alive connection to
+// the instance, for the delayed acknowledgement of the first (40 ms on every request).
+const FROM_MEMORY = 65536;
+
+// To UPSTREAM: the body as the client sent it (SENT, a Buffer; null for a form, which goes from its file) or
+// BODY, the one the router wrote, with NOTES (what it dropped).
+function proxy(r, upstream, sent, body, notes) {
+    if (body === null && sent !== null && sent.length <= FROM_MEMORY) {
+        const text = sent.toString();
+        body = Buffer.byteLength(text) === sent.length ? text : null; // bytes that are not UTF-8 stay in the file
+    }
     r.variables.ollama_gateway_upstream = upstream;
     r.variables.ollama_gateway_guarded = notes.filter(function (n, i) { return notes.indexOf(n) === i; }).join(', ');
     if (body === null) {
@@ -345,22 +516,14 @@ function route(r) {
     // a multipart form (middleware/openai.go TranscriptionMiddleware): its model field, else the URL's
     if (r.uri === '/v1/audio/transcriptions') {
         const to = target(r, f, formField(r, 'model') || r.args.model || '');
-        return to ? proxy(r, to.upstream, null, []) : undefined;
+        return to ? proxy(r, to.upstream, null, null, []) : undefined;
     }
-    const text = readBody(r);
-    if (text === '') {
-        return fail(r, 400, 'missing request body');
+    const body = readBody(r);
+    let read = readRequest(body);
+    if (read.error) {
+        return fail(r, read.status, read.error);
     }
-    let request;
-    try {
-        request = JSON.parse(text);
-    } catch (e) {
-        return fail(r, 400, 'the gateway takes exactly one JSON object as the body: ' + e.message);
-    }
-    if (request === null || typeof request !== 'object' || Array.isArray(request)) {
-        return fail(r, 400, 'the request body must be a JSON object');
-    }
-    request = optionsAsGo(text, request);
+    let request = read.request;
     // /api/show takes the deprecated "name" when "model" is empty (server/routes.go ShowHandler)
     const fields = r.uri === '/api/show' ? ['model', 'name'] : ['model'];
     let model = '';
@@ -379,19 +542,28 @@ function route(r) {
     // before Ollama sees them (middleware/openai.go, anthropic.go)
     const pinned = to.pinned;
     if (!pinned || r.uri === '/api/show' || isOpenAI(r) || r.variables.ollama_gateway_admin === '1') {
-        return proxy(r, to.upstream, null, []);
+        return proxy(r, to.upstream, body, null, []);
     }
-    const notes = guard(request, pinned, f.context_policy);
+    let notes = guard(request, pinned, f.context_policy);
     if (typeof notes === 'string') {
         return fail(r, 400, notes);
     }
     // Writing a large body again would stall this worker (njs's JSON.stringify of megabytes of numbers
     // takes seconds) and hold a second copy: such a client is told what to leave out instead.
-    if (notes.length && text.length > REWRITE_LIMIT) {
+    if (notes.length && body.length > REWRITE_LIMIT) {
         return fail(r, 400, 'this gateway does not let clients change ' + notes.join(', ') + ' of pinned model '
             + pinned.model + '; leave them out (bodies over ' + REWRITE_LIMIT + ' bytes are not rewritten)');
     }
-    proxy(r, pinned.upstream, notes.length ? JSON.stringify(request) : null, notes);
+    if (notes.length && read.cut) {
+        // rewritten whole: every string as the client sent it (at most REWRITE_LIMIT bytes read)
+        read = readWhole(body);
+        if (read.error) {
+            return fail(r, read.status, read.error);
+        }
+        request = read.request;
+        notes = guard(request, pinned, f.context_policy);
+    }
+    proxy(r, pinned.upstream, body, notes.length ? JSON.stringify(request) : null, notes);
 }
 
 // ------------------------------------------------------------------------------------ fleet views
@@ -639,4 +811,4 @@ async function metrics(r) {
     r.return(200, exposition(f, answers, stub, drainMarks(f.drained_dir)));
 }
 
-export default { route, tags, ps, v1Models, healthz, healthzDetail, metrics, canonical, guard, optionsAsGo, formField };
+export default { route, tags, ps, v1Models, healthz, healthzDetail, metrics, canonical, guard, optionsAsGo, formField, readRequest, readWhole };
