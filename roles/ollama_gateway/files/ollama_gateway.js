@@ -320,7 +320,7 @@ function stringEnd(text, i) {
 }
 
 function skipSpace(text, i) {
-    while (text[i] === ' ' || text[i] === '\n' || text[i] === '\r' || text[i] === '\t') {
+    while (isSpace(text.charCodeAt(i))) {
         i++;
     }
     return i;
@@ -329,24 +329,25 @@ function skipSpace(text, i) {
 // Index just past the JSON value that starts at text[i]: strings are jumped over with indexOf, the rest is
 // walked a character at a time (njs runs a regex from a lastIndex in time that grows with the text).
 function valueEnd(text, i) {
-    const c = text[i];
-    if (c === '"') {
+    const c = text.charCodeAt(i);
+    if (c === 34) {
         return stringEnd(text, i);
     }
     let j = i;
-    if (c !== '{' && c !== '[') {
-        while (j < text.length && ',}] \n\r\t'.indexOf(text[j]) < 0) {
-            j++; // a number, true, false or null
+    if (c !== 123 && c !== 91) {
+        // a number, true, false or null: up to , } ] or white space
+        for (let d = c; j < text.length && d !== 44 && d !== 125 && d !== 93 && !isSpace(d); d = text.charCodeAt(++j)) {
+            // nothing but the walk
         }
         return j;
     }
     for (let depth = 0; ; j++) {
-        const d = text[j];
-        if (d === '"') {
+        const d = text.charCodeAt(j);
+        if (d === 34) {
             j = stringEnd(text, j) - 1;
-        } else if (d === '{' || d === '[') {
+        } else if (d === 123 || d === 91) {
             depth++;
-        } else if ((d === '}' || d === ']') && --depth === 0) {
+        } else if ((d === 125 || d === 93) && --depth === 0) {
             return j + 1;
         }
     }
