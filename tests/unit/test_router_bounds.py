@@ -90,11 +90,19 @@ def test_long_strings_cost_nothing_and_reach_the_instance_as_sent(route):
         {
             "an image of 10 MiB": generate(prompt="?", images=[image]),
             "a prompt of 15 MiB": generate(prompt="word, " * (15 * MiB // 6)),
-            "a model name of 90 characters": json.dumps({"model": "hf.co/org/" + "m" * 80, "prompt": "x" * 100}).encode(),
+            "a model name of 90 characters": json.dumps(
+                {"model": "hf.co/org/" + "m" * 80, "prompt": "x" * 100}
+            ).encode(),
         },
     )
     for name in ("an image of 10 MiB", "a prompt of 15 MiB"):
-        assert seen[name] == {"status": None, "error": None, "upstream": "ollama_pinned", "guarded": None, "forwarded": None}
+        assert seen[name] == {
+            "status": None,
+            "error": None,
+            "upstream": "ollama_pinned",
+            "guarded": None,
+            "forwarded": None,
+        }
     # read whole, not left out: unpinned, so refused by its name
     assert seen["a model name of 90 characters"]["status"] == 404
     assert "hf.co/org/" + "m" * 80 in seen["a model name of 90 characters"]["error"]
@@ -113,7 +121,11 @@ def test_a_guarded_body_is_rewritten_from_what_the_client_sent(route):
     )
     small = seen["keep_alive and num_ctx with a 500 KB prompt"]
     assert small["guarded"] == "keep_alive, options.num_ctx" and small["upstream"] == "ollama_pinned"
-    assert small["forwarded"] == {"keys": ["model", "options", "prompt"], "prompt": 500_000, "options": {"stop": ["s" * 100]}}
+    assert small["forwarded"] == {
+        "keys": ["model", "options", "prompt"],
+        "prompt": 500_000,
+        "options": {"stop": ["s" * 100]},
+    }
     large = seen["keep_alive with a 2 MB prompt"]
     assert large["status"] == 400 and "leave them out" in large["error"] and large["upstream"] is None
 
@@ -121,12 +133,15 @@ def test_a_guarded_body_is_rewritten_from_what_the_client_sent(route):
 STRUCTURE = {
     # name → (body, whether the router reads it)
     "a context of 128k numbers": (generate(context=list(range(131072))), True),
-    "2048 short inputs to embed": (generate(input=["a short sentence %d" % n for n in range(2048)]), True),
-    "1 MiB of small keys": (('{"model":"%s",' % PINNED + many(MiB // 8, '"%x":0') + "}").encode(), False),
-    "16 MiB of small keys": (('{"model":"%s",' % PINNED + many(16 * MiB // 9, '"k%x":0') + "}").encode(), False),
-    "16 MiB of empty objects": (('{"model":"%s","x":[' % PINNED + ",".join(["{}"] * (16 * MiB // 3)) + "]}").encode(), False),
-    "16 MiB of numbers": (('{"model":"%s","x":[' % PINNED + ",".join(["0"] * (8 * MiB)) + "]}").encode(), False),
-    "300,000 empty strings": (('{"model":"%s","x":[' % PINNED + ",".join(['""'] * 300_000) + "]}").encode(), False),
+    "2048 short inputs to embed": (generate(input=[f"a short sentence {n}" for n in range(2048)]), True),
+    "1 MiB of small keys": ((f'{{"model":"{PINNED}",' + many(MiB // 8, '"%x":0') + "}").encode(), False),
+    "16 MiB of small keys": ((f'{{"model":"{PINNED}",' + many(16 * MiB // 9, '"k%x":0') + "}").encode(), False),
+    "16 MiB of empty objects": (
+        (f'{{"model":"{PINNED}","x":[' + ",".join(["{}"] * (16 * MiB // 3)) + "]}").encode(),
+        False,
+    ),
+    "16 MiB of numbers": ((f'{{"model":"{PINNED}","x":[' + ",".join(["0"] * (8 * MiB)) + "]}").encode(), False),
+    "300,000 empty strings": ((f'{{"model":"{PINNED}","x":[' + ",".join(['""'] * 300_000) + "]}").encode(), False),
     "300,000 escaped quotes in a prompt": (generate(prompt='"' * 300_000), False),
     "16 MiB of backslashes in a prompt": (generate(prompt="\\" * (8 * MiB)), False),
     "16 MiB of white space after a key": (b'{"model":"%s","x"' % PINNED.encode() + b" " * (16 * MiB) + b":1}", False),

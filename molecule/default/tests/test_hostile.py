@@ -144,18 +144,20 @@ def test_every_guarded_field_given_twice_is_guarded(host):
     """Go decodes each of two equal keys (any case) into the field, the last scalar winning and objects merged
     (issue 23); the router reads a body's structure with long strings left out: both kinds mixed here."""
     before = loaded(host)
-    prompt = '"prompt": "%s"' % ("a long prompt, " * 100)
+    prompt = '"prompt": "' + "a long prompt, " * 100 + '"'
+    stop = "s" * 100
     bodies = {
-        "keep_alive": '"keep_alive": -1, %s, "KEEP_ALIVE": 0' % prompt,
-        "shift": '"shift": false, %s, "\u0073hift": false' % prompt,
-        "options.num_ctx": '"options": {"num_ctx": 131072, "stop": ["%s"]}, %s, "Options": {"num_predict": 1}'
-        % ("s" * 100, prompt),
+        "keep_alive": f'"keep_alive": -1, {prompt}, "KEEP_ALIVE": 0',
+        "shift": f'"shift": false, {prompt}, "\\u0073hift": false',
+        "options.num_ctx": f'"options": {{"num_ctx": 131072, "stop": ["{stop}"]}}, {prompt}, "Options": {{"num_predict": 1}}',
     }
     for guarded, members in bodies.items():
-        body = '{"model": "llama3.1:8b", "stream": false, %s}' % members
+        body = f'{{"model": "llama3.1:8b", "stream": false, {members}}}'
         status, headers, _ = post_raw("/api/generate", body.encode())
         assert status == 200 and headers["x-ollama-gateway-guarded"] == guarded, guarded
-    status, _, answer = post_raw("/api/generate", ('{"model": "llama3.1:8b", %s, "MODEL": "qwen3:0.6b"}' % prompt).encode())
+    status, _, answer = post_raw(
+        "/api/generate", (f'{{"model": "llama3.1:8b", {prompt}, "MODEL": "qwen3:0.6b"}}').encode()
+    )
     assert status == 400 and "more than once" in json.loads(answer)["error"]
     time.sleep(1)  # as in the keep_alive test: an unload would show once the request ends
     assert loaded(host) == before
@@ -172,11 +174,14 @@ def worst_bodies():
     cap = 16 * 2**20 - 4096
     head = '{"model": "qwen3:0.6b", "stream": false, "options": {"num_predict": 1}, '
     return {
-        "16 MiB of small keys": ((head + ",".join('"%x":0' % n for n in range(cap // 11)) + "}").encode(), 413),
+        "16 MiB of small keys": ((head + ",".join(f'"{n:x}":0' for n in range(cap // 11)) + "}").encode(), 413),
         "16 MiB of numbers": ((head + '"x": [' + ",".join(["0"] * (cap // 2)) + "]}").encode(), 413),
         "1 MiB of empty objects": ((head + '"x": [' + ",".join(["{}"] * 349_000) + "]}").encode(), 200),
-        "130,000 empty strings (260,000 quote marks)": ((head + '"x": [' + ",".join(['""'] * 130_000) + "]}").encode(), 200),
-        "a context of 128k numbers": ((head + '"context": %s}' % json.dumps(list(range(131072)))).encode(), 200),
+        "130,000 empty strings (260,000 quote marks)": (
+            (head + '"x": [' + ",".join(['""'] * 130_000) + "]}").encode(),
+            200,
+        ),
+        "a context of 128k numbers": ((head + f'"context": {json.dumps(list(range(131072)))}}}').encode(), 200),
         "a 12 MB image": ((head + '"prompt": "?", "images": ["%s"]}' % ("QUJD" * 3_000_000)).encode(), 200),
     }
 
