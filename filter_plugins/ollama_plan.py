@@ -300,6 +300,24 @@ def _instances_from_config(host, units, gpus, config):
     return specs
 
 
+def _loaded_models(where, settings, models, units_of):
+    """SETTINGS with max_loaded_models at least the models the instance pins. Ollama keeps at most
+    OLLAMA_MAX_LOADED_MODELS loaded and evicts one to load another (server/sched.go processPending); 0 means
+    3 per GPU (defaultModelsPerGPU), and an explicit value is the instance's total. Where Ollama's default is
+    fewer than the pinned models it is raised to their number; an explicit value below it is refused."""
+    wanted = settings.get("max_loaded_models", 0)
+    default = 3 * max(len(units_of), 1)
+    if wanted and wanted < len(models):
+        raise PlanError(
+            f"{where}, field max_loaded_models: {wanted} is fewer than the {len(models)} models the instance pins "
+            f"({', '.join(models)}), and Ollama would evict one to load another; set at least {len(models)}, or 0 "
+            f"(Ollama's 3 per GPU, {default} here, which the plan raises to the pinned models where fewer)"
+        )
+    if not wanted and default < len(models):
+        return dict(settings, max_loaded_models=len(models))
+    return settings
+
+
 def _check_overlaps(host, planned):
     owner = {}
     for name, units_of in planned:
@@ -371,6 +389,7 @@ def ollama_plan(gpus, host, config):
         if not isinstance(models, list) or not all(isinstance(m, str) and m for m in models):
             raise PlanError(f"{where}, field models: must be a list of model names like llama3.1:8b")
         models = [model_name(m) for m in models]
+        settings = _loaded_models(where, settings, models, units_of)
         warm = spec.get("warm", config.get("warm", True))
         if not isinstance(warm, bool):
             raise PlanError(f"{where}, field warm: must be true or false, got {warm!r}")
@@ -416,15 +435,16 @@ def _gib(value):
 
 
 def ollama_plan_table(plan, headroom=0.10):
-    """The plan as text rows: instance, GPUs, VRAM, port, parallel, context, models, estimated use and what
-    is left below the headroom (VRAM, est. and free in GiB).
+    """The plan as text rows: instance, GPUs, VRAM, port, parallel, context, models, estimated use (every pinned
+    model loaded at once) and what is left below the headroom (VRAM, est. and free in GiB).
 
     Takes the output of ollama_fit_check (or a bare plan: use then reads "?")."""
     header = ("instance", "GPUs", "VRAM", "port", "parallel", "context", "models", "est.", "free")
     rows = [header]
     for inst in plan:
         fits = [f for f in inst.get("fit", []) if "estimate" in f]
-        biggest = max((f["estimate"]["total"] for f in fits), default=None)
+        # its models loaded together (ollama_fit_check's together), else the one model's estimate
+        use = inst.get("together", {}).get("total") or max((f["estimate"]["total"] for f in fits), default=None)
         usable = inst["vram_total"] * (1 - headroom)
         rows.append(
             (
@@ -435,8 +455,8 @@ def ollama_plan_table(plan, headroom=0.10):
                 str(inst["settings"].get("num_parallel", "")),
                 str(inst["settings"].get("context_length", "")) or "auto",
                 ",".join(inst.get("models", [])) or "-",
-                _gib(biggest) if biggest is not None else ("?" if inst.get("models") else "-"),
-                _gib(usable - biggest) if biggest is not None else _gib(usable),
+                _gib(use) if use is not None else ("?" if inst.get("models") else "-"),
+                _gib(usable - use) if use is not None else _gib(usable),
             )
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]

@@ -299,6 +299,12 @@ REJECTIONS = {
         config(instances=seeds_with(**{"0": {"models": "llama3.1:8b"}})),
         "instance 'small', field models: must be a list of model names",
     ),
+    "fewer loaded models than pinned": (
+        "l20x8",
+        config(instances=seeds_with(**{"2": {"max_loaded_models": 2, "models": ["a:1b", "b:1b", "c:1b"]}})),
+        "host gpu1, instance 'solo', field max_loaded_models: 2 is fewer than the 3 models the instance pins "
+        "(a:1b, b:1b, c:1b), and Ollama would evict one to load another; set at least 3, or 0",
+    ),
 }
 
 
@@ -348,3 +354,20 @@ def test_each_instance_may_open_only_its_own_gpus_device_nodes():
         ["mig0-0", "mig0-1", "mig0-2"], ["/dev/nvidia3"]
     )
     assert all(i["device_nodes"] == [] for i in ollama_plan(gpus("l20x8"), "gpu1", config(instances=SEEDS)))
+
+
+def test_max_loaded_models_follows_the_pinned_models():
+    """OLLAMA_MAX_LOADED_MODELS 0 is 3 per GPU (server/sched.go defaultModelsPerGPU): one GPU pinning four models
+    would always have one evicted. The plan raises it to the pinned models where Ollama's default is fewer."""
+    four = ["a:1b", "b:1b", "c:1b", "d:1b"]
+    plan = ollama_plan(
+        gpus("l20x8"),
+        "gpu1",
+        config(
+            instances=[{"name": "one", "gpus": [0], "models": four}, {"name": "two", "gpus": [1, 2], "models": four}]
+        ),
+    )
+    assert [(i["settings"]["max_loaded_models"], i["env"]["OLLAMA_MAX_LOADED_MODELS"]) for i in plan] == [
+        (4, "4"),  # one GPU: Ollama's 3 are fewer
+        (0, "0"),  # two GPUs: Ollama's 6 are enough
+    ]
