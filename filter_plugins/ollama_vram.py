@@ -69,7 +69,9 @@ _value:
   description: "The plan, each instance with C(fit): per pinned model status (fits, misfit, adjusted, unknown),
     source of its metadata, message, and for known models estimate (bytes, as ollama_vram_estimate), slots
     (what Ollama will give it) and context (the num_ctx /api/ps must show: the instance's context capped at the
-    model's training context). With policy adjust, settings and env carry the adjusted values."
+    model's training context). An instance with two or more known models also has C(together): status (fits,
+    misfit, adjusted), total and capacity (bytes), shares (model, bytes, gpus) and evicts, as together()
+    describes. With policy adjust, settings and env carry the adjusted values."
   type: list
 """
 
@@ -175,8 +177,12 @@ description:
   - "A model's slots are what Ollama gives it: num_parallel, but 1 for a model without the completion
     capability (embedding models) and for the families Ollama runs single-slot (server/sched.go
     Scheduler.load: mllama, qwen3vl, qwen35, qwen3next, lfm2, nemotron_h and their variants)."
+  - "An instance's known pinned models are also checked together, loaded in the plan's order as Ollama v0.33's
+    scheduler places them (together): their allocations and a fit margin per GPU within each GPU's VRAM less
+    headroom, and each model's own prediction within 80 % of the memory the ones before it leave, else Ollama
+    would evict one to load it."
   - policy C(fail) raises with every misfit; C(warn) reports them; C(adjust) lowers num_parallel, then the
-    context (halving, not below 2048), to the largest that fits, and says so.
+    context (halving, not below 2048), to the largest that fits (alone, then together), and says so.
 options:
   _input:
     description: The plan, a list of instances from ollama_plan.
@@ -251,20 +257,164 @@ def _line(instance, model, info, settings, est, capacity, headroom):
     )
 
 
-def _adjust(instance, info, capacity):
-    """Largest num_parallel, then context, at which the model fits; None if nothing does."""
+def _lower_until(instance, fits, slotted):
+    """Largest num_parallel, then context (halving, not below 2048), at which fits(settings); None if nothing
+    does. slotted(settings): whether fewer slots save anything (a model that takes num_parallel slots)."""
     settings = dict(
         instance["settings"], context_length=effective_context(instance["settings"], instance["vram_total"])
     )
     while True:
-        if _estimate_for(instance, info, settings)["total"] <= capacity:
+        if fits(settings):
             return settings
-        if model_slots(info, settings["num_parallel"]) > 1:  # fewer slots than Ollama gives it saves nothing
+        if slotted(settings):
             settings["num_parallel"] -= 1
         elif settings["context_length"] > MIN_ADJUSTED_CTX:
             settings["context_length"] = max(MIN_ADJUSTED_CTX, settings["context_length"] // 2)
         else:
             return None
+
+
+def _adjust(instance, info, capacity):
+    """Largest num_parallel, then context, at which the model fits alone; None if nothing does."""
+    return _lower_until(
+        instance,
+        lambda settings: _estimate_for(instance, info, settings)["total"] <= capacity,
+        # fewer slots than Ollama gives it save nothing
+        lambda settings: model_slots(info, settings["num_parallel"]) > 1,
+    )
+
+
+def _apply(instance, adjusted):
+    """Give INSTANCE the ADJUSTED settings (and their env); returns what changed, in words."""
+    before = dict(instance["settings"], context_length=effective_context(instance["settings"], instance["vram_total"]))
+    instance["settings"] = adjusted
+    instance["env"] = dict(
+        instance["env"],
+        OLLAMA_NUM_PARALLEL=str(adjusted["num_parallel"]),
+        OLLAMA_CONTEXT_LENGTH=str(adjusted["context_length"]),
+    )
+    changes = [
+        f"{label} {before[key]} → {adjusted[key]}"
+        for key, label in (("num_parallel", "num_parallel"), ("context_length", "context"))
+        if before[key] != adjusted[key]
+    ]
+    return "; adjusted: " + ", ".join(changes)
+
+
+# Ollama loads a model beside loaded ones only when its prediction is at most this share of the memory they leave
+# (server/sched.go Scheduler.load: "Use 80% of free memory"); otherwise it evicts one first.
+SCHEDULER_SHARE = 0.8
+
+
+def ollama_load_prediction(info, num_ctx, slots):
+    """Bytes Ollama v0.33 predicts for a model before it loads it (llm/llama_server.go PredictServerVRAM): the
+    file's size plus an f16 KV cache of 2 × layers × the fewest KV heads × (embedding ÷ the most heads) × context
+    × 2 bytes, the context being min(num_ctx, training context) × slots (server/sched.go
+    effectiveLlamaServerContext); missing head counts read as 1 (fs/ggml KV.HeadCountKVMin, HeadCountMax).
+    Ollama's figure, whatever OLLAMA_KV_CACHE_TYPE says and without compute buffers; with the default num_batch
+    it adds nothing for the batch (automaticGenerationBatch keeps a larger batch only where it fits)."""
+    mi = info["model_info"]
+    arch = mi["general.architecture"]
+
+    def counts(name):
+        value = mi.get(f"{arch}.{name}", 1)
+        return [int(v) for v in value] if isinstance(value, list) else [int(value)]
+
+    heads_max = max(counts("attention.head_count")) or 1
+    kv_heads = min(counts("attention.head_count_kv")) or 1
+    head_dim = int(mi.get(f"{arch}.embedding_length", 0)) // heads_max
+    layers = int(mi.get(f"{arch}.block_count", 0))
+    return int(info["size"]) + 2 * layers * kv_heads * head_dim * model_context(info, num_ctx) * max(slots, 1) * 2
+
+
+def _gpu_memory(instance):
+    """Each GPU's memory (the plan's memory_total; an even share of vram_total where a plan lacks it)."""
+    gpus = instance["gpus"]
+    return [int(g.get("memory_total") or instance["vram_total"] // len(gpus)) for g in gpus]
+
+
+def together(instance, entries, headroom):
+    """An instance's pinned models loaded one after another, in the warm-up's order (the plan's), as Ollama's
+    scheduler places them (server/sched.go, v0.33): a model whose prediction fits in 80 % of one GPU's free
+    memory goes to the GPU with the most free (bestSingleGPUFit; OLLAMA_SCHED_SPREAD skips that), else it
+    spreads over all the instance's GPUs (bestGPUGroupByAvailableMemory); once a model is loaded, the next
+    loads beside it only if its prediction fits in 80 % of the free memory left where it goes, else Ollama
+    evicts one (Scheduler.load). Free memory is each GPU's memory less what the loaded runners allocate (our
+    estimate less the fit margin, split over their GPUs by free memory: updateFreeSpace).
+
+    ENTRIES: [(model, info)] of known models. Returns {status (fits, misfit), total (every model's allocation
+    plus one fit margin per GPU), capacity (VRAM less headroom), shares: [{model, bytes, gpus (indices into
+    the instance's gpus)}], evicts: None or {model, predicted, free}, message}."""
+    settings = instance["settings"]
+    memory = _gpu_memory(instance)
+    free = list(memory)
+    shares, evicts = [], None
+    for model, info in entries:
+        slots = model_slots(info, settings.get("num_parallel", 1))
+        context = effective_context(settings, instance["vram_total"])
+        predicted = ollama_load_prediction(info, context, slots)
+        single = [i for i in range(len(free)) if predicted <= free[i] * SCHEDULER_SHARE]
+        where = (
+            [max(single, key=lambda i: (free[i], -i))]
+            if single and len(free) > 1 and not settings.get("sched_spread")
+            else list(range(len(free)))
+        )
+        room = sum(free[i] for i in where)
+        if shares and evicts is None and predicted > room * SCHEDULER_SHARE:
+            evicts = {"model": model, "predicted": predicted, "free": room}
+        est = ollama_vram_estimate(
+            info["model_info"],
+            int(info["size"]),
+            num_ctx=context,
+            num_parallel=slots,
+            kv_cache_type=settings.get("kv_cache_type", "f16"),
+            flash_attention=settings.get("flash_attention", True),
+            gpu_count=len(where),
+        )
+        allocated = est["total"] - est["overhead"]
+        # llama.cpp splits a model over its GPUs by their free memory
+        spare = [max(free[i], 0) for i in where]
+        for i, part in zip(where, spare, strict=True):
+            free[i] -= allocated * part // sum(spare) if sum(spare) else allocated // len(where)
+        shares.append({"model": model, "bytes": allocated, "gpus": where})
+    total = sum(s["bytes"] for s in shares) + FIT_MARGIN * len(memory)
+    capacity = int(instance["vram_total"] * (1 - headroom))
+    # each GPU keeps the fit margin and the headroom free
+    crowded = [
+        instance["gpus"][i].get("index", i) for i in range(len(memory)) if free[i] < FIT_MARGIN + memory[i] * headroom
+    ]
+    status = "fits" if total <= capacity and evicts is None and not crowded else "misfit"
+    listed = ", ".join(f"{s['model']} {_gib(s['bytes'])}" for s in shares)
+    message = (
+        f"instance '{instance['name']}' on {instance['host']}: its {len(shares)} pinned models loaded together "
+        f"need {_gib(total)} GiB ({listed}, reserve {_gib(FIT_MARGIN * len(memory))}) and {instance['gpu_label']} "
+        f"{'hold' if len(memory) > 1 else 'holds'} {_gib(instance['vram_total'])} GiB − {headroom:.0%} = "
+        f"{_gib(capacity)} GiB"
+    )
+    if crowded and total <= capacity:
+        message += f"; but Ollama's placement fills GPU {', '.join(map(str, crowded))} past it"
+    if evicts:
+        message += (
+            f"; Ollama would not load {evicts['model']} beside the models before it: it predicts "
+            f"{_gib(evicts['predicted'])} GiB, over 80 % of the {_gib(evicts['free'])} GiB they leave, and evicts one "
+            "(server/sched.go Scheduler.load, findRunnerToUnload)"
+        )
+    message += (
+        ": fits"
+        if status == "fits"
+        else (
+            ": does not fit together (pin fewer models on this instance, give it more GPUs, or lower num_parallel or "
+            "context_length; ollama_fit_policy: adjust lowers them)"
+        )
+    )
+    return {
+        "status": status,
+        "total": total,
+        "capacity": capacity,
+        "shares": shares,
+        "evicts": evicts,
+        "message": message,
+    }
 
 
 def ollama_fit_check(plan, models, headroom=0.10, policy="fail"):
@@ -294,47 +444,29 @@ def ollama_fit_check(plan, models, headroom=0.10, policy="fail"):
             if status == "misfit" and policy == "adjust":
                 adjusted = _adjust(instance, info, capacity)
                 if adjusted is not None:
-                    before = dict(
-                        instance["settings"],
-                        context_length=effective_context(instance["settings"], instance["vram_total"]),
-                    )
-                    instance["settings"] = adjusted
-                    instance["env"] = dict(
-                        instance["env"],
-                        OLLAMA_NUM_PARALLEL=str(adjusted["num_parallel"]),
-                        OLLAMA_CONTEXT_LENGTH=str(adjusted["context_length"]),
-                    )
+                    message += _apply(instance, adjusted)
                     est = _estimate_for(instance, info, adjusted)
                     status = "adjusted"
-                    changes = [
-                        f"{label} {before[key]} → {adjusted[key]}"
-                        for key, label in (("num_parallel", "num_parallel"), ("context_length", "context"))
-                        if before[key] != adjusted[key]
-                    ]
-                    message += "; adjusted: " + ", ".join(changes)
             if status == "misfit":
                 misfits.append(message)
             instance["fit"].append(
-                {
-                    "model": model,
-                    "status": status,
-                    "estimate": est,
-                    "message": message,
-                    "source": info.get("source", "catalogue"),
-                    "slots": model_slots(info, instance["settings"]["num_parallel"]),
-                    "context": model_context(info, effective_context(instance["settings"], instance["vram_total"])),
-                }
+                {"model": model, "status": status, "message": message, "source": info.get("source", "catalogue")}
             )
-        if any(f["status"] == "adjusted" for f in instance["fit"]):
-            # a later model lowered the instance's settings: what the earlier ones get changed with them
-            for fit in instance["fit"]:
-                if "estimate" in fit:
-                    info = models[fit["model"]]
-                    fit["estimate"] = _estimate_for(instance, info, instance["settings"])
-                    fit["slots"] = model_slots(info, instance["settings"]["num_parallel"])
-                    fit["context"] = model_context(
-                        info, effective_context(instance["settings"], instance["vram_total"])
-                    )
+        misfits += _check_together(instance, models, headroom, policy)
+        # the instance's settings as adjusted, for every model: its estimate, slots and context
+        lowered_together = instance.get("together", {}).get("status") == "adjusted"
+        for fit in instance["fit"]:
+            if fit["status"] != "unknown":
+                info = models[fit["model"]]
+                if lowered_together:
+                    settings = instance["settings"]
+                    est = _estimate_for(instance, info, settings)
+                    fit["message"] = _line(instance, fit["model"], info, settings, est, capacity, headroom)
+                    fit["message"] += "; adjusted with the instance's other models"
+                    fit["status"] = "adjusted"
+                fit["estimate"] = _estimate_for(instance, info, instance["settings"])
+                fit["slots"] = model_slots(info, instance["settings"]["num_parallel"])
+                fit["context"] = model_context(info, effective_context(instance["settings"], instance["vram_total"]))
         checked.append(instance)
     if misfits and policy == "fail":
         raise AnsibleFilterError(
@@ -344,6 +476,44 @@ def ollama_fit_check(plan, models, headroom=0.10, policy="fail"):
     return checked
 
 
+def _check_together(instance, models, headroom, policy):
+    """INSTANCE's known pinned models loaded at once (together): instance["together"], adjusted with policy
+    adjust; returns the misfit's message, if any, in a list."""
+    entries = [(f["model"], models[f["model"]]) for f in instance["fit"] if f["status"] != "unknown"]
+    if len(entries) < 2:
+        return []
+    result = together(instance, entries, headroom)
+    if result["status"] == "misfit" and policy == "adjust":
+        adjusted = _lower_until(
+            instance,
+            lambda settings: together(dict(instance, settings=settings), entries, headroom)["status"] == "fits",
+            lambda settings: any(model_slots(info, settings["num_parallel"]) > 1 for _, info in entries),
+        )
+        if adjusted is not None:
+            changes = _apply(instance, adjusted)
+            result = together(instance, entries, headroom)
+            result["status"] = "adjusted"
+            result["message"] += changes
+    instance["together"] = result
+    return [result["message"]] if result["status"] == "misfit" else []
+
+
+def ollama_fit_notes(plan):
+    """What the fit check found worth saying, from ollama_fit_check's plan: every model and every instance's
+    models together (together) that do not fit or were adjusted, their messages in plan order."""
+    noted = ("misfit", "adjusted")
+    notes = []
+    for instance in plan:
+        notes += [f["message"] for f in instance.get("fit", []) if f["status"] in noted]
+        if instance.get("together", {}).get("status") in noted:
+            notes.append(instance["together"]["message"])
+    return notes
+
+
 class FilterModule:
     def filters(self):
-        return {"ollama_vram_estimate": ollama_vram_estimate, "ollama_fit_check": ollama_fit_check}
+        return {
+            "ollama_vram_estimate": ollama_vram_estimate,
+            "ollama_fit_check": ollama_fit_check,
+            "ollama_fit_notes": ollama_fit_notes,
+        }

@@ -3,7 +3,10 @@
 Each reference names where the numbers were published; the tolerance each holds is in its assert.
 """
 
+from pathlib import Path
+
 import pytest
+import yaml
 from ansible.errors import AnsibleFilterError
 from ollama_vram import ollama_fit_check, ollama_vram_estimate
 
@@ -239,7 +242,8 @@ def test_fit_check_gives_each_model_the_slots_and_context_ollama_will():
         "vl:latest": {"model_info": vl, "size": 2**30, "source": "ollama"},
     }
     pinned = instance(models=("llama3.3:70b", "nomic-embed-text:latest", "vl:latest"), num_parallel=4)
-    (checked,) = ollama_fit_check([pinned], models)
+    # each fits; all three at once do not (test_pinned_models_that_fit_one_by_one_but_not_together)
+    (checked,) = ollama_fit_check([pinned], models, policy="warn")
     seen = {f["model"]: (f["slots"], f["context"], f["source"]) for f in checked["fit"]}
     assert seen == {
         "llama3.3:70b": (4, 131072, "catalogue"),
@@ -273,3 +277,100 @@ def test_an_adjustment_for_a_later_model_reaches_the_earlier_ones():
     parallel, context = checked["settings"]["num_parallel"], checked["settings"]["context_length"]
     assert (parallel, context) != (4, 131072), "the 70B needed an adjustment on 2 GPUs"
     assert [(f["slots"], f["context"]) for f in checked["fit"]] == [(parallel, context)] * 2
+
+
+# ------------------------------------------------------------------ an instance's pinned models, loaded at once
+
+# GGUF metadata of the Ollama library's models (llama, gemma3, qwen2, qwen3, gptoss, nomic-bert), as plan.yml
+# knows them before a pull: roles/ollama/vars/main/known_models.yml.
+CATALOGUE = yaml.safe_load(
+    (Path(__file__).resolve().parents[2] / "roles/ollama/vars/main/known_models.yml").read_text()
+)["__ollama_known_models"]
+H200 = 140.4  # GiB, as NVML reports an NVIDIA H200 (tests/device fixtures)
+L40S = 44.5
+
+
+def on(gpus, gib, models, num_parallel=1, context_length=0):
+    """An instance of GPUS GPUs of GIB GiB each pinning MODELS (in warm-up order)."""
+    return {
+        **instance(gpus=gpus, num_parallel=num_parallel, context_length=context_length, models=models),
+        "gpus": [{"index": i, "memory_total": int(gib * GIB)} for i in range(gpus)],
+        "gpu_label": f"GPU {0}" if gpus == 1 else f"GPUs 0-{gpus - 1}",
+        "vram_total": int(gpus * gib * GIB),
+    }
+
+
+def test_pinned_models_that_fit_together():
+    pinned = ("llama3.1:8b", "qwen3:0.6b", "nomic-embed-text:latest", "gpt-oss:20b")
+    (checked,) = ollama_fit_check([on(1, H200, pinned, num_parallel=4, context_length=8192)], CATALOGUE)
+    together = checked["together"]
+    assert together["status"] == "fits" and together["evicts"] is None
+    shares = {s["model"]: s["bytes"] for s in together["shares"]}
+    assert list(shares) == list(pinned)
+    # every model's allocation (its estimate less the fit margin) and one margin for the GPU
+    estimates = {f["model"]: f["estimate"] for f in checked["fit"]}
+    assert shares == {m: e["total"] - e["overhead"] for m, e in estimates.items()}
+    assert together["total"] == sum(shares.values()) + GIB
+    assert together["message"].endswith(f"GPU 0 holds {H200} GiB − 10% = 126.4 GiB: fits")
+
+
+def test_pinned_models_that_fit_one_by_one_but_not_together_on_one_gpu():
+    """The issue's H200: each fits alone (the largest needs 80 GiB of 126.4), the three do not, and Ollama
+    predicts gemma3:27b at 97.6 GiB (llm/llama_server.go PredictServerVRAM: no sliding window, f16) against the
+    60.4 GiB the 70B leaves, so it would evict to load it."""
+    pinned = ("llama3.3:70b", "gemma3:27b", "qwen2.5:32b")
+    (checked,) = ollama_fit_check([on(1, H200, pinned)], CATALOGUE, policy="warn")
+    assert [f["status"] for f in checked["fit"]] == ["fits"] * 3
+    together = checked["together"]
+    assert together["status"] == "misfit" and together["evicts"]["model"] == "gemma3:27b"
+    assert together["message"] == (
+        "instance 'large' on gpu1: its 3 pinned models loaded together need 135.0 GiB (llama3.3:70b 80.0, "
+        "gemma3:27b 27.2, qwen2.5:32b 26.9, reserve 1.0) and GPU 0 holds 140.4 GiB − 10% = 126.4 GiB; Ollama "
+        "would not load gemma3:27b beside the models before it: it predicts 97.6 GiB, over 80 % of the 60.4 GiB "
+        "they leave, and evicts one (server/sched.go Scheduler.load, findRunnerToUnload): does not fit together "
+        "(pin fewer models on this instance, give it more GPUs, or lower num_parallel or context_length; "
+        "ollama_fit_policy: adjust lowers them)"
+    )
+    with pytest.raises(AnsibleFilterError, match="its 3 pinned models loaded together need 135.0 GiB"):
+        ollama_fit_check([on(1, H200, pinned)], CATALOGUE)
+
+
+def test_pinned_models_that_fit_one_by_one_but_not_together_on_two_gpus():
+    """Two L40S: the 70B spreads over both; 71.9 GiB of 80.1 would hold both models, but Ollama's prediction
+    for gemma3:27b (36.5 GiB) is over 80 % of the 38.9 GiB the 70B leaves: it would evict the 70B."""
+    (checked,) = ollama_fit_check(
+        [on(2, L40S, ("llama3.3:70b", "gemma3:27b"), context_length=32768)], CATALOGUE, policy="warn"
+    )
+    together = checked["together"]
+    assert together["status"] == "misfit" and together["total"] <= together["capacity"]
+    assert [s["gpus"] for s in together["shares"]] == [[0, 1], [0, 1]]
+    assert "it predicts 36.5 GiB, over 80 % of the 38.9 GiB they leave" in together["message"]
+    # loaded first, gemma3:27b meets no check (nothing to evict), and the 70B's 49.6 GiB fits in 80 % of the
+    # 69 GiB it leaves: the warm-up's order is the plan's, so the order of models matters
+    (swapped,) = ollama_fit_check([on(2, L40S, ("gemma3:27b", "llama3.3:70b"), context_length=32768)], CATALOGUE)
+    assert swapped["together"]["status"] == "fits"
+    # a model within 80 % of one GPU goes to the GPU with the most free memory (bestSingleGPUFit)
+    (small,) = ollama_fit_check([on(2, L40S, ("llama3.1:8b", "qwen3:0.6b"), context_length=8192)], CATALOGUE)
+    assert [s["gpus"] for s in small["together"]["shares"]] == [[0], [1]]
+
+
+def test_adjust_brings_pinned_models_together_and_every_model_follows():
+    pinned = ("llama3.3:70b", "gemma3:27b", "qwen2.5:32b")
+    (checked,) = ollama_fit_check([on(1, H200, pinned)], CATALOGUE, policy="adjust")
+    together = checked["together"]
+    assert together["status"] == "adjusted" and together["message"].endswith("; adjusted: context 262144 → 65536")
+    assert checked["settings"]["context_length"] == 65536 and checked["env"]["OLLAMA_CONTEXT_LENGTH"] == "65536"
+    seen = {f["model"]: (f["status"], f["context"], f["slots"]) for f in checked["fit"]}
+    assert seen == {
+        "llama3.3:70b": ("adjusted", 65536, 1),
+        "gemma3:27b": ("adjusted", 65536, 1),
+        "qwen2.5:32b": ("adjusted", 32768, 1),  # its training context
+    }
+    shares = {s["model"]: s["bytes"] for s in together["shares"]}
+    assert shares == {f["model"]: f["estimate"]["total"] - f["estimate"]["overhead"] for f in checked["fit"]}
+    assert all("at num_ctx 65536 × parallel 1" in f["message"] for f in checked["fit"])
+
+
+def test_one_model_alone_has_no_together():
+    (checked,) = ollama_fit_check([on(1, H200, ("llama3.3:70b",))], CATALOGUE)
+    assert "together" not in checked
