@@ -119,6 +119,15 @@ CASES = {
         instances(A, dict(B, gpus=[4], num_parallel=4, context_length=131072, models=["llama3.3:70b"])),
         "instance 'b' on olt-ft-gpu1: llama3.3:70b at num_ctx 131072 × parallel 4 needs 201.0 GiB",
     ),
+    "pinned models that fit one by one but not together": (
+        instances(A, dict(B, gpus=[4], context_length=8192, models=["llama3.1:8b", "gemma3:27b", "qwen2.5:32b"])),
+        "instance 'b' on olt-ft-gpu1: its 3 pinned models loaded together need 49.6 GiB (llama3.1:8b 6.9, "
+        "gemma3:27b 18.8, qwen2.5:32b 22.9, reserve 1.0) and GPU 4 holds 48.0 GiB − 10% = 43.2 GiB",
+    ),
+    "fewer loaded models than pinned": (
+        instances(A, dict(B, max_loaded_models=1, models=["qwen3:0.6b", "llama3.1:8b"])),
+        "host olt-ft-gpu1, instance 'b', field max_loaded_models: 1 is fewer than the 2 models the instance pins",
+    ),
     "unknown fit policy": (
         {"ollama_fit_policy": "ignore"},
         "value of ollama_fit_policy must be one of: fail, warn, adjust",
