@@ -1,4 +1,5 @@
-"""What a real NVIDIA driver printed (an H100, driver 580.159.04, recorded by tests/device/), held against the code.
+"""What a real NVIDIA driver printed (an H100 and an H200, driver 580.159.04, recorded by tests/device/), held
+against the code.
 
 CI has no GPU; these fixtures are the part of the real world the simulated driver stands in for.
 Re-record on a GPU machine with tests/device/boot_probe_host.sh (README: "Checked on a real GPU").
@@ -8,7 +9,11 @@ import importlib.util
 import json
 import sys
 
+import pytest
+import yaml
+from ansible.errors import AnsibleFilterError
 from conftest import FIXTURES, REPO
+from ollama_vram import ollama_fit_check
 
 sys.path.insert(0, str(REPO / "roles" / "ollama" / "module_utils"))
 from gpu_inventory import (  # noqa: E402
@@ -67,3 +72,38 @@ def test_the_instance_confinement_proven_on_a_real_gpu_is_the_one_the_role_insta
     for case in ("other-gpu-only", "no-gpu-node"):
         assert seen[case]["open"]["nvidia0"] == "Operation not permitted" and seen[case]["cuInit"] == 100, case
         assert seen[case]["devices"] == [], case
+
+
+H200 = FIXTURES / "real-driver" / "h200-580.159.04"
+CATALOGUE = yaml.safe_load((REPO / "roles/ollama/vars/main/known_models.yml").read_text())["__ollama_known_models"]
+
+
+def test_an_h200s_three_pinned_models_are_planned_together_as_recorded():
+    """Issue 24's example on a real H200 (NVML: 140.4 GiB): plan.yml refused the three models together with
+    ollama_fit_policy fail and lowered the context to 65536 with adjust. The same layout, checked here
+    again, gives the same message and the same plan."""
+    recorded = json.loads((H200 / "plan-trio-adjust.json").read_text())
+    assert recorded["gpu_source"] == "nvml" and recorded["gpus"][0]["name"] == "NVIDIA H200"
+    (adjusted,) = recorded["plan"]
+    # the layout before the fit check: Ollama's automatic context, as trio.yml asks
+    layout = {k: v for k, v in adjusted.items() if k not in ("fit", "together")}
+    layout["settings"] = dict(adjusted["settings"], context_length=0)
+    layout["env"] = dict(adjusted["env"], OLLAMA_CONTEXT_LENGTH="0")
+    with pytest.raises(AnsibleFilterError) as refused:
+        ollama_fit_check([layout], CATALOGUE)
+    printed = " ".join((H200 / "plan-trio-fail.txt").read_text().split())
+    message = str(refused.value).splitlines()[-1]
+    assert message.startswith("instance 'trio' on real-gpu: its 3 pinned models loaded together need 135.0 GiB")
+    assert message in printed
+    (again,) = ollama_fit_check([layout], CATALOGUE, policy="adjust")
+    assert again == adjusted
+    assert adjusted["settings"]["context_length"] == 65536 and adjusted["together"]["status"] == "adjusted"
+
+
+def test_four_pinned_models_on_one_real_gpu_raise_max_loaded_models():
+    (four,) = json.loads((H200 / "plan-four-fail.json").read_text())["plan"]
+    assert four["env"]["OLLAMA_MAX_LOADED_MODELS"] == "4" and four["together"]["status"] == "fits"
+    assert (
+        json.loads((H200 / "gpu_facts-nvml.json").read_text())["gpus"]
+        == json.loads((H200 / "plan-four-fail.json").read_text())["gpus"]
+    )
