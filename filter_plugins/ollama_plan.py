@@ -149,6 +149,8 @@ def _check_settings(where, prefix, settings):
         if field not in KNOBS:
             raise PlanError(f"{where}, field {prefix}{field}: unknown setting; valid: {', '.join(sorted(KNOBS))}")
         _, kind, spec = KNOBS[field]
+        if field == "keep_alive" and value in ("", None):
+            continue  # planned: _keep_alive
         checked[field] = _check_value(where, prefix + field, kind, spec, value)
     return checked
 
@@ -300,6 +302,16 @@ def _instances_from_config(host, units, gpus, config):
     return specs
 
 
+def _keep_alive(settings, models):
+    """SETTINGS with keep_alive planned where the inventory leaves it empty: -1 on an instance that pins
+    models, so a pinned model Ollama loads again without a keep_alive (after an eviction, a client's reload,
+    a runner's restart) stays pinned (server/sched.go: a new load takes OLLAMA_KEEP_ALIVE); Ollama's 5m on
+    an instance that pins nothing, where models come and go on demand."""
+    if settings.get("keep_alive") not in (None, ""):
+        return settings
+    return dict(settings, keep_alive="-1" if models else "5m")
+
+
 def _loaded_models(where, settings, models, units_of):
     """SETTINGS with max_loaded_models at least the models the instance pins. Ollama keeps at most
     OLLAMA_MAX_LOADED_MODELS loaded and evicts one to load another (server/sched.go processPending); 0 means
@@ -389,7 +401,7 @@ def ollama_plan(gpus, host, config):
         if not isinstance(models, list) or not all(isinstance(m, str) and m for m in models):
             raise PlanError(f"{where}, field models: must be a list of model names like llama3.1:8b")
         models = [model_name(m) for m in models]
-        settings = _loaded_models(where, settings, models, units_of)
+        settings = _keep_alive(_loaded_models(where, settings, models, units_of), models)
         warm = spec.get("warm", config.get("warm", True))
         if not isinstance(warm, bool):
             raise PlanError(f"{where}, field warm: must be true or false, got {warm!r}")

@@ -14,8 +14,9 @@ description:
   - Input is the result list of an C(ansible.builtin.uri) loop over C(ollama_plan) (loop_var C(__instance))
     that asked each instance for C(/api/ps) after the warm-up.
   - For every pinned model the fit check knows (C(fit) entries with a C(context)) the instance must show it
-    loaded, 100 % in VRAM (C(size_vram) = C(size)) and at the planned context (C(context_length) = the fit
-    entry's C(context)). A miss names host, instance, GPUs, model, GiB in VRAM against GiB loaded, the context
+    loaded, 100 % in VRAM (C(size_vram) = C(size)), at the planned context (C(context_length) = the fit
+    entry's C(context)) and, when the warm-up's keep_alive is forever, not counting down (C(expires_at)
+    before 2200: loaded again with a finite keep_alive). A miss names host, instance, GPUs, model, GiB in VRAM against GiB loaded, the context
     seen against planned, and the causes to check.
   - Models the fit check could not know (status unknown) or let through knowing they do not fit
     (misfit, with ollama_fit_policy warn) are not judged: nothing was promised for them.
@@ -27,6 +28,10 @@ options:
     type: list
     elements: dict
     required: true
+  keep_alive:
+    description: The warm-up's keep_alive (ollama_warm_keep_alive); negative means pinned for good.
+    type: str
+    default: "-1"
 """
 
 EXAMPLES = r"""
@@ -56,11 +61,30 @@ def _gib(value):
     return f"{value / GIB:.1f}"
 
 
-def _model_misses(fit, loaded):
+# keep_alive -1 is kept as the longest duration Go has (server/sched.go: math.MaxInt64), so /api/ps shows a
+# pinned model's expiry some 292 years ahead (2318 from 2026). An expiry before this year is a countdown: the
+# model was loaded again with a finite keep_alive (an eviction, a client's reload: OLLAMA_KEEP_ALIVE).
+PINNED_YEAR = 2200
+
+
+def countdown(model):
+    """The expiry /api/ps shows for MODEL when it counts down (a finite keep_alive), else None."""
+    stamp = str(model.get("expires_at") or "")
+    return stamp if stamp[:4].isdigit() and int(stamp[:4]) < PINNED_YEAR else None
+
+
+def forever(keep_alive):
+    """Whether a keep_alive (a Go duration or seconds) keeps a model loaded for good: negative."""
+    return str(keep_alive).strip().startswith("-")
+
+
+def _model_misses(fit, loaded, keep_alive):
     model = loaded.get(model_name(fit["model"]))
     if model is None:
         return [f"{fit['model']} is not loaded"]
     misses = []
+    if forever(keep_alive) and countdown(model):
+        misses.append(f"{fit['model']} expires at {countdown(model)} (loaded again without keep_alive -1)")
     size, vram = int(model.get("size", 0)), int(model.get("size_vram", 0))
     if vram < size:
         cpu = round(100 * (size - vram) / size) if size else 0
@@ -70,21 +94,25 @@ def _model_misses(fit, loaded):
     return misses
 
 
-def ollama_models_to_warm(instance, loaded):
-    """The pinned models of INSTANCE that /api/ps (LOADED: its models list) does not show, or shows at another
-    context than planned (a client's options.num_ctx reloaded it): a warm-up request without options loads
-    them again at the instance's context (server/sched.go needsReload)."""
-    seen = {model_name(m["name"]): m.get("context_length") for m in loaded}
+def ollama_models_to_warm(instance, loaded, keep_alive="-1"):
+    """The pinned models of INSTANCE that /api/ps (LOADED: its models list) does not show as pinned: not
+    loaded, at another context than planned (a client's options.num_ctx reloaded it), or, when the warm-up's
+    KEEP_ALIVE is forever, counting down (loaded again with a finite keep_alive). A warm-up request without
+    options loads them again at the instance's context (server/sched.go needsReload) or sets their keep_alive
+    (useLoadedRunner)."""
+    seen = {model_name(m["name"]): m for m in loaded}
     planned = {model_name(f["model"]): f.get("context") for f in instance.get("fit", [])}
-    return [
-        m
-        for m in instance.get("models", [])
-        if model_name(m) not in seen
-        or (planned.get(model_name(m)) is not None and seen[model_name(m)] != planned[model_name(m)])
-    ]
+
+    def pinned(name):
+        model = seen.get(name)
+        if model is None or (planned.get(name) is not None and model.get("context_length") != planned[name]):
+            return False
+        return not (forever(keep_alive) and countdown(model))
+
+    return [m for m in instance.get("models", []) if not pinned(model_name(m))]
 
 
-def ollama_plan_misses(results):
+def ollama_plan_misses(results, keep_alive="-1"):
     messages = []
     for result in results:
         instance = result["__instance"]
@@ -96,7 +124,7 @@ def ollama_plan_misses(results):
             messages.append(f"{where}: /api/ps did not answer ({result.get('msg', 'no answer')})")
             continue
         loaded = {model_name(m["name"]): m for m in result["json"].get("models", [])}
-        misses = [miss for fit in promised for miss in _model_misses(fit, loaded)]
+        misses = [miss for fit in promised for miss in _model_misses(fit, loaded, keep_alive)]
         if misses:
             estimates = [f"{f['model']} {_gib(f['estimate']['total'])} GiB" for f in promised]
             causes = CAUSES.format(gpus=instance["gpu_label"], estimate=f" ({', '.join(estimates)})")

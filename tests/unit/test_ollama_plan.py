@@ -371,3 +371,18 @@ def test_max_loaded_models_follows_the_pinned_models():
         (4, "4"),  # one GPU: Ollama's 3 are fewer
         (0, "0"),  # two GPUs: Ollama's 6 are enough
     ]
+
+
+def test_keep_alive_left_empty_pins_for_good_where_models_are_pinned():
+    """A pinned model Ollama loads again without a keep_alive (an eviction, a client's reload) takes
+    OLLAMA_KEEP_ALIVE (server/sched.go Scheduler.load): -1 keeps it pinned; an instance that pins nothing keeps
+    Ollama's 5m. A value the inventory gives is kept."""
+    settings = dict(SETTINGS, keep_alive="")
+    plan = ollama_plan(gpus("l20x8"), "gpu1", config(settings=settings, instances=SEEDS))
+    assert [(i["name"], i["env"]["OLLAMA_KEEP_ALIVE"]) for i in plan] == [
+        ("small", "-1"),
+        ("large", "-1"),
+        ("solo", "5m"),  # pins nothing
+    ]
+    given = ollama_plan(gpus("l20x8"), "gpu1", config(settings=dict(settings, keep_alive="10m"), instances=SEEDS))
+    assert {i["env"]["OLLAMA_KEEP_ALIVE"] for i in given} == {"10m"}

@@ -1,7 +1,7 @@
 """ollama_plan_misses: the proof site.yml runs after the warm-up, against /api/ps as Ollama 0.33 answers it."""
 
 import pytest
-from ollama_proof import ollama_plan_misses
+from ollama_proof import ollama_models_to_warm, ollama_plan_misses
 
 GIB = 1024**3
 
@@ -11,6 +11,7 @@ def planned(models=("llama3.3:70b",), context=8192):
         "host": "gpu1",
         "name": "large",
         "gpu_label": "GPUs 2-6",
+        "models": list(models),
         "fit": [
             {"model": m, "status": "fits", "context": context, "estimate": {"total": 50 * GIB}, "slots": 4}
             for m in models
@@ -86,3 +87,26 @@ def test_warm_up_reloads_what_a_client_reloaded_at_another_context():
     assert ollama_models_to_warm(instance, [loaded(context=2048), loaded("qwen3:0.6b")]) == ["llama3.3:70b"]
     unknown = dict(instance, fit=[{"model": "llama3.3:70b", "status": "unknown"}], models=["llama3.3:70b"])
     assert ollama_models_to_warm(unknown, [loaded(context=2048)]) == []
+
+
+def counting_down(**fields):
+    return dict(loaded(**fields), expires_at="2026-12-04T18:10:00Z")
+
+
+def test_a_pinned_model_loaded_again_without_keep_alive_is_not_pinned():
+    """keep_alive -1 shows as an expiry in 2318 (math.MaxInt64 ns); a model Ollama loaded again with a finite
+    keep_alive counts down: the proof names it, and the warm-up pins it again (its keep_alive -1)."""
+    (message,) = ollama_plan_misses([dict(ps(counting_down()), __instance=planned())])
+    assert "llama3.3:70b expires at 2026-12-04T18:10:00Z (loaded again without keep_alive -1)" in message
+    assert ollama_models_to_warm(planned(), [counting_down()]) == ["llama3.3:70b"]
+    assert ollama_models_to_warm(planned(), [loaded()]) == []
+    # a warm-up that does not pin for good (ollama_warm_keep_alive "30m") promises no more than it sets
+    assert ollama_plan_misses([dict(ps(counting_down()), __instance=planned())], keep_alive="30m") == []
+    assert ollama_models_to_warm(planned(), [counting_down()], keep_alive="30m") == []
+
+
+def test_the_warm_up_reloads_a_model_at_another_context_or_not_loaded():
+    assert ollama_models_to_warm(planned(("llama3.3:70b", "qwen3:0.6b")), [loaded(context=4096)]) == [
+        "llama3.3:70b",
+        "qwen3:0.6b",
+    ]

@@ -106,6 +106,21 @@ def test_an_admin_key_passes_the_body_as_it_is():
     assert answer.status == 200 and "x-ollama-gateway-guarded" not in answer.headers
 
 
+def test_a_pinned_model_loaded_again_without_keep_alive_stays_pinned(host):
+    """A pinned model loaded again any other way than by the warm-up (here an admin's num_ctx; an eviction or
+    a runner's restart alike) took OLLAMA_KEEP_ALIVE, 5m, and expired (issue 24). An instance that pins
+    models runs with -1: the model stays pinned, and the admin's second request puts the planned context back."""
+    before = loaded(host)
+    context = before["llama3.1:8b"][1]
+    for num_ctx in (context // 2, context):
+        options = {"num_predict": 1, "num_ctx": num_ctx}
+        answer = call(f"{GATEWAY}/api/generate", generate("llama3.1:8b", options=options), key=ADMIN)
+        assert answer.status == 200
+        now = loaded(host)["llama3.1:8b"]
+        assert now[1] == num_ctx and now[4].startswith("2318"), now  # reloaded, not counting down
+    assert loaded(host) == before
+
+
 def test_every_spelling_of_a_pinned_model_reaches_its_instances():
     """registry.ollama.ai/library/llama3.3:70b went to the default upstream and loaded the 70B everywhere."""
     for name in (

@@ -22,7 +22,7 @@ INSTANCES = {
 COMMON = {
     "OLLAMA_FLASH_ATTENTION": "true",
     "OLLAMA_KV_CACHE_TYPE": "f16",
-    "OLLAMA_KEEP_ALIVE": "5m",
+    "OLLAMA_KEEP_ALIVE": "-1",  # each pins a model (ollama_keep_alive left empty)
     "OLLAMA_LOAD_TIMEOUT": "5m",
     "OLLAMA_MAX_LOADED_MODELS": "0",
     "OLLAMA_MAX_QUEUE": "512",
