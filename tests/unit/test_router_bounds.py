@@ -134,15 +134,28 @@ STRUCTURE = {
     # name → (body, whether the router reads it)
     "a context of 128k numbers": (generate(context=list(range(131072))), True),
     "2048 short inputs to embed": (generate(input=[f"a short sentence {n}" for n in range(2048)]), True),
+    "a chat with 830 KB of JSON in it (33,000 escaped quotes)": (
+        generate(messages=[{"role": "user", "content": json.dumps([{"id": n, "ok": True} for n in range(16500)])}]),
+        True,
+    ),
+    "16 MiB of 66-byte strings (each left out)": (
+        (f'{{"model":"{PINNED}","x":[' + ",".join(['"' + "s" * 66 + '"'] * (16 * MiB // 69)) + "]}").encode(),
+        True,
+    ),
+    "300,000 empty strings": ((f'{{"model":"{PINNED}","x":[' + ",".join(['""'] * 300_000) + "]}").encode(), True),
     "1 MiB of small keys": ((f'{{"model":"{PINNED}",' + many(MiB // 8, '"%x":0') + "}").encode(), False),
     "16 MiB of small keys": ((f'{{"model":"{PINNED}",' + many(16 * MiB // 9, '"k%x":0') + "}").encode(), False),
     "16 MiB of empty objects": (
         (f'{{"model":"{PINNED}","x":[' + ",".join(["{}"] * (16 * MiB // 3)) + "]}").encode(),
         False,
     ),
+    "70,000 empty arrays (0.2 MB)": (
+        (f'{{"model":"{PINNED}","x":[' + ",".join(["[]"] * 70_000) + "]}").encode(),
+        False,
+    ),
     "16 MiB of numbers": ((f'{{"model":"{PINNED}","x":[' + ",".join(["0"] * (8 * MiB)) + "]}").encode(), False),
-    "300,000 empty strings": ((f'{{"model":"{PINNED}","x":[' + ",".join(['""'] * 300_000) + "]}").encode(), False),
-    "300,000 escaped quotes in a prompt": (generate(prompt='"' * 300_000), False),
+    "700,000 empty strings": ((f'{{"model":"{PINNED}","x":[' + ",".join(['""'] * 700_000) + "]}").encode(), False),
+    "600,000 escaped quotes in a prompt": (generate(prompt='"' * 600_000), False),
     "16 MiB of backslashes in a prompt": (generate(prompt="\\" * (8 * MiB)), False),
     "16 MiB of white space after a key": (b'{"model":"%s","x"' % PINNED.encode() + b" " * (16 * MiB) + b":1}", False),
 }

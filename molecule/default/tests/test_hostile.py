@@ -180,7 +180,7 @@ def test_every_guarded_field_given_twice_is_guarded(host):
 
 # What one request may cost an nginx worker, whatever its body (README, "What a request costs the gateway"):
 # the body read from its file (up to ollama_gateway_max_body_size, 16 MiB) and at most 1 MiB of JSON
-# structure parsed (about 30 MiB for the worst shape, empty objects).
+# structure with at most 65,536 arrays and objects parsed.
 ROUTER_BOUND_MIB = 64
 
 
@@ -191,7 +191,12 @@ def worst_bodies():
     return {
         "16 MiB of small keys": ((head + ",".join(f'"{n:x}":0' for n in range(cap // 11)) + "}").encode(), 413),
         "16 MiB of numbers": ((head + '"x": [' + ",".join(["0"] * (cap // 2)) + "]}").encode(), 413),
-        "1 MiB of empty objects": ((head + '"x": [' + ",".join(["{}"] * 349_000) + "]}").encode(), 200),
+        "1 MiB of empty objects": ((head + '"x": [' + ",".join(["{}"] * 349_000) + "]}").encode(), 413),
+        "65,000 empty arrays": ((head + '"x": [' + ",".join(["[]"] * 65_000) + "]}").encode(), 200),
+        "16 MiB of 66-byte strings": (
+            (head + '"x": [' + ",".join(['"' + "s" * 66 + '"'] * (cap // 69)) + "]}").encode(),
+            200,
+        ),
         "130,000 empty strings (260,000 quote marks)": (
             (head + '"x": [' + ",".join(['""'] * 130_000) + "]}").encode(),
             200,

@@ -53,8 +53,9 @@ function foldsTo(text, start, end, field) {
     if (end - start !== field.length) {
         return false;
     }
+    let c; // declared outside the loop: njs 0.7 keeps every iteration's let or const until the request ends
     for (let n = 0; n < field.length; n++) {
-        let c = text.charCodeAt(start + n);
+        c = text.charCodeAt(start + n);
         if (c === 0x212a) {
             c = 107; // k
         } else if (c === 0x17f) {
@@ -126,30 +127,53 @@ function readBody(r) {
     // in nginx's memory while it arrives, and njs 0.7 throws "request body is in a file" for r.requestText
     const file = r.variables.request_body_file;
     if (file) {
-        return fs.readFileSync(file);
+        return readFile(file);
     }
     return r.requestBuffer || Buffer.alloc(0);
+}
+
+// FILE's bytes in one Buffer read into in place (readFileSync holds a second copy of the body).
+function readFile(file) {
+    const fd = fs.openSync(file, 'r');
+    try {
+        const body = Buffer.alloc(fs.fstatSync(fd).size);
+        let got = 0;
+        while (got < body.length) {
+            const n = fs.readSync(fd, body, got, body.length - got, got);
+            if (n <= 0) {
+                return body.slice(0, got);
+            }
+            got += n;
+        }
+        return body;
+    } finally {
+        fs.closeSync(fd);
+    }
 }
 
 // ------------------------------------------------------------------------------------ a body read in bounds
 
 // What one request may cost the router, whatever its body (README, "What a request costs the gateway"):
-// njs 0.7 frees nothing until the request ends, and JSON.parse takes 30 to 140 bytes of memory per value
-// (a million small keys: 0.6 s and 250 MB), so the router never parses a body as it came. Strings of more than
-// LONG_STRING bytes (prompts, messages, images: what makes bodies large) stand in it as "", except the values
-// of model, name and keep_alive, which the guard reads; what is left, the body's structure, is parsed when it
-// is at most STRUCTURE_LIMIT bytes. Strings are jumped over with indexOf, a step per quote mark and per
-// backslash before one: at most SCAN_LIMIT steps. Beyond either limit: 413.
+// njs 0.7 frees nothing until the request ends, and JSON.parse takes 30 to 215 bytes of memory per value
+// (a million small keys: 0.6 s and 250 MB; an empty array, the dearest, 215 bytes), so the router never parses
+// a body as it came. Strings of more than LONG_STRING bytes (prompts, messages, images: what makes bodies
+// large) stand in it as "", except the values of model, name and keep_alive, which the guard reads; what is
+// left, the body's structure, is parsed when it is at most STRUCTURE_LIMIT bytes holding at most
+// CONTAINER_LIMIT arrays and objects. Strings are jumped over with indexOf, a step per quote mark and per
+// backslash before one: at most SCAN_LIMIT steps; the bytes between strings are walked one by one (at most
+// STRUCTURE_LIMIT of them). Beyond any limit: 413.
 const STRUCTURE_LIMIT = 1048576;
-const SCAN_LIMIT = 262144;
+const CONTAINER_LIMIT = 65536;
+const SCAN_LIMIT = 1048576;
 const LONG_STRING = 64;
 
 // Whether the key from START to END of BODY (bytes, no escapes) folds to FIELD as Go's encoding/json folds
 // it: ASCII case, the Kelvin sign (U+212A, E2 84 AA in UTF-8) for k and the long s (U+017F, C5 BF) for s.
 function keyBytesFold(body, start, end, field) {
     let i = start;
+    let c;
     for (let n = 0; n < field.length; n++) {
-        let c = body[i];
+        c = body[i];
         if (c === 0xe2 && body[i + 1] === 0x84 && body[i + 2] === 0xaa) {
             c = 107;
             i += 3;
@@ -207,25 +231,37 @@ function isSpace(c) {
 }
 
 // The body's structure (BODY a Buffer): { text, cut (whether a long string was left out) }, or null when it
-// is beyond the limits.
+// is beyond the limits. What is left out is kept as numbers in a typed array (where each long string starts
+// and ends) and the structure written once: a Buffer per left-out string would cost njs some 220 bytes each.
 function structure(body) {
-    const parts = [];
-    let from = 0;
+    let cuts = new Uint32Array(1024); // start and end of each left-out string, 4 bytes each
+    let count = 0;
+    let cutBytes = 0;
     let at = 0;
     let kept = 0;
     let steps = 0;
+    let containers = 0;
     let afterKey = false;
-    let cut = false;
+    // every variable of the loops declared here: njs 0.7 keeps each iteration's let or const until the
+    // request ends (about 17 bytes a declaration), which a million iterations would make megabytes
+    let open, end, c, close, slashes, next, isKey, more;
     for (;;) {
-        const open = body.indexOf(34, at);
-        kept += (open < 0 ? body.length : open) - at;
-        if (open < 0 || kept > STRUCTURE_LIMIT) {
+        open = body.indexOf(34, at);
+        end = open < 0 ? body.length : open;
+        for (let i = at; i < end && kept <= STRUCTURE_LIMIT; i++) {
+            c = body[i];
+            if (c === 91 || c === 123) {
+                containers++;
+            }
+            kept++;
+        }
+        if (open < 0 || kept > STRUCTURE_LIMIT || containers > CONTAINER_LIMIT) {
             break;
         }
-        let close = open;
+        close = open;
         do {
             close = body.indexOf(34, close + 1);
-            let slashes = 0;
+            slashes = 0;
             while (close > 0 && body[close - 1 - slashes] === 92 && steps + slashes <= SCAN_LIMIT) {
                 slashes++;
             }
@@ -237,26 +273,41 @@ function structure(body) {
         if (close < 0 || steps > SCAN_LIMIT) {
             break; // not ended: JSON.parse says so; too many steps: refused below
         }
-        let next = close + 1;
+        next = close + 1;
         while (isSpace(body[next]) && next - close <= STRUCTURE_LIMIT - kept) {
             next++;
         }
-        const isKey = body[next] === 58;
+        isKey = body[next] === 58;
         if (!isKey && !afterKey && close - open > LONG_STRING) {
-            parts.push(body.slice(from, open + 1));
-            from = close;
-            cut = true;
+            if (count === cuts.length) {
+                more = new Uint32Array(cuts.length * 2);
+                more.set(cuts);
+                cuts = more;
+            }
+            cuts[count++] = open + 1;
+            cuts[count++] = close;
+            cutBytes += close - open - 1;
         } else {
             kept += close + 1 - open;
         }
         afterKey = isKey && readsWhole(body, open + 1, close);
         at = close + 1;
     }
-    if (kept > STRUCTURE_LIMIT || steps > SCAN_LIMIT) {
+    if (kept > STRUCTURE_LIMIT || steps > SCAN_LIMIT || containers > CONTAINER_LIMIT) {
         return null;
     }
-    parts.push(body.slice(from));
-    return { text: (cut ? Buffer.concat(parts) : body).toString(), cut: cut };
+    if (!count) {
+        return { text: body.toString(), cut: false };
+    }
+    const text = Buffer.alloc(body.length - cutBytes);
+    let from = 0;
+    let written = 0;
+    for (let n = 0; n < count; n += 2) {
+        written += body.copy(text, written, from, cuts[n]);
+        from = cuts[n + 1];
+    }
+    body.copy(text, written, from);
+    return { text: text.toString(), cut: true };
 }
 
 // The request BODY (a Buffer) holds as Ollama reads it, within the router's bounds: { request, cut }, or
@@ -269,7 +320,8 @@ function readRequest(body) {
     if (read === null) {
         return { status: 413, error: 'the request body holds more JSON than the gateway reads: at most '
             + STRUCTURE_LIMIT + ' bytes of keys, numbers and short strings (strings of over ' + LONG_STRING
-            + ' bytes, such as prompts and images, do not count) and ' + SCAN_LIMIT + ' quote marks and backslashes before them' };
+            + ' bytes, such as prompts and images, do not count), ' + CONTAINER_LIMIT + ' arrays and objects, and '
+            + SCAN_LIMIT + ' quote marks and backslashes before them' };
     }
     return decode(read.text, read.cut);
 }
@@ -307,9 +359,10 @@ const OPTIONS_KEY_OR_ESCAPE = /"[oO][pP][tT][iI][oO][nN][sS\u017f]"\s*:|\\u/g;
 // Index just past the string token that starts at text[i].
 function stringEnd(text, i) {
     let j = i;
+    let slashes;
     for (;;) {
         j = text.indexOf('"', j + 1);
-        let slashes = 0;
+        slashes = 0;
         while (text.charCodeAt(j - 1 - slashes) === 92) {
             slashes++;
         }
@@ -341,8 +394,9 @@ function valueEnd(text, i) {
         }
         return j;
     }
+    let d;
     for (let depth = 0; ; j++) {
-        const d = text.charCodeAt(j);
+        d = text.charCodeAt(j);
         if (d === 34) {
             j = stringEnd(text, j) - 1;
         } else if (d === 123 || d === 91) {
@@ -360,22 +414,23 @@ function membersFolding(text, field) {
     const values = [];
     let slash = text.indexOf('\\');
     let i = skipSpace(text, 0) + 1;
+    let keyEnd, escaped, start, end, key; // outside the loop (see foldsTo)
     for (;;) {
         i = skipSpace(text, i);
-        if (text[i] === ',') {
+        if (text.charCodeAt(i) === 44) {
             i = skipSpace(text, i + 1);
         }
-        if (text[i] !== '"') {
+        if (text.charCodeAt(i) !== 34) {
             return values;
         }
-        const keyEnd = stringEnd(text, i);
+        keyEnd = stringEnd(text, i);
         while (slash >= 0 && slash < i) {
             slash = text.indexOf('\\', slash + 1);
         }
-        const escaped = slash >= 0 && slash < keyEnd;
-        const start = skipSpace(text, skipSpace(text, keyEnd) + 1);
-        const end = valueEnd(text, start);
-        const key = escaped ? JSON.parse(text.slice(i, keyEnd)) : text;
+        escaped = slash >= 0 && slash < keyEnd;
+        start = skipSpace(text, skipSpace(text, keyEnd) + 1);
+        end = valueEnd(text, start);
+        key = escaped ? JSON.parse(text.slice(i, keyEnd)) : text;
         if (escaped ? foldsTo(key, 0, key.length, field) : foldsTo(text, i + 1, keyEnd - 1, field)) {
             values.push(text.slice(start, end));
         }
@@ -397,7 +452,15 @@ function optionsAsGo(text, request) {
         return request;
     }
     keysFolding(request, 'options').forEach(function (k) { delete request[k]; });
-    request.options = values.reduce(function (map, v) { return v === null ? null : Object.assign(map || {}, v); }, null);
+    // keys copied one by one into a map without a prototype: "__proto__" stays an option, as in Go's map
+    request.options = values.reduce(function (map, v) {
+        if (v === null) {
+            return null;
+        }
+        const merged = map || Object.create(null);
+        Object.keys(v).forEach(function (k) { merged[k] = v[k]; });
+        return merged;
+    }, null);
     return request;
 }
 
@@ -483,6 +546,8 @@ function target(r, f, model) {
     return { upstream: f.unpinned, pinned: null };
 }
 
+const FORM_PARTS = 64;
+
 // The first form field named NAME of a multipart/form-data body, as Go's Request.FormValue reads it (the
 // body's fields before the URL's query); null without one. The body is searched as bytes (an audio file
 // may be most of it), only the field's own value decoded.
@@ -493,13 +558,16 @@ function formField(r, name) {
     if (!boundary || !file) {
         return null;
     }
-    const body = fs.readFileSync(file);
+    const body = readFile(file);
     const delimiter = '--' + (boundary[1] || boundary[2]);
     const disposition = new RegExp('^content-disposition:\\s*form-data\\s*;(.*;)?\\s*name="?' + name + '"?\\s*(;|$)', 'im');
+    const between = '\r\n' + delimiter;
     let at = body.indexOf(delimiter);
-    while (at >= 0) {
-        const head = body.indexOf('\r\n\r\n', at);
-        const next = head < 0 ? -1 : body.indexOf('\r\n' + delimiter, head);
+    let head, next; // outside the loop (see foldsTo)
+    // the parts before the model field, at most FORM_PARTS of them: each costs the request some memory
+    for (let part = 0; at >= 0 && part < FORM_PARTS; part++) {
+        head = body.indexOf('\r\n\r\n', at);
+        next = head < 0 ? -1 : body.indexOf(between, head);
         if (next < 0) {
             return null;
         }
