@@ -41,8 +41,11 @@ BODIES = {
     "16 MiB of small keys (hostile)": (
         "'{\"model\":\"llama3.1:8b\",' + many(1500000, function (n) { return '\"' + n.toString(16) + '\":0'; }) + '}'"
     ),
-    "1 MiB of empty objects (hostile, under the limit)": (
-        '\'{"model":"llama3.1:8b","x":[\' + many(349000, function () { return "{}"; }) + \']}\''
+    "65,000 empty arrays (hostile, under the limit)": (
+        '\'{"model":"llama3.1:8b","x":[\' + many(65000, function () { return "[]"; }) + \']}\''
+    ),
+    "16 MiB of 66-byte strings (hostile, each left out)": (
+        '\'{"model":"llama3.1:8b","x":[\' + many(243000, function () { return \'"\' + "s".repeat(66) + \'"\'; }) + \']}\''
     ),
 }
 
