@@ -2,7 +2,7 @@
 """A read-only registry that plays registry.ollama.ai for tests: "the internet" on the controller.
 
 It serves the stand-in's catalogue over the registry protocol (distribution's API v2, as Ollama reads it in
-server/images.go pullModelManifest and server/download.go) with the bytes of ollama_standin.catalogue_image,
+server/images.go pullModelManifest and server/download.go) with the bytes of standin_store.catalogue_image,
 so a model pulled from it has the digest the stand-in synthesises in process:
 
   GET/HEAD /v2/                                      200 {}
@@ -33,7 +33,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "ollama_standin"))
-import ollama_standin  # noqa: E402  (beside this folder, not installed)
+import standin_store  # noqa: E402  (the stand-in's module, beside this folder, not installed)
 
 PATH = re.compile(r"^/v2/(?P<repo>[a-z0-9._-]+/[a-z0-9._-]+)/(?P<kind>manifests|blobs)/(?P<ref>[^/]+)$")
 
@@ -41,15 +41,15 @@ PATH = re.compile(r"^/v2/(?P<repo>[a-z0-9._-]+/[a-z0-9._-]+)/(?P<kind>manifests|
 def images() -> dict[str, tuple[str, bytes, dict[str, bytes]]]:
     """Per catalogue model: its manifest digest, manifest and blobs."""
     found = {}
-    for name in ollama_standin.load_catalogue():
-        manifest, blobs = ollama_standin.catalogue_image(name)
-        found[name] = (ollama_standin.sha256_digest(manifest), manifest, blobs)
+    for name in standin_store.load_catalogue():
+        manifest, blobs = standin_store.catalogue_image(name)
+        found[name] = (standin_store.sha256_digest(manifest), manifest, blobs)
     return found
 
 
 def image_bytes(name: str) -> int:
     """The bytes of one copy of a model's blobs, what one pull of it fetches."""
-    return sum(len(b) for b in ollama_standin.catalogue_image(name)[1].values())
+    return sum(len(b) for b in standin_store.catalogue_image(name)[1].values())
 
 
 def read_log(path: Path | str) -> list[dict]:
@@ -105,7 +105,7 @@ def make_server(listen: str, log: Path | str, corrupt: tuple[str, ...] = ()) -> 
                     return self.error(404, "MANIFEST_UNKNOWN", "manifest unknown", {"Tag": ref})
                 name, digest, manifest = found
                 extra = {"Docker-Content-Digest": digest}
-                return self.answer(200, manifest, ollama_standin.DOCKER_MANIFEST, extra, name)
+                return self.answer(200, manifest, standin_store.DOCKER_MANIFEST, extra, name)
             found = blobs.get((repo, ref))
             if found is None:
                 return self.error(404, "BLOB_UNKNOWN", "blob unknown to registry", ref)
@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--log", required=True, help="JSON lines, one per request, appended")
     parser.add_argument("--corrupt", action="append", default=[], help="serve this model's weights corrupted")
     args = parser.parse_args(argv)
-    server = make_server(args.listen, args.log, tuple(ollama_standin.normalise(m) for m in args.corrupt))
+    server = make_server(args.listen, args.log, tuple(standin_store.normalise(m) for m in args.corrupt))
     print(f"serving the catalogue on {args.listen}", flush=True)
     server.serve_forever()
     return 0

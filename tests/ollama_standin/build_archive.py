@@ -40,15 +40,16 @@ def add_dir(tar: tarfile.TarFile, name: str) -> None:
 
 def build(version: str, out: Path, arch: str = "amd64") -> Path:
     out.mkdir(parents=True, exist_ok=True)
-    server = (HERE / "ollama_standin.py").read_text().replace("@VERSION@", version)
     raw = io.BytesIO()
     with tarfile.open(fileobj=raw, mode="w", format=tarfile.GNU_FORMAT) as tar:
         for d in ("bin", "lib", "lib/ollama", "lib/ollama/standin"):
             add_dir(tar, d)
         add(tar, "bin/ollama", LAUNCHER.encode(), 0o755)
-        add(tar, "lib/ollama/standin/ollama_standin.py", server.encode(), 0o644)
-        add(tar, "lib/ollama/standin/go_body.py", (HERE / "go_body.py").read_bytes(), 0o644)
-        add(tar, "lib/ollama/standin/catalogue.json", (HERE / "catalogue.json").read_bytes(), 0o644)
+        # the server's modules (its version written into standin_config.py) and the catalogue; not this script
+        for path in sorted([*HERE.glob("*.py"), HERE / "catalogue.json"]):
+            if path.name != Path(__file__).name:
+                data = path.read_text().replace("@VERSION@", version) if path.name == "standin_config.py" else None
+                add(tar, f"lib/ollama/standin/{path.name}", data.encode() if data else path.read_bytes(), 0o644)
     archive = out / f"ollama-linux-{arch}.tgz"
     with open(archive, "wb") as f, gzip.GzipFile(fileobj=f, mode="wb", mtime=0, filename="") as gz:
         gz.write(raw.getvalue())

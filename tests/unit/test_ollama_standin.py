@@ -6,8 +6,9 @@ import threading
 import time
 import urllib.error
 
-import ollama_standin
 import pytest
+import standin_config
+import standin_sched
 
 
 def wait_for(predicate, timeout=10.0):
@@ -289,7 +290,7 @@ def test_a_reload_at_a_context_that_no_longer_fits_spills_to_cpu(standin):
 
 
 def test_load_time_grows_with_the_model_size(standin):
-    cfg = ollama_standin.Config({"OLLAMA_STANDIN_KNOBS": "/nonexistent", "NVML_SIM_SPEC": "/nonexistent"})
+    cfg = standin_config.Config({"OLLAMA_STANDIN_KNOBS": "/nonexistent", "NVML_SIM_SPEC": "/nonexistent"})
     assert 26 < cfg.load_seconds(42520413916) < 28, "the defaults: a 70B Q4 takes ~27 s"
     server = standin(OLLAMA_STANDIN_LOAD_MS="100", OLLAMA_STANDIN_LOAD_MIB_S="1000")
     loads = {}
@@ -329,10 +330,10 @@ def test_embedding_models_get_one_slot_whatever_num_parallel(standin):
     "family", ["mllama", "qwen3vl", "qwen35", "qwen3next", "lfm2", "nemotron_h", "qwen3vlmoe", "nemotron_h_moe"]
 )
 def test_architectures_ollama_runs_with_one_slot(family, capsys):
-    assert ollama_standin.model_parallel(4, {"family": family, "capabilities": ["completion", "vision"]}) == 1
+    assert standin_sched.model_parallel(4, {"family": family, "capabilities": ["completion", "vision"]}) == 1
     assert 'msg="model architecture does not currently support parallel requests"' in capsys.readouterr().err
-    assert ollama_standin.model_parallel(4, {"family": "llama", "capabilities": ["completion"]}) == 4
-    assert ollama_standin.model_parallel(4, {"family": "nomic-bert", "capabilities": ["embedding"]}) == 1
+    assert standin_sched.model_parallel(4, {"family": "llama", "capabilities": ["completion"]}) == 4
+    assert standin_sched.model_parallel(4, {"family": "nomic-bert", "capabilities": ["embedding"]}) == 1
 
 
 def test_knobs_come_from_the_file_and_the_environment_wins(standin, tmp_path):

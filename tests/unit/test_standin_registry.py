@@ -12,8 +12,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-import ollama_standin
 import pytest
+import standin_store
 from conftest import REPO, free_port
 
 sys.path.insert(0, str(REPO / "tests"))
@@ -62,13 +62,13 @@ class DockerRegistry:
 
     def push(self, name: str) -> str:
         """The catalogue image of `name` as `docker push` would put it; returns the registry's manifest digest."""
-        manifest, blobs = ollama_standin.catalogue_image(name)
+        manifest, blobs = standin_store.catalogue_image(name)
         model, tag = name.split(":")
         for digest, data in blobs.items():
             location = self.send("POST", f"/v2/library/{model}/blobs/uploads/").headers["Location"]
             sep = "&" if "?" in location else "?"
             self.send("PUT", f"{location}{sep}digest={digest}", data, {"Content-Type": "application/octet-stream"})
-        headers = {"Content-Type": ollama_standin.DOCKER_MANIFEST}
+        headers = {"Content-Type": standin_store.DOCKER_MANIFEST}
         return self.send("PUT", f"/v2/library/{model}/manifests/{tag}", manifest, headers).headers[
             "Docker-Content-Digest"
         ]
@@ -125,8 +125,8 @@ def blobs_in(models: Path) -> set[str]:
 
 
 def test_catalogue_image_is_deterministic_and_keeps_the_real_size():
-    manifest, blobs = ollama_standin.catalogue_image("llama3.1:8b")
-    assert ollama_standin.catalogue_image("registry.ollama.ai/library/llama3.1:8b") == (manifest, blobs)
+    manifest, blobs = standin_store.catalogue_image("llama3.1:8b")
+    assert standin_store.catalogue_image("registry.ollama.ai/library/llama3.1:8b") == (manifest, blobs)
     parsed = json.loads(manifest)
     assert list(parsed) == ["schemaVersion", "mediaType", "config", "layers"]
     assert manifest == json.dumps(parsed, separators=(",", ":")).encode(), "compact, as json.Marshal writes it"
@@ -135,8 +135,8 @@ def test_catalogue_image_is_deterministic_and_keeps_the_real_size():
     )
     for digest, data in blobs.items():
         assert digest == "sha256:" + hashlib.sha256(data).hexdigest()
-    assert len(blobs[parsed["layers"][0]["digest"]]) == ollama_standin.PLACEHOLDER_BYTES
-    every = [d for name in ollama_standin.load_catalogue() for d in ollama_standin.catalogue_image(name)[1]]
+    assert len(blobs[parsed["layers"][0]["digest"]]) == standin_store.PLACEHOLDER_BYTES
+    every = [d for name in standin_store.load_catalogue() for d in standin_store.catalogue_image(name)[1]]
     assert len(every) == len(set(every)), "no two catalogue models share a blob, so bytes per model add up"
 
 
@@ -222,7 +222,7 @@ def test_https_registry_is_trusted_once_its_ca_is(standin, docker_registry, tmp_
 def test_a_blob_corrupted_in_transit_fails_the_pull_and_stores_no_manifest(standin, internet, tmp_path):
     url, _ = internet(corrupt=("llama3.1:8b",))
     server = standin(OLLAMA_STANDIN_PUBLIC_REGISTRY=url)
-    manifest, blobs = ollama_standin.catalogue_image("llama3.1:8b")
+    manifest, blobs = standin_store.catalogue_image("llama3.1:8b")
     weights = json.loads(manifest)["layers"][0]["digest"]
     bad = bytearray(blobs[weights])
     bad[0] ^= 1
@@ -284,7 +284,7 @@ def test_progress_arrives_while_a_slow_pull_runs(standin, internet):
     server = standin(OLLAMA_STANDIN_PUBLIC_REGISTRY=url, OLLAMA_STANDIN_PULL_MS="2000")
     started = time.monotonic()
     events = pull(server, "qwen3:0.6b")
-    weights = json.loads(ollama_standin.catalogue_image("qwen3:0.6b")[0])["layers"][0]["digest"]
+    weights = json.loads(standin_store.catalogue_image("qwen3:0.6b")[0])["layers"][0]["digest"]
     progress = [(t - started, e["completed"]) for t, e in events if e.get("digest") == weights]
     assert all(e["total"] == 522653767 for _, e in events if e.get("digest") == weights)
     assert progress[0][0] < 0.5, "the first progress line comes at once"

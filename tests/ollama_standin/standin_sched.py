@@ -1,0 +1,327 @@
+"""The scheduler: runners, their slots and placement, the queue, loads, reloads and evictions
+(server/sched.go, llm/llama_server.go, v0.33.0-rc2)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+
+from standin_config import FIT_MARGIN, GIB, MIB, Config, dumps, log
+from standin_store import Store
+
+ERR_BUSY = "server busy, please try again.  maximum pending requests exceeded"
+# server/sched.go load (v0.33.0-rc2): architectures (Config.ModelFamily) that are not safe with num_parallel > 1.
+SINGLE_SLOT_FAMILIES = (
+    "mllama",
+    "qwen3vl",
+    "qwen3vlmoe",
+    "qwen35",
+    "qwen35moe",
+    "qwen3next",
+    "lfm2",
+    "lfm2moe",
+    "nemotron_h",
+    "nemotron_h_moe",
+    "nemotron_h_omni",
+)
+
+
+# ----------------------------------------------------------------- scheduler
+class Busy(Exception):
+    pass
+
+
+class LoadFailed(Exception):
+    pass
+
+
+def capabilities(entry: dict) -> list[str]:
+    return entry.get("capabilities", ["completion"])
+
+
+def model_parallel(num_parallel: int, entry: dict) -> int:
+    """The slots a model gets (server/sched.go Scheduler.load): embedding models, which lack the completion
+    capability (server/images.go ggufCapabilities: a GGUF with pooling_type), and the architectures in
+    SINGLE_SLOT_FAMILIES are loaded with numParallel 1; only the latter is logged."""
+    parallel = max(num_parallel, 1)
+    if "completion" not in capabilities(entry):
+        parallel = 1
+    family = entry.get("family", "")
+    if family in SINGLE_SLOT_FAMILIES and parallel != 1:
+        parallel = 1
+        log("WARN", "model architecture does not currently support parallel requests", architecture=family)
+    return parallel
+
+
+class Runner:
+    """One loaded model: its options, slots, context and placement (server/sched.go runnerRef)."""
+
+    def __init__(self, cfg: Config, model: dict, opts: dict, parallel: int):
+        info = model["entry"].get("model_info", {})
+        arch = info.get("general.architecture", "")
+        self.name = model["name"]
+        self.model = model
+        self.opts = opts
+        self.num_ctx = opts["num_ctx"]
+        self.parallel = parallel
+        # llm/llama_server.go NewLlamaServerRunner: semaphore.NewWeighted(numParallel); Completion, Chat and
+        # Embedding wait on it for as long as it takes.
+        self.slots = threading.Semaphore(parallel)
+        self.refs = 0  # requests that hold the runner, in a slot or waiting for one (runnerRef.refCount)
+        self.active = 0  # in a slot
+        self.waiting = 0  # waiting for a slot
+        self.expiring = False  # to unload once refs reaches 0
+        self.keep_alive = cfg.keep_alive
+        self.expires = time.monotonic() + cfg.keep_alive
+        self.size, self.size_vram = self._place(cfg, info, arch, model["size"], opts["num_gpu"] != 0)
+        self.gpus = [g["uuid"] for g in cfg.gpus] if self.size_vram else []
+
+    def _place(self, cfg: Config, info: dict, arch: str, weights: int, on_gpu: bool) -> tuple[int, int]:
+        layers = int(info.get(f"{arch}.block_count", 0))
+        heads = int(info.get(f"{arch}.attention.head_count", 1) or 1)
+        kv_heads = int(info.get(f"{arch}.attention.head_count_kv", heads) or heads)
+        embd = int(info.get(f"{arch}.embedding_length", 0))
+        head_dim = embd // heads if heads else 0
+        k = int(info.get(f"{arch}.attention.key_length", head_dim))
+        v = int(info.get(f"{arch}.attention.value_length", head_dim))
+        # llama-server gets -c num_ctx*np -np np (llm/llama_server.go): the KV cache holds every slot's context
+        ctx_total = self.num_ctx * self.parallel
+        kv = int(ctx_total * layers * kv_heads * (k + v) * cfg.kv_bytes)
+        need = weights + kv + 256 * MIB
+        # server/sched.go processPending: num_gpu 0 loads with no GPU at all
+        gpus = cfg.gpus if on_gpu else []
+        room = sum(max(0, g["memory_total"] - g.get("memory_used", 0) - FIT_MARGIN) for g in gpus)
+        if need > room:
+            log("WARN", "model does not fit in VRAM, offloading to CPU", model=self.name, required=need, available=room)
+        return need, min(need, room)
+
+    def needs_reload(self, want: dict) -> bool:
+        """server/sched.go runnerRef.needsReload: the runner options differ (num_ctx already capped at the
+        training context); a request's num_gpu below 0 (automatic) matches any."""
+        old, new = dict(self.opts), dict(want)
+        if new["num_gpu"] < 0:
+            old["num_gpu"] = new["num_gpu"] = -1
+        return old != new
+
+
+class Pending:
+    """A request waiting in the scheduler for a load or a reload (server/sched.go LlmRequest)."""
+
+    def __init__(self, model: dict, opts: dict, keep_alive: float | None):
+        self.model = model
+        self.opts = opts
+        self.keep_alive = keep_alive
+        self.runner: Runner | None = None
+        self.error: Exception | None = None
+        self.done = False
+
+
+class Scheduler:
+    """server/sched.go: requests for a loaded model whose options match go straight to its runner (getRunner);
+    the rest wait in a queue of at most OLLAMA_MAX_QUEUE that one loop works through, one load at a time
+    (processPending)."""
+
+    def __init__(self, cfg: Config, store: Store):
+        self.cfg = cfg
+        self.store = store
+        self.lock = threading.Condition()
+        self.runners: dict[str, Runner] = {}
+        self.pending: deque[Pending] = deque()  # pendingReqCh, buffered to OLLAMA_MAX_QUEUE
+        self.loading: str | None = None  # the model processPending is working on (no longer in the queue)
+        threading.Thread(target=self._process_pending, daemon=True).start()
+        threading.Thread(target=self._reaper, daemon=True).start()
+
+    def default_ctx(self) -> int:
+        # server/routes.go: OLLAMA_CONTEXT_LENGTH, else the default context by total visible VRAM (>= 0.15.5).
+        if self.cfg.context_length > 0:
+            return self.cfg.context_length
+        vram = sum(g["memory_total"] for g in self.cfg.gpus)
+        return 262144 if vram >= 47 * GIB else 32768 if vram >= 23 * GIB else 4096
+
+    def runner_options(self, model: dict, options: dict) -> dict:
+        """The api.Runner options a request needs (server/routes.go modelOptions over api.DefaultOptions;
+        server/sched.go getRunner: num_ctx at least 4, 2048 for vision; needsReload: capped at the training
+        context by effectiveContext)."""
+        entry = model["entry"]
+        info = entry.get("model_info", {})
+        train_ctx = int(info.get(f"{info.get('general.architecture', '')}.context_length", 0) or 0)
+
+        def opt(name, default):
+            value = options.get(name)
+            return default if value is None else value
+
+        num_ctx = max(int(opt("num_ctx", self.default_ctx())), 4)
+        if "vision" in capabilities(entry):
+            num_ctx = max(num_ctx, 2048)
+        if train_ctx > 0:
+            num_ctx = min(num_ctx, train_ctx)
+        main_gpu = opt("main_gpu", None)
+        return {
+            "num_ctx": num_ctx,
+            "num_batch": int(opt("num_batch", 512)),
+            "num_gpu": int(opt("num_gpu", -1)),
+            "main_gpu": None if main_gpu is None else int(main_gpu),
+            "use_mmap": opt("use_mmap", None),
+            "num_thread": int(opt("num_thread", 0)),
+        }
+
+    def acquire(self, model: dict, options: dict, keep_alive: float | None) -> tuple[Runner, float]:
+        """A slot on a runner with the request's options; 503 (Busy) when the scheduler's queue is full.
+        Returns the runner and the time until the scheduler handed it over (load_duration)."""
+        want = self.runner_options(model, options)
+        started = time.monotonic()
+        with self.lock:
+            runner = self.runners.get(model["name"])
+            # server/sched.go getRunner: a loaded runner that needs no reload is used at once, past the queue
+            if runner is not None and not runner.needs_reload(want):
+                self._use(runner, keep_alive)
+            else:
+                # getRunner: `select { case s.pendingReqCh <- req: default: ErrMaxQueue }`
+                if len(self.pending) >= self.cfg.max_queue:
+                    raise Busy(ERR_BUSY)
+                request = Pending(model, want, keep_alive)
+                self.pending.append(request)
+                self.lock.notify_all()
+                while not request.done:
+                    self.lock.wait()
+                if request.error is not None:
+                    raise request.error
+                runner = request.runner
+            runner.waiting += 1
+        load = time.monotonic() - started
+        runner.slots.acquire()  # llm/llama_server.go Completion: s.sem.Acquire, no bound on the wait
+        with self.lock:
+            runner.waiting -= 1
+            runner.active += 1
+        return runner, load
+
+    def _use(self, runner: Runner, keep_alive: float | None) -> None:
+        """server/sched.go useLoadedRunner: one more reference; the request's keep_alive becomes the runner's."""
+        runner.refs += 1
+        if keep_alive is not None:
+            runner.keep_alive = keep_alive
+
+    def release(self, runner: Runner) -> None:
+        """server/sched.go processCompleted: the last request gone, a keep_alive of 0 (or a pending reload or
+        eviction) unloads at once, else the keep_alive timer starts."""
+        with self.lock:
+            runner.active -= 1
+            runner.refs -= 1
+            runner.slots.release()
+            if runner.refs <= 0:
+                runner.expires = time.monotonic() + runner.keep_alive
+                if runner.keep_alive == 0 or runner.expiring:
+                    self._unload(runner)
+            self.lock.notify_all()
+
+    def expire(self, name: str) -> None:
+        """server/sched.go expireRunner (an empty prompt with keep_alive 0): unload now, or once it is idle."""
+        with self.lock:
+            runner = self.runners.get(name)
+            if runner is None:
+                return
+            runner.keep_alive = 0
+            runner.expires = time.monotonic()
+            runner.expiring = True
+            if runner.refs <= 0:
+                self._unload(runner)
+
+    def _unload(self, runner: Runner) -> None:
+        if self.runners.get(runner.name) is runner:
+            del self.runners[runner.name]
+            log("INFO", "model unloaded", model=runner.name)
+        self.lock.notify_all()
+
+    def _process_pending(self) -> None:
+        """server/sched.go processPending: one queued request at a time."""
+        while True:
+            with self.lock:
+                while not self.pending:
+                    self.lock.wait()
+                request = self.pending.popleft()
+                self.loading = request.model["name"]
+            try:
+                self._schedule(request)
+            except Exception as exc:  # a failed load fails this request only
+                request.error = exc if isinstance(exc, LoadFailed) else LoadFailed(str(exc))
+            finally:
+                with self.lock:
+                    request.done = True
+                    self.loading = None
+                    self.lock.notify_all()
+
+    def _schedule(self, request: Pending) -> None:
+        """server/sched.go processPending's inner loop: use the loaded runner; or expire the one that needs a
+        reload (needsReload) or, at OLLAMA_MAX_LOADED_MODELS, another (findRunnerToUnload), wait for it to
+        unload and look again; else load (Scheduler.load)."""
+        name = request.model["name"]
+        while True:
+            with self.lock:
+                runner = self.runners.get(name)
+                if runner is not None and not runner.needs_reload(request.opts):
+                    self._use(runner, request.keep_alive)
+                    request.runner = runner
+                    return
+                if runner is not None:
+                    log("INFO", "reloading", model=name, loaded=dumps(runner.opts), wanted=dumps(request.opts))
+                    victim = runner
+                elif len(self.runners) >= self.cfg.max_loaded:
+                    victim = self._runner_to_unload()
+                else:
+                    victim = None
+                if victim is not None:
+                    # processPending: expire it at once and wait until its last request is done and it is gone.
+                    # (Ollama sets its sessionDuration to 0, which a later request's keep_alive can undo; here the
+                    # mark stays, so a reload cannot wait forever.)
+                    victim.expiring = True
+                    if victim.refs <= 0:
+                        self._unload(victim)
+                    while self.runners.get(victim.name) is victim:
+                        self.lock.wait()
+                    continue
+            runner = self._load(request)
+            with self.lock:
+                self.runners[name] = runner
+                self._use(runner, request.keep_alive)
+                request.runner = runner
+                return
+
+    def _runner_to_unload(self) -> Runner:
+        """server/sched.go findRunnerToUnload: by keep_alive, then name; an idle one first, else the first."""
+        ordered = sorted(self.runners.values(), key=lambda r: (r.keep_alive, r.name))
+        return next((r for r in ordered if r.refs <= 0), ordered[0])
+
+    def _load(self, request: Pending) -> Runner:
+        """server/sched.go load: the slots the model gets, then the runner's start and the weights."""
+        model = request.model
+        parallel = model_parallel(self.cfg.num_parallel, model["entry"])
+        # llm/llama_server.go WaitUntilRunning: OLLAMA_LOAD_TIMEOUT is a stall timeout; streaming the weights
+        # shows progress, a runner start longer than the timeout does not.
+        if self.cfg.load_time > self.cfg.load_timeout:
+            time.sleep(self.cfg.load_timeout)
+            raise LoadFailed("timed out waiting for llama runner to start - progress 0.00")
+        time.sleep(self.cfg.load_seconds(model["size"]))
+        runner = Runner(self.cfg, model, request.opts, parallel)
+        log(
+            "INFO",
+            "model loaded",
+            model=runner.name,
+            num_ctx=runner.num_ctx,
+            parallel=runner.parallel,
+            size_vram=runner.size_vram,
+            size=runner.size,
+        )
+        return runner
+
+    def _reaper(self) -> None:
+        while True:
+            time.sleep(0.5)
+            with self.lock:
+                for r in list(self.runners.values()):
+                    if r.refs <= 0 and time.monotonic() >= r.expires:
+                        self._unload(r)
+
+    def ps(self) -> list[Runner]:
+        with self.lock:
+            return list(self.runners.values())
