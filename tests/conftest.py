@@ -72,6 +72,15 @@ class Standin:
         )
         return urllib.request.urlopen(req, timeout=timeout)
 
+    def pull(self, *models: str) -> None:
+        for model in models:
+            self.post("/api/pull", {"model": model, "stream": False}).read()
+
+    def load(self, model: str, **fields) -> dict:
+        """Load MODEL as a warm-up does (an empty prompt; FIELDS such as keep_alive, options); its answer."""
+        with self.post("/api/generate", {"model": model, **fields}, timeout=60) as answer:
+            return json.load(answer)
+
     def cli(self, *args) -> subprocess.CompletedProcess:
         return subprocess.run([str(self.binary), *args], env=self.env, capture_output=True, text=True)
 

@@ -24,10 +24,16 @@ Behaviour that follows Ollama v0.33.0-rc2 (a comment above each names the functi
   loaded again: load time paid again, placement recomputed (server/sched.go needsReload, processPending).
   keep_alive 0 unloads once the last request finishes; with an empty prompt it unloads without loading
   (server/sched.go processCompleted, expireRunner; server/routes.go GenerateHandler, ChatHandler).
-- Placement: weights + KV cache (context x slots) + compute buffer; what the visible GPUs cannot hold beside
-  llama.cpp's 1 GiB margin per device spills to CPU, shown as size_vram < size (llm/llama_server.go
-  MemorySize); num_gpu 0 runs on CPU (server/sched.go processPending). At most OLLAMA_MAX_LOADED_MODELS
-  (0: 3 per GPU) models; the next one waits for an idle one to unload (server/sched.go findRunnerToUnload).
+- Placement and eviction (server/sched.go Scheduler.load, selectLlamaServerPlacement, updateFreeSpace,
+  findRunnerToUnload; llm/llama_server.go PredictServerVRAM): free memory is each GPU's less what the loaded
+  runners hold on it. A model goes to the GPU with the most free memory whose 80 % holds its prediction (not
+  with OLLAMA_SCHED_SPREAD), else over all visible GPUs; num_gpu 0 runs on CPU. With models loaded, one whose
+  prediction exceeds 80 % of the free memory where it goes, or whose weights + KV cache + compute buffer do not
+  fit beside llama.cpp's 1 GiB margin per device, first expires the runner findRunnerToUnload picks (shortest
+  keep_alive, then model path; -1 protects nothing) and looks again; the first model loads whatever it takes,
+  its rest on the CPU (size_vram < size). At most OLLAMA_MAX_LOADED_MODELS (0: 3 per GPU) models; the next one
+  expires one the same way. Each eviction is logged ("resetting model to expire immediately to make room",
+  model and the one loading), as Ollama logs it at debug level.
 - Load time: a runner start plus the weights streamed from disk to VRAM; OLLAMA_LOAD_TIMEOUT fails a start
   that shows no progress (llm/llama_server.go WaitUntilRunning).
 - On a loopback listener, a request whose Host is not local is refused with 403 (server/routes.go,
@@ -51,15 +57,15 @@ Behaviour that follows Ollama v0.33.0-rc2 (a comment above each names the functi
 Not Ollama's, for tests only: every response carries X-Ollama-Instance (host:port) and X-Ollama-Gpus (the
 UUIDs it may use), so a test behind a gateway can tell who answered. GET /standin/ps: the instance
 (host:port), its GPUs, the OLLAMA_* and CUDA_VISIBLE_DEVICES environment the process got, the knobs in
-effect, and per loaded model its GPUs, slots (the effective parallel), context, active and waiting
-requests. GET /standin/stats: scheduler queue and slot counts, so tests wait on state instead of sleeping.
+effect, the free memory the scheduler sees per GPU, and per loaded model its GPUs, VRAM per GPU, slots (the
+effective parallel), context, active and waiting requests. GET /standin/stats: scheduler queue and slot counts, so tests wait on state instead of sleeping.
 
 Simplifications: a catalogue model's weights blob is a placeholder of PLACEHOLDER_BYTES (1 MiB) pseudo-random
 bytes while its manifest carries the real size (catalogue_image), so pull progress reports the descriptor's
 size as total and scales completed to it, where Ollama reports the blob's Content-Length; a blob is fetched
 with one GET after a HEAD, not in Range parts, and is not resumed (its partial file goes when a pull fails);
-/api/tags `size` sums the layers without the config's few hundred bytes. Loaded models do not take VRAM from
-each other's placement.
+/api/tags `size` sums the layers without the config's few hundred bytes. The scheduler's OOM retry (every
+runner evicted after a load that crashed) and its automatic num_batch are not modelled.
 
 Knobs that exist only here (OLLAMA_STANDIN_*): TTFT_MS (50), TOKENS_PER_SEC (50), TOKENS (24, answer length
 when num_predict is unset), LOAD_MS (200, runner start), LOAD_MIB_S (1536, weights from disk to VRAM in MiB/s,

@@ -87,6 +87,8 @@ class Config:
         # envconfig NoCloud: strconv.ParseBool's true values (no server config file here)
         self.no_cloud = (env.get("OLLAMA_NO_CLOUD") or "").strip().lower() in ("1", "t", "true")
         self.max_loaded = env_int(env, "OLLAMA_MAX_LOADED_MODELS", 0)
+        # envconfig SchedSpread: every model over all visible GPUs, never one GPU alone (strconv.ParseBool)
+        self.sched_spread = (env.get("OLLAMA_SCHED_SPREAD") or "").strip().lower() in ("1", "t", "true")
         self.kv_bytes = {"q8_0": 1.0625, "q4_0": 0.5625}.get(env.get("OLLAMA_KV_CACHE_TYPE", ""), 2)
         # The stand-in's own knobs: the file first (test hosts' units get only what the toolkit sets),
         # the process environment over it.

@@ -393,12 +393,15 @@ class Handler(BaseHTTPRequestHandler):
         """Not Ollama's: who holds what, for tests and the sandbox. The instance, its GPUs, the OLLAMA_* and
         CUDA_VISIBLE_DEVICES environment the process really got (so tests can check the unit delivered it),
         the stand-in's knobs in effect, and per loaded model its GPUs, slots (the parallel it really got),
-        context and requests in a slot or waiting for one."""
+        context, VRAM per GPU and requests in a slot or waiting for one; free_memory: per GPU, what the
+        scheduler sees free beside them."""
         with self.sched.lock:
+            free = self.sched.free_memory()
             models = [
                 {
                     "name": r.name,
                     "gpus": r.gpus,
+                    "vram_by_gpu": r.vram_by_gpu,
                     "slots": r.parallel,
                     "context_length": r.num_ctx,
                     "active": r.active,
@@ -414,6 +417,7 @@ class Handler(BaseHTTPRequestHandler):
                 "env": {k: v for k, v in os.environ.items() if k.startswith("OLLAMA_") or k == "CUDA_VISIBLE_DEVICES"},
                 "knobs_file": self.cfg.knobs_file,
                 "knobs": self.cfg.knobs,
+                "free_memory": free,
                 "models": models,
             },
         )

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 
 from standin_config import FIT_MARGIN, GIB, MIB, Config, dumps, log
 from standin_store import Store
@@ -54,14 +54,62 @@ def model_parallel(num_parallel: int, entry: dict) -> int:
     return parallel
 
 
-class Runner:
-    """One loaded model: its options, slots, context and placement (server/sched.go runnerRef)."""
+# server/sched.go Scheduler.load and bestSingleGPUFit: "Use 80% of free memory as threshold to leave headroom."
+SCHEDULER_SHARE = 0.8
 
-    def __init__(self, cfg: Config, model: dict, opts: dict, parallel: int):
-        info = model["entry"].get("model_info", {})
-        arch = info.get("general.architecture", "")
+
+def model_info(entry: dict) -> tuple[dict, str]:
+    info = entry.get("model_info", {})
+    return info, info.get("general.architecture", "")
+
+
+def predicted_vram(model: dict, num_ctx: int, parallel: int) -> int:
+    """What Ollama predicts a load takes before it places it (llm/llama_server.go PredictServerVRAM): the
+    weights file plus an f16 KV cache of 2 x layers x the fewest KV heads x (embedding / the most heads) x the
+    context, num_ctx (already capped at the training context) x slots (server/sched.go
+    effectiveLlamaServerContext). Whatever OLLAMA_KV_CACHE_TYPE says, and without compute buffers."""
+    info, arch = model_info(model["entry"])
+
+    def counts(name):
+        value = info.get(f"{arch}.{name}", 1)
+        return [int(v) for v in value] if isinstance(value, list) else [int(value)]
+
+    heads, kv_heads = max(counts("attention.head_count")) or 1, min(counts("attention.head_count_kv")) or 1
+    head_dim = int(info.get(f"{arch}.embedding_length", 0)) // heads
+    layers = int(info.get(f"{arch}.block_count", 0))
+    return model["size"] + 2 * layers * kv_heads * head_dim * num_ctx * max(parallel, 1) * 2
+
+
+def runner_bytes(cfg: Config, model: dict, num_ctx: int, parallel: int) -> int:
+    """What a loaded runner allocates: weights + KV cache (context x slots, at OLLAMA_KV_CACHE_TYPE's bytes)
+    + a compute buffer (llm/llama_server.go: llama-server gets -c num_ctx*np -np np)."""
+    info, arch = model_info(model["entry"])
+    layers = int(info.get(f"{arch}.block_count", 0))
+    heads = int(info.get(f"{arch}.attention.head_count", 1) or 1)
+    kv_heads = int(info.get(f"{arch}.attention.head_count_kv", heads) or heads)
+    head_dim = int(info.get(f"{arch}.embedding_length", 0)) // heads if heads else 0
+    k = int(info.get(f"{arch}.attention.key_length", head_dim))
+    v = int(info.get(f"{arch}.attention.value_length", head_dim))
+    kv = int(num_ctx * parallel * layers * kv_heads * (k + v) * cfg.kv_bytes)
+    return model["size"] + kv + 256 * MIB
+
+
+class Runner:
+    """One loaded model: its options, slots, context and the VRAM it holds on each GPU (server/sched.go
+    runnerRef; llama.VRAMByGPU)."""
+
+    def __init__(self, cfg: Config, model: dict, opts: dict, parallel: int, vram_by_gpu: dict[str, int]):
         self.name = model["name"]
         self.model = model
+        # server/sched.go ByDurationAndName breaks ties by the model's path: its weights blob
+        self.path = next(
+            (
+                layer["digest"]
+                for layer in model["manifest"].get("layers", [])
+                if layer.get("mediaType", "").endswith(".model")
+            ),
+            self.name,
+        )
         self.opts = opts
         self.num_ctx = opts["num_ctx"]
         self.parallel = parallel
@@ -74,27 +122,10 @@ class Runner:
         self.expiring = False  # to unload once refs reaches 0
         self.keep_alive = cfg.keep_alive
         self.expires = time.monotonic() + cfg.keep_alive
-        self.size, self.size_vram = self._place(cfg, info, arch, model["size"], opts["num_gpu"] != 0)
-        self.gpus = [g["uuid"] for g in cfg.gpus] if self.size_vram else []
-
-    def _place(self, cfg: Config, info: dict, arch: str, weights: int, on_gpu: bool) -> tuple[int, int]:
-        layers = int(info.get(f"{arch}.block_count", 0))
-        heads = int(info.get(f"{arch}.attention.head_count", 1) or 1)
-        kv_heads = int(info.get(f"{arch}.attention.head_count_kv", heads) or heads)
-        embd = int(info.get(f"{arch}.embedding_length", 0))
-        head_dim = embd // heads if heads else 0
-        k = int(info.get(f"{arch}.attention.key_length", head_dim))
-        v = int(info.get(f"{arch}.attention.value_length", head_dim))
-        # llama-server gets -c num_ctx*np -np np (llm/llama_server.go): the KV cache holds every slot's context
-        ctx_total = self.num_ctx * self.parallel
-        kv = int(ctx_total * layers * kv_heads * (k + v) * cfg.kv_bytes)
-        need = weights + kv + 256 * MIB
-        # server/sched.go processPending: num_gpu 0 loads with no GPU at all
-        gpus = cfg.gpus if on_gpu else []
-        room = sum(max(0, g["memory_total"] - g.get("memory_used", 0) - FIT_MARGIN) for g in gpus)
-        if need > room:
-            log("WARN", "model does not fit in VRAM, offloading to CPU", model=self.name, required=need, available=room)
-        return need, min(need, room)
+        self.size = runner_bytes(cfg, model, self.num_ctx, parallel)
+        self.vram_by_gpu = vram_by_gpu
+        self.size_vram = sum(vram_by_gpu.values())
+        self.gpus = [uuid for uuid, held in vram_by_gpu.items() if held]
 
     def needs_reload(self, want: dict) -> bool:
         """server/sched.go runnerRef.needsReload: the runner options differ (num_ctx already capped at the
@@ -253,8 +284,9 @@ class Scheduler:
 
     def _schedule(self, request: Pending) -> None:
         """server/sched.go processPending's inner loop: use the loaded runner; or expire the one that needs a
-        reload (needsReload) or, at OLLAMA_MAX_LOADED_MODELS, another (findRunnerToUnload), wait for it to
-        unload and look again; else load (Scheduler.load)."""
+        reload (needsReload) or, at OLLAMA_MAX_LOADED_MODELS, another (findRunnerToUnload), or one that the new
+        model does not fit beside (Scheduler.load asks for room), wait for it to unload and look again; else
+        load."""
         name = request.model["name"]
         while True:
             with self.lock:
@@ -269,40 +301,114 @@ class Scheduler:
                 elif len(self.runners) >= self.cfg.max_loaded:
                     victim = self._runner_to_unload()
                 else:
-                    victim = None
+                    placed = self._place(request)
+                    victim = None if placed else self._runner_to_unload()
                 if victim is not None:
                     # processPending: expire it at once and wait until its last request is done and it is gone.
                     # (Ollama sets its sessionDuration to 0, which a later request's keep_alive can undo; here the
                     # mark stays, so a reload cannot wait forever.)
+                    log("INFO", "resetting model to expire immediately to make room", model=victim.name, loading=name)
                     victim.expiring = True
                     if victim.refs <= 0:
                         self._unload(victim)
                     while self.runners.get(victim.name) is victim:
                         self.lock.wait()
                     continue
-            runner = self._load(request)
+            runner = self._load(request, *placed)
             with self.lock:
                 self.runners[name] = runner
                 self._use(runner, request.keep_alive)
                 request.runner = runner
                 return
 
+    def free_memory(self) -> dict[str, int]:
+        """Each visible GPU's free memory as the scheduler sees it (server/sched.go updateFreeSpace): what the
+        device reports free (its total less other processes' memory_used, and less what the loaded runners hold
+        on it, as a real device would count them)."""
+        held = Counter()
+        for runner in self.runners.values():
+            held.update(runner.vram_by_gpu)
+        return {g["uuid"]: max(0, g["memory_total"] - g.get("memory_used", 0) - held[g["uuid"]]) for g in self.cfg.gpus}
+
+    def _placement(self, opts: dict, predicted: int, free: dict[str, int]) -> list[dict]:
+        """The GPUs a load goes to (server/sched.go selectLlamaServerPlacement): none for num_gpu 0; the one
+        main_gpu names (bestExplicitMainGPU); else, unless OLLAMA_SCHED_SPREAD, the GPU with the most free
+        memory among those whose 80 % holds the prediction (bestSingleGPUFit); else every visible GPU (one
+        library, so one group: bestGPUGroupByAvailableMemory)."""
+        gpus = self.cfg.gpus if opts["num_gpu"] != 0 else []
+        if len(gpus) <= 1:
+            return gpus
+        main = opts["main_gpu"]
+        if main is not None:
+            return [gpus[main]] if 0 <= main < len(gpus) else gpus
+        if not self.cfg.sched_spread and predicted > 0:
+            fits = [g for g in gpus if predicted <= free[g["uuid"]] * SCHEDULER_SHARE]
+            if fits:
+                return [max(fits, key=lambda g: free[g["uuid"]])]  # the first of equals, as betterPlacementGPU
+        return gpus
+
+    def _place(self, request: Pending) -> tuple[int, dict[str, int]] | None:
+        """server/sched.go Scheduler.load up to the runner's start: the slots the model gets and the VRAM it
+        will hold per GPU; None when a loaded runner must go first. With other models loaded (processPending
+        passes requireFull), the pre-flight check asks for room when the prediction exceeds 80 % of the free
+        memory where it goes, unless num_gpu asks for a partial offload (explicitPartialGPUOffload); a load
+        whose layers then do not all fit asks for room too (llm.ErrLoadRequiredFull). The first model loads
+        whatever it takes, its rest on the CPU."""
+        model, opts = request.model, request.opts
+        parallel = model_parallel(self.cfg.num_parallel, model["entry"])
+        predicted = predicted_vram(model, opts["num_ctx"], parallel)
+        free = self.free_memory()
+        gpus = self._placement(opts, predicted, free)
+        require_full = bool(self.runners)
+        info, arch = model_info(model["entry"])
+        partial = 0 < opts["num_gpu"] < int(info.get(f"{arch}.block_count", 0)) + 1
+        available = sum(free[g["uuid"]] for g in gpus)
+        if require_full and gpus and not partial and predicted > available * SCHEDULER_SHARE:
+            log(
+                "INFO",
+                "llama-server model predicted to exceed available memory, evicting",
+                model=model["name"],
+                predicted=predicted,
+                available=available,
+            )
+            return None
+        need = runner_bytes(self.cfg, model, opts["num_ctx"], parallel)
+        # llama.cpp --fit keeps FIT_MARGIN free on every device and splits the layers by what is left
+        room = {g["uuid"]: max(0, free[g["uuid"]] - FIT_MARGIN) for g in gpus}
+        total_room = sum(room.values())
+        if need > total_room:
+            if require_full and not partial:
+                log("INFO", "model requires more memory than is free beside the loaded models", model=model["name"])
+                return None
+            log(
+                "WARN",
+                "model does not fit in VRAM, offloading to CPU",
+                model=model["name"],
+                required=need,
+                available=total_room,
+            )
+        on_gpu = min(need, total_room)
+        share = {uuid: on_gpu * r // total_room for uuid, r in room.items()} if total_room else {}
+        if share:
+            share[gpus[-1]["uuid"]] += on_gpu - sum(share.values())  # the division's remainder
+        return parallel, share
+
     def _runner_to_unload(self) -> Runner:
-        """server/sched.go findRunnerToUnload: by keep_alive, then name; an idle one first, else the first."""
-        ordered = sorted(self.runners.values(), key=lambda r: (r.keep_alive, r.name))
+        """server/sched.go findRunnerToUnload: sorted by keep_alive (ByDurationAndName: a negative one, forever,
+        is the largest as uint64), then the model's path; the first idle one, else the first."""
+        ordered = sorted(self.runners.values(), key=lambda r: (r.keep_alive, r.path))
         return next((r for r in ordered if r.refs <= 0), ordered[0])
 
-    def _load(self, request: Pending) -> Runner:
-        """server/sched.go load: the slots the model gets, then the runner's start and the weights."""
+    def _load(self, request: Pending, parallel: int, vram_by_gpu: dict[str, int]) -> Runner:
+        """server/sched.go load: the runner's start and the weights, then the runner as placed."""
         model = request.model
-        parallel = model_parallel(self.cfg.num_parallel, model["entry"])
         # llm/llama_server.go WaitUntilRunning: OLLAMA_LOAD_TIMEOUT is a stall timeout; streaming the weights
         # shows progress, a runner start longer than the timeout does not.
         if self.cfg.load_time > self.cfg.load_timeout:
             time.sleep(self.cfg.load_timeout)
             raise LoadFailed("timed out waiting for llama runner to start - progress 0.00")
         time.sleep(self.cfg.load_seconds(model["size"]))
-        runner = Runner(self.cfg, model, request.opts, parallel)
+        runner = Runner(self.cfg, model, request.opts, parallel, vram_by_gpu)
         log(
             "INFO",
             "model loaded",
@@ -311,6 +417,7 @@ class Scheduler:
             parallel=runner.parallel,
             size_vram=runner.size_vram,
             size=runner.size,
+            gpus=",".join(runner.gpus),
         )
         return runner
 

@@ -22,7 +22,7 @@ def wait_for(predicate, timeout=10.0):
 
 
 def pulled(server, model="qwen3:0.6b"):
-    server.post("/api/pull", {"model": model, "stream": False}).read()
+    server.pull(model)
     return server
 
 
@@ -231,8 +231,17 @@ def test_api_ps_has_exactly_ollamas_fields_and_the_topology_is_on_standin_ps(sta
     gpu1 = json.loads(open(server.env["NVML_SIM_SPEC"]).read())["gpus"][1]["uuid"]
     assert mine["instance"].endswith(f":{server.port}") and mine["gpus"] == [gpu1]
     assert mine["env"]["CUDA_VISIBLE_DEVICES"] == "1" and mine["env"]["OLLAMA_NUM_PARALLEL"] == "2"
+    (size_vram,) = [m["size_vram"] for m in server.get("/api/ps")["models"]]
     assert mine["models"] == [
-        {"name": "qwen3:0.6b", "gpus": [gpu1], "slots": 2, "context_length": 40960, "active": 0, "waiting": 0}
+        {
+            "name": "qwen3:0.6b",
+            "gpus": [gpu1],
+            "vram_by_gpu": {gpu1: size_vram},
+            "slots": 2,
+            "context_length": 40960,
+            "active": 0,
+            "waiting": 0,
+        }
     ]
 
 

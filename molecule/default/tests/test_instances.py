@@ -72,8 +72,10 @@ def test_cuda_visible_devices_are_the_groups_uuids(host, uuids, name):
     indices = INSTANCES[name][0]
     expected = ",".join(uuids[i] for i in indices)
     assert process_env(host, name)["CUDA_VISIBLE_DEVICES"] == expected
+    # its model on the group's GPUs only: on one of them where 80 % of its free memory holds the model,
+    # as Ollama places it (server/sched.go bestSingleGPUFit), else on all of them
     (model,) = standin_ps(host, INSTANCES[name][1])["models"]
-    assert model["gpus"] == [uuids[i] for i in indices]
+    assert model["gpus"] and set(model["gpus"]) <= {uuids[i] for i in indices}
 
 
 @pytest.mark.parametrize("name", INSTANCES)
