@@ -32,6 +32,14 @@ options:
     description: The warm-up's keep_alive (ollama_warm_keep_alive); negative means pinned for good.
     type: str
     default: "-1"
+  loads:
+    description:
+      - What the warm-up saw after each of its loads, in order, C([{instance, model, loaded}]) (C(loaded) the
+        model names C(/api/ps) showed then). A pinned model that one load showed and a later load did not was
+        evicted by that later load; the miss names both and the instance's check of its models together.
+    type: list
+    elements: dict
+    default: []
 """
 
 EXAMPLES = r"""
@@ -78,10 +86,22 @@ def forever(keep_alive):
     return str(keep_alive).strip().startswith("-")
 
 
-def _model_misses(fit, loaded, keep_alive):
+def evictions(loads, instance):
+    """{evicted model: the model whose load evicted it (the last time)} on INSTANCE, from the warm-up's LOADS."""
+    evicted, before = {}, set()
+    for load in (step for step in loads if step["instance"] == instance):
+        now = {model_name(name) for name in load["loaded"]}
+        for gone in before - now:
+            evicted[gone] = load["model"]
+        before = now
+    return evicted
+
+
+def _model_misses(fit, loaded, keep_alive, evicted):
     model = loaded.get(model_name(fit["model"]))
     if model is None:
-        return [f"{fit['model']} is not loaded"]
+        by = evicted.get(model_name(fit["model"]))
+        return [f"{fit['model']} was evicted when the warm-up loaded {by}" if by else f"{fit['model']} is not loaded"]
     misses = []
     if forever(keep_alive) and countdown(model):
         misses.append(f"{fit['model']} expires at {countdown(model)} (loaded again without keep_alive -1)")
@@ -112,7 +132,18 @@ def ollama_models_to_warm(instance, loaded, keep_alive="-1"):
     return [m for m in instance.get("models", []) if not pinned(model_name(m))]
 
 
-def ollama_plan_misses(results, keep_alive="-1"):
+# Why a pinned model goes when another loads, and where the plan said so.
+EVICTED = (
+    "Ollama loads a model beside the loaded ones only when its prediction fits in 80 % of the memory they leave, "
+    "else it evicts one, keep_alive -1 or not (server/sched.go Scheduler.load, findRunnerToUnload); {what}"
+)
+WHAT_TO_CHANGE = (
+    "pin fewer models on this instance, give it more GPUs, or lower num_parallel or context_length "
+    "(ollama_fit_policy: adjust lowers them)"
+)
+
+
+def ollama_plan_misses(results, keep_alive="-1", loads=()):
     messages = []
     for result in results:
         instance = result["__instance"]
@@ -124,11 +155,21 @@ def ollama_plan_misses(results, keep_alive="-1"):
             messages.append(f"{where}: /api/ps did not answer ({result.get('msg', 'no answer')})")
             continue
         loaded = {model_name(m["name"]): m for m in result["json"].get("models", [])}
-        misses = [miss for fit in promised for miss in _model_misses(fit, loaded, keep_alive)]
-        if misses:
+        pinned = {model_name(f["model"]) for f in promised}
+        evicted = {m: by for m, by in evictions(loads, instance["name"]).items() if m in pinned and m not in loaded}
+        misses = [miss for fit in promised for miss in _model_misses(fit, loaded, keep_alive, evicted)]
+        if not misses:
+            continue
+        hints = []
+        if evicted:
+            # the plan's check of the models together says what to change, where it found them not to fit
+            together = instance.get("together", {})
+            said = f"the plan's check: {together['message']}" if together.get("status") == "misfit" else ""
+            hints.append(EVICTED.format(what=said or WHAT_TO_CHANGE))
+        if len(misses) > len(evicted):
             estimates = [f"{f['model']} {_gib(f['estimate']['total'])} GiB" for f in promised]
-            causes = CAUSES.format(gpus=instance["gpu_label"], estimate=f" ({', '.join(estimates)})")
-            messages.append(f"{where}: " + "; ".join(misses) + f". {causes}")
+            hints.append(CAUSES.format(gpus=instance["gpu_label"], estimate=f" ({', '.join(estimates)})"))
+        messages.append(f"{where}: " + "; ".join(misses) + ". " + ". ".join(hints))
     return messages
 
 

@@ -110,3 +110,53 @@ def test_the_warm_up_reloads_a_model_at_another_context_or_not_loaded():
         "llama3.3:70b",
         "qwen3:0.6b",
     ]
+
+
+def warmed(instance, *steps):
+    """The warm-up's loads: (model it loaded, models /api/ps showed after it) per step."""
+    return [{"instance": instance, "model": model, "loaded": list(after)} for model, after in steps]
+
+
+def test_a_pinned_model_evicted_by_a_later_load_names_both_and_the_plans_check():
+    instance = planned(models=("llama3.3:70b", "qwen2.5:32b"))
+    instance["together"] = {"status": "misfit", "message": "its 2 pinned models loaded together need 61.0 GiB"}
+    loads = warmed("large", ("llama3.3:70b", ["llama3.3:70b"]), ("qwen2.5:32b", ["qwen2.5:32b"]))
+    (message,) = ollama_plan_misses([dict(ps(loaded("qwen2.5:32b")), __instance=instance)], "-1", loads)
+    assert message.startswith(
+        "host gpu1, instance 'large' (GPUs 2-6): llama3.3:70b was evicted when the warm-up loaded qwen2.5:32b."
+    )
+    assert "80 % of the memory they leave" in message
+    assert "the plan's check: its 2 pinned models loaded together need 61.0 GiB" in message
+    assert "nvidia-smi" not in message  # nothing else held the GPUs
+
+
+def test_an_eviction_on_another_instance_or_one_loaded_back_is_no_miss():
+    instance = planned(models=("llama3.3:70b", "qwen2.5:32b"))
+    both = ps(loaded(), loaded("qwen2.5:32b"))
+    elsewhere = warmed("small", ("qwen3:0.6b", ["qwen3:0.6b"]), ("llama3.1:8b", ["llama3.1:8b"]))
+    back = warmed(
+        "large",
+        ("llama3.3:70b", ["llama3.3:70b"]),
+        ("qwen2.5:32b", ["qwen2.5:32b"]),
+        ("llama3.3:70b", ["llama3.3:70b", "qwen2.5:32b"]),
+    )
+    assert ollama_plan_misses([dict(both, __instance=instance)], "-1", elsewhere + back) == []
+
+
+def test_each_instance_gets_its_own_message_and_a_model_gone_unseen_is_not_loaded():
+    large = planned(models=("llama3.3:70b", "qwen2.5:32b"))
+    small = dict(planned(models=("llama3.1:8b",)), name="small")
+    loads = warmed("large", ("llama3.3:70b", ["llama3.3:70b"]), ("qwen2.5:32b", ["qwen2.5:32b"]))
+    results = [dict(ps(loaded("qwen2.5:32b")), __instance=large), dict(ps(), __instance=small)]
+    first, second = ollama_plan_misses(results, "-1", loads)
+    assert "instance 'large'" in first and "llama3.3:70b was evicted when the warm-up loaded qwen2.5:32b" in first
+    assert "instance 'small'" in second and "llama3.1:8b is not loaded" in second and "evicted" not in second
+    assert "nvidia-smi" in second
+
+
+def test_an_eviction_the_plan_did_not_foresee_says_what_to_change():
+    instance = planned(models=("llama3.3:70b", "qwen2.5:32b"))  # no together misfit in the plan
+    loads = warmed("large", ("llama3.3:70b", ["llama3.3:70b"]), ("qwen2.5:32b", ["qwen2.5:32b"]))
+    (message,) = ollama_plan_misses([dict(ps(loaded("qwen2.5:32b")), __instance=instance)], "-1", loads)
+    assert "the plan's check" not in message
+    assert message.endswith("lower num_parallel or context_length (ollama_fit_policy: adjust lowers them)")
