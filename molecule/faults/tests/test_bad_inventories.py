@@ -235,3 +235,29 @@ def test_bad_inventory_stops_in_the_checks_with_a_clear_message(runs, case):
 def test_no_bad_inventory_changed_any_host(runs):
     before, _ = runs
     assert snapshot(HOSTS) == before, "hosts changed although every run failed"
+
+
+# The other end of "pinned models that fit one by one but not together": the same instance, let through.
+NOT_TOGETHER = dict(B, gpus=[4], context_length=8192, models=["llama3.1:8b", "gemma3:27b", "qwen2.5:32b"])
+
+
+def test_warn_deploys_pinned_models_that_evict_each_other_and_the_proof_names_who_evicted_whom():
+    """With ollama_fit_policy warn, site.yml deploys them and the warm-up loads them one after another; on each
+    host qwen2.5:32b's prediction exceeds 80 % of what the first two leave, so the stand-in evicts as Ollama does
+    (server/sched.go Scheduler.load), and the proof after the warm-up stops site.yml with one message per
+    instance naming each evicted model and the load that evicted it."""
+    warned = site(dict(STEADY, ollama_fit_policy="warn", **instances(A, NOT_TOGETHER)))
+    # back as the other cases found the hosts, without the models only instance b pinned
+    restored = site(dict(STEADY, ollama_models_absent=NOT_TOGETHER["models"]))
+    output = re.sub(r"\s+", " ", warned.stdout + warned.stderr).replace("''", "'")
+    assert warned.returncode != 0
+    for gpu_host in ("olt-ft-gpu1", "olt-ft-gpu2"):
+        miss = re.search(rf"host {gpu_host}, instance 'b' \(GPU 4\): (.*?)\. Ollama loads a model beside", output)
+        assert miss, output[-3000:]
+        evicted = re.findall(r"(\S+) was evicted when the warm-up loaded (\S+)", miss.group(1))
+        assert evicted and {by for _, by in evicted} == {"qwen2.5:32b"}, miss.group(1)
+        assert {model for model, _ in evicted} <= {"llama3.1:8b", "gemma3:27b"}
+    assert "its 3 pinned models loaded together need 49.6 GiB" in output  # the plan's check, in the message
+    assert not re.search(r"instance 'a' \(GPUs 0-3\):", output)  # its model alone stays loaded
+    assert "Traceback" not in warned.stdout + warned.stderr
+    assert restored.returncode == 0, restored.stdout[-3000:]
