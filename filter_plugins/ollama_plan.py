@@ -1,8 +1,14 @@
 """GPUs + the operator's settings → a validated plan: one Ollama instance per GPU group."""
 
 import re
+import sys
+from pathlib import Path
 
 from ansible.errors import AnsibleFilterError
+
+# What the fit check planned per instance, one reading for the plan's table and status.yml: the check's own.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from ollama_vram import planned_use  # noqa: E402
 
 DOCUMENTATION = r"""
 name: ollama_plan
@@ -454,9 +460,7 @@ def ollama_plan_table(plan, headroom=0.10):
     header = ("instance", "GPUs", "VRAM", "port", "parallel", "context", "models", "est.", "free")
     rows = [header]
     for inst in plan:
-        fits = [f for f in inst.get("fit", []) if "estimate" in f]
-        # its models loaded together (ollama_fit_check's together), else the one model's estimate
-        use = inst.get("together", {}).get("total") or max((f["estimate"]["total"] for f in fits), default=None)
+        _, use = planned_use(inst)
         usable = inst["vram_total"] * (1 - headroom)
         rows.append(
             (

@@ -1,8 +1,13 @@
 """The fleet as it runs: each planned instance next to what its host, its API and the gateways report."""
 
 import re
+import sys
+from pathlib import Path
 
 from ansible.errors import AnsibleFilterError
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from ollama_vram import planned_use  # noqa: E402
 
 DOCUMENTATION = r"""
 name: ollama_status
@@ -82,8 +87,9 @@ def _gateway_view(gateway, host, instance):
 
 
 def _models(instance, ps):
-    """Loaded models from /api/ps, with the plan's estimate where the model is pinned; pinned models not loaded."""
-    estimates = {f["model"]: f["estimate"]["total"] for f in instance.get("fit", []) if "estimate" in f}
+    """Loaded models from /api/ps, with the plan's share of the VRAM where the model is pinned (planned_use);
+    pinned models not loaded."""
+    estimates, _ = planned_use(instance)
     models = []
     for m in (ps or {}).get("models", []):
         name = m.get("name") or m.get("model")
@@ -130,6 +136,7 @@ def _row(host, instance, **fields):
         "enabled": "unknown",
         "version": None,
         "models": [],
+        "together": None,
         "gateways": [],
         "problems": [],
     }
@@ -173,6 +180,7 @@ def ollama_status(gpu_hosts, gateways=()):
                 enabled=service.get("status", "absent"),
                 version=version.get("version") if version else None,
                 models=_models(instance, ps),
+                together=planned_use(instance)[1] if len(instance.get("models", [])) > 1 else None,
                 gateways=[v for g in gateways if (v := _gateway_view(g, host, name))],
             )
             problems = row["problems"]
@@ -238,7 +246,8 @@ def _slots_cell(row):
 
 def ollama_status_table(rows):
     """Rows as text: host, instance, unit, port, GPUs (index:UUID prefix), version, slots (num_parallel, and
-    pinned models Ollama runs with fewer), models with VRAM in GiB (in VRAM / loaded, and the plan's estimate),
+    pinned models Ollama runs with fewer), models with VRAM in GiB (in VRAM / loaded, and the plan's share of the
+    VRAM; then = the instance's total for its pinned models together where it pins several),
     the gateways' view (state and connections), and problems."""
     header = (
         "host",
@@ -256,6 +265,8 @@ def ollama_status_table(rows):
     for row in rows:
         gpus = ",".join(f"{g['index']}:{g['uuid'][:12]}" for g in row["gpus"]) or "-"
         models = " | ".join(_model_cell(m) for m in row["models"]) or "-"
+        if row["together"]:
+            models += f" = est {_gib(row['together'])} together"
         lines.append(
             (
                 row["host"],
@@ -328,7 +339,7 @@ def ollama_fleet_view(gpu_hosts, rows=None, headroom=None):
         instances = []
         for inst in plan:
             row = by_instance.get((host, inst["name"]))
-            estimates = {f["model"]: f["estimate"]["total"] for f in inst.get("fit", []) if "estimate" in f}
+            estimates, total = planned_use(inst)
             models = (
                 row["models"]
                 if row
@@ -342,6 +353,8 @@ def ollama_fleet_view(gpu_hosts, rows=None, headroom=None):
                     "port": inst["port"],
                     "gpu_label": inst["gpu_label"],
                     "gib": _gib(inst["vram_total"]),
+                    # every pinned model loaded at once, with the reserve (the plan's check of them together)
+                    "together_gib": _gib(total) if len(inst.get("models", [])) > 1 and total else None,
                     "settings": [
                         f"parallel {settings.get('num_parallel', '?')}",
                         f"context {settings.get('context_length') or 'auto'}",

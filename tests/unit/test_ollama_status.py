@@ -184,3 +184,20 @@ def test_fleet_view_draws_mig_devices_as_their_own_boxes():
         ("MIG 0/1", "20.0", ""),
     ]
     assert view["devices"][1]["colour"] == "#d9d9d9"  # unassigned
+
+
+def test_an_instance_pinning_several_models_shows_each_share_and_their_total():
+    """Status and picture read the plan's check of the models together: each model's share of the VRAM, and the
+    instance's total with the reserve (planned_use), not each model's estimate alone."""
+    hv = gpu_host(RUNNING, [answer({"version": "0.33.0"})] * 2, [answer(LOADED), answer({"models": []})])
+    a = hv["ollama_plan"][0]
+    a["models"] = ["llama3.1:8b", "qwen3:0.6b"]
+    a["fit"] = [{"model": m, "status": "fits", "estimate": {"total": 10 * GIB}} for m in a["models"]]
+    shares = [{"model": "llama3.1:8b", "bytes": 8 * GIB, "gpus": [0]}, {"model": "qwen3:0.6b", "bytes": GIB}]
+    a["together"] = {"status": "fits", "total": 10 * GIB, "shares": shares}
+    rows = ollama_status([hv])
+    assert [(m["name"], m["estimate"]) for m in rows[0]["models"]] == [("llama3.1:8b", 8 * GIB), ("qwen3:0.6b", GIB)]
+    line = next(line for line in ollama_status_table(rows) if line.startswith("gpu1") and " a " in line)
+    assert "llama3.1:8b 9.0/9.0 est 8.0 | qwen3:0.6b not loaded est 1.0 = est 10.0 together" in line
+    (view,) = ollama_fleet_view([hv], rows=rows)
+    assert view["instances"][0]["together_gib"] == "10.0" and view["instances"][1]["together_gib"] is None
