@@ -116,6 +116,7 @@ def render_ours(dest: Path):
         "ollama_gateway_port": PORTS["ours"],
         "ollama_gateway_listen_address": "127.0.0.1",
         "ollama_gateway_status_listen": "",
+        "ollama_gateway_access_log": str(WORK / "logs" / "requests.log"),  # measured with its JSON line per request
         "ollama_gateway_unpinned_models": [f"bench/i{n}" for n in range(len(INSTANCES))],
         "_ollama_gateway_tls": False,
     }

@@ -166,7 +166,11 @@ CASES = {
     ),
     "API key too short": (
         {"ollama_gateway_api_keys": ["short"]},
-        "host olt-ft-gw, field ollama_gateway_api_keys/ollama_gateway_admin_keys: 1 key(s)",
+        "host olt-ft-gw, field ollama_gateway_api_keys[0]: key (5 characters) is not 16+ characters",
+    ),
+    "named key with a limit of 0": (
+        {"ollama_gateway_api_keys": [{"name": "team-a", "key": "olt-test-team-key-0002", "connections": 0}]},
+        "host olt-ft-gw, field ollama_gateway_api_keys[0]: connections must be an integer from 1 up, got 0",
     ),
     # where models come from, which weights, which go
     "model registry not HOST:PORT": (

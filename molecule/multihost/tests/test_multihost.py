@@ -1,6 +1,9 @@
 """Two GPU hosts behind a gateway host: keys, TLS, routing across hosts, firewall, bounded queue."""
 
+import hashlib
+import json
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -10,12 +13,13 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(REPO / "tests"))
-from helpers.fleet import health, host  # noqa: E402
+from helpers.fleet import health, host, wait_until  # noqa: E402
 from helpers.ollama_client import burst, call  # noqa: E402
 
 GATEWAY = "https://10.213.0.23:11434"
 CA = str(REPO / ".cache/artifacts/tls/gateway.crt")
 USER, ADMIN = "olt-test-user-key-0001", "olt-test-admin-key-0001"
+TEAM = "olt-test-team-key-0002"  # named team-small, 1 request at a time (molecule.yml)
 ON_DEMAND = "http://10.213.0.21:11438"  # olt-mh-gpu1/gpu3, which pins nothing
 EMBED = "nomic-embed-text:latest"
 
@@ -116,6 +120,39 @@ def test_past_slots_and_queue_the_gateway_answers_503_with_retry_after():
 
 
 @pytest.mark.parametrize("source, reaches", [("olt-mh-gw", True), ("olt-mh-gpu2", False)])
+def test_a_named_key_over_its_own_limit_is_told_to_retry_while_another_key_is_served():
+    """team-small may hold 1 request at a time (molecule.yml), counted by its name whatever address sends it: the
+    second gets 503 with Retry-After; the plain key, limited per address, is served meanwhile."""
+    long = {"model": "llama3.1:8b", "prompt": "long", "stream": False, "options": {"num_predict": 200}}
+    short = {"model": "qwen3:0.6b", "prompt": "hi", "stream": False, "options": {"num_predict": 1}}
+    with ThreadPoolExecutor(1) as pool:
+        held = pool.submit(get, "/api/generate", body=long, key=TEAM)
+        # until the long one holds the key's place (a short one sent before it got there is simply served)
+        refused = wait_until(lambda: (a := get("/api/generate", body=short, key=TEAM)).status == 503 and a, 15, "503")
+        served = get("/api/generate", body=short, key=USER)
+        assert not held.done(), "the long request ended before the other key was tried"
+        assert held.result().status == 200
+    assert refused.headers.get("retry-after") == "2"
+    assert served.status == 200
+
+
+def test_the_access_log_names_each_key_and_never_its_secret():
+    gateway = host("olt-mh-gw")
+    text = gateway.check_output("cat /var/log/nginx/ollama-gateway-requests.log")
+    for secret in (USER, ADMIN, TEAM):
+        assert secret not in text
+    lines = [json.loads(line) for line in text.splitlines()]
+    team = [line for line in lines if line["key"] == "team-small"]
+    assert any(line["status"] == 503 and line["model"] == "qwen3:0.6b" for line in team)
+    assert any(
+        line["status"] == 200 and line["model"] == "llama3.1:8b" and line["instance"] and float(line["ttfb"]) > 0
+        for line in team
+    )
+    user = "key-" + hashlib.sha256(USER.encode()).hexdigest()[:8]
+    assert any(line["key"] == user and line["endpoint"] == "/api/generate" for line in lines)
+    assert any(line["key"] == "" and line["status"] == 401 for line in lines)  # no key: no name
+
+
 def test_instances_are_reachable_only_from_the_gateway(host, source, reaches):
     if host.backend.get_hostname() != source:
         pytest.skip("runs on its source host")

@@ -537,12 +537,15 @@ function target(r, f, model) {
     }
     const pinned = pinnedModels(f)[name];
     if (pinned) {
+        r.variables.ollama_gateway_model = pinned.model;
         return { upstream: pinned.upstream, pinned: pinned };
     }
     if (f.unpinned === 'reject') {
         fail(r, 404, 'model "' + model + '" not found: this gateway serves ' + Object.keys(f.routes).sort().join(', '));
         return null;
     }
+    // on demand: a name only the instance can judge (a made-up one answers 404 there), logged as routed
+    r.variables.ollama_gateway_model = name;
     return { upstream: f.unpinned, pinned: null };
 }
 
