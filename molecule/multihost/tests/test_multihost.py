@@ -119,7 +119,6 @@ def test_past_slots_and_queue_the_gateway_answers_503_with_retry_after():
     assert all(a.headers.get("retry-after") == "2" for a in answers if a.status == 503)
 
 
-@pytest.mark.parametrize("source, reaches", [("olt-mh-gw", True), ("olt-mh-gpu2", False)])
 def test_a_named_key_over_its_own_limit_is_told_to_retry_while_another_key_is_served():
     """team-small may hold 1 request at a time (molecule.yml), counted by its name whatever address sends it: the
     second gets 503 with Retry-After; the plain key, limited per address, is served meanwhile."""
@@ -153,6 +152,7 @@ def test_the_access_log_names_each_key_and_never_its_secret():
     assert any(line["key"] == "" and line["status"] == 401 for line in lines)  # no key: no name
 
 
+@pytest.mark.parametrize("source, reaches", [("olt-mh-gw", True), ("olt-mh-gpu2", False)])
 def test_instances_are_reachable_only_from_the_gateway(host, source, reaches):
     if host.backend.get_hostname() != source:
         pytest.skip("runs on its source host")
