@@ -682,6 +682,13 @@ class Handler(BaseHTTPRequestHandler):
             key = "delta" if stream else "message"
             return {"index": 0, key: {"role": "assistant", "content": t}, "finish_reason": reason}
 
+        # stream_options.include_usage (middleware/openai.go): a last chunk with no choices and the usage; a
+        # completions stream also carries an empty usage on every chunk
+        include_usage = bool((data.get("stream_options") or {}).get("include_usage"))
+
+        def usage(count):
+            return {"prompt_tokens": 8, "completion_tokens": count, "total_tokens": 8 + count}
+
         def token(model, t):
             chunk = {
                 "id": ident,
@@ -691,6 +698,8 @@ class Handler(BaseHTTPRequestHandler):
                 "system_fingerprint": "fp_ollama",
                 "choices": [choice(t, None, True)],
             }
+            if include_usage and not chat:
+                chunk["usage"] = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
             return b"data: " + dumps(chunk).encode() + b"\n\n"
 
         def done(model, text, reason, count, started, load, final):
@@ -703,9 +712,14 @@ class Handler(BaseHTTPRequestHandler):
                 "choices": [choice(text, "stop" if reason in ("load", "unload") else reason, not final)],
             }
             if final:
-                body["usage"] = {"prompt_tokens": 8, "completion_tokens": count, "total_tokens": 8 + count}
+                body["usage"] = usage(count)
                 return body
-            return b"data: " + dumps(body).encode() + b"\n\ndata: [DONE]\n\n"
+            if include_usage and not chat:
+                body["usage"] = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+            out = b"data: " + dumps(body).encode() + b"\n\n"
+            if include_usage:
+                out += b"data: " + dumps(body | {"choices": [], "usage": usage(count)}).encode() + b"\n\n"
+            return out + b"data: [DONE]\n\n"
 
         self._generate(data, text_of, token, done, "text/event-stream", stream_default=False)
 
