@@ -214,7 +214,14 @@ def on_demand_backends(backends, unpinned):
 
 
 def ollama_gateway_fleet(
-    backends, unpinned="reject", context_policy="clamp", drained_dir="", stub_status="", request_limit=0, gateway=""
+    backends,
+    unpinned="reject",
+    context_policy="clamp",
+    drained_dir="",
+    stub_status="",
+    request_limit=0,
+    gateway="",
+    request_metrics="",
 ):
     """The gateway's one data file (fleet.json): what the router, the health checker and the drain tool
     (which renders the upstreams from it) read. Pinned models: upstream, planned context per instance."""
@@ -243,6 +250,8 @@ def ollama_gateway_fleet(
         "context_policy": context_policy,
         "drained_dir": drained_dir,
         "stub_status": stub_status,
+        # where mtail serves the per-request metrics it reads from the request log ("" for none)
+        "request_metrics": request_metrics,
         "request_limit": request_limit,
         "gateway": gateway,
     }

@@ -538,6 +538,7 @@ function target(r, f, model) {
     const pinned = pinnedModels(f)[name];
     if (pinned) {
         r.variables.ollama_gateway_model = pinned.model;
+        r.variables.ollama_gateway_pinned = 'pinned';
         return { upstream: pinned.upstream, pinned: pinned };
     }
     if (f.unpinned === 'reject') {
@@ -785,6 +786,63 @@ async function healthzDetail(r) {
     });
 }
 
+// ------------------------------------------------------------------------------------ measuring
+
+// What an answer cost, read from its end, where Ollama puts it: the final object's prompt_eval_count,
+// eval_count and durations (server/routes.go), or the OpenAI-compatible usage (openai/openai.go ToUsage;
+// in a stream only when the client asked for stream_options.include_usage, middleware/openai.go). A body
+// filter (js_body_filter in the routed locations): every buffer goes on to the client first, unchanged; the
+// filter keeps references to the last ones (no copy) until they hold TAIL bytes and reads them once, at the
+// end. Answer text cannot forge a count: inside a JSON string a quote is escaped (\"eval_count\").
+const TAIL = 4096;
+const COUNTS = /"(prompt_eval_count|prompt_tokens|eval_count|completion_tokens|total_duration|load_duration|prompt_eval_duration|eval_duration)":(\d+)/g;
+let tail = [];
+let tailBytes = 0;
+
+function lastCounts(text) {
+    const found = {};
+    let m;
+    COUNTS.lastIndex = 0;
+    while ((m = COUNTS.exec(text)) !== null) {
+        found[m[1]] = Number(m[2]);
+    }
+    return found;
+}
+
+// seconds, as nginx writes its times
+function seconds(ns) {
+    return (Math.max(0, ns) / 1e9).toFixed(3);
+}
+
+function measure(r, data, flags) {
+    r.sendBuffer(data, flags);
+    if (data.length) {
+        tail.push(data);
+        tailBytes += data.length;
+        while (tailBytes - tail[0].length >= TAIL) {
+            tailBytes -= tail.shift().length;
+        }
+    }
+    if (!flags.last || r.status !== 200 || tail.length === 0) {
+        return;
+    }
+    const c = lastCounts(Buffer.concat(tail).toString());
+    tail = [];
+    const prompt = 'prompt_eval_count' in c ? c.prompt_eval_count : c.prompt_tokens;
+    const completion = 'eval_count' in c ? c.eval_count : c.completion_tokens;
+    if (prompt !== undefined) {
+        r.variables.ollama_gateway_prompt_tokens = String(prompt);
+    }
+    if (completion !== undefined) {
+        r.variables.ollama_gateway_completion_tokens = String(completion);
+    }
+    // Ollama's total runs from the request's arrival; what neither loading nor evaluating took, it waited for
+    // one of the model's slots (OLLAMA_NUM_PARALLEL: llm/llama_server.go, s.sem.Acquire). Native API only.
+    if (['total_duration', 'load_duration', 'prompt_eval_duration', 'eval_duration'].every(function (k) { return k in c; })) {
+        r.variables.ollama_gateway_slot_wait = seconds(c.total_duration - c.load_duration - c.prompt_eval_duration - c.eval_duration);
+    }
+}
+
 // ------------------------------------------------------------------------------------ metrics
 
 // Prometheus text format. Labels: host and ollama_instance are the plan's names ("instance" is
@@ -824,7 +882,37 @@ const STUB_FAMILIES = [
     ['nginx_connections_waiting', 'gauge', 'Idle client connections.'],
 ];
 
-function exposition(f, answers, stub, marks) {
+// What each request cost, read from the request log by mtail (ollama-gateway-requests.service), which serves them
+// on loopback: these families only, with their help (mtail's says where the program defines them), never mtail's
+// own series. Their labels are the request log's, which the gateway bounds.
+const REQUEST_FAMILIES = {
+    ollama_gateway_requests_total: 'Requests, by key name, endpoint, status, and the model and instance that answered.',
+    ollama_gateway_time_to_first_token_seconds: "Seconds to a stream's first token (the instance's response head).",
+    ollama_gateway_request_duration_seconds: "Seconds from the request's first byte to the answer's last.",
+    ollama_gateway_slot_wait_seconds: "Seconds the instance held a request before one of the model's slots took it (native API).",
+    ollama_prompt_eval_total: "Prompt tokens evaluated (prompt_eval_count; OpenAI's prompt_tokens), by key.",
+    ollama_eval_total: "Tokens generated (eval_count; OpenAI's completion_tokens), by key.",
+};
+
+function requestFamilies(out, text) {
+    text.split('\n').forEach(function (line) {
+        const words = line.split(' ');
+        if (words[0] === '#') {
+            if (words[1] === 'HELP' && REQUEST_FAMILIES[words[2]]) {
+                out.push('# HELP ' + words[2] + ' ' + REQUEST_FAMILIES[words[2]]);
+            } else if (words[1] === 'TYPE' && REQUEST_FAMILIES[words[2]]) {
+                out.push(line);
+            }
+            return;
+        }
+        const name = (line.match(/^[a-z_]+/) || [''])[0];
+        if (REQUEST_FAMILIES[name] || REQUEST_FAMILIES[name.replace(/_(bucket|sum|count)$/, '')]) {
+            out.push(line);
+        }
+    });
+}
+
+function exposition(f, answers, stub, marks, requests) {
     const out = [];
     const instances = f.instances;
     if (f.gateway) {
@@ -871,16 +959,20 @@ function exposition(f, answers, stub, marks) {
             out.push(fam[0] + ' ' + counts[n]);
         });
     }
+    requestFamilies(out, requests);
     return out.join('\n') + '\n';
 }
 
 async function metrics(r) {
     const f = fleet(r);
     const answers = await Promise.all(f.instances.map(function (i) { return fetchJSON(i, '/api/ps'); }));
-    const stub = await ngx.fetch(f.stub_status)
-        .then(function (res) { return res.ok ? res.text() : ''; }, function () { return ''; });
+    const text = function (url) {
+        return url ? ngx.fetch(url).then(function (res) { return res.ok ? res.text() : ''; }, function () { return ''; }) : '';
+    };
+    const stub = await text(f.stub_status);
+    const requests = await text(f.request_metrics);
     r.headersOut['Content-Type'] = 'text/plain; version=0.0.4; charset=utf-8';
-    r.return(200, exposition(f, answers, stub, drainMarks(f.drained_dir)));
+    r.return(200, exposition(f, answers, stub, drainMarks(f.drained_dir), requests));
 }
 
-export default { route, tags, ps, v1Models, healthz, healthzDetail, metrics, canonical, guard, optionsAsGo, formField, readRequest, readWhole };
+export default { route, measure, tags, ps, v1Models, healthz, healthzDetail, metrics, canonical, guard, optionsAsGo, formField, readRequest, readWhole };
