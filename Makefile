@@ -9,7 +9,7 @@ APT_PACKAGES := systemd-container debootstrap gcc make iproute2 openssh-client c
 # rules; multihost scrapes a real gateway with it), docker-registry (the stand-in and the registry
 # loader pull from and push to a real one in unit tests) and nftables (multihost cuts its GPU hosts off
 # from the controller, where its "internet" runs).
-TEST_APT_PACKAGES := chromium chromium-driver nodejs njs prometheus docker-registry nftables
+TEST_APT_PACKAGES := chromium chromium-driver nodejs njs prometheus mtail docker-registry nftables
 
 .PHONY: setup system-packages test-packages sandbox sandbox-down picture test lint unit molecule faults leftovers clean
 

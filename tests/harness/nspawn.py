@@ -60,6 +60,8 @@ PACKAGES = [
     "keepalived",
     # the local model registry (ollama_registry)
     "docker-registry",
+    # the gateway's per-request metrics (ollama-gateway-requests.service)
+    "mtail",
 ]
 
 

@@ -35,6 +35,7 @@ GATEWAY_PATHS = [
     "/etc/nginx/conf.d/ollama-gateway.conf",
     "/etc/nginx/ollama-gateway",
     "/etc/systemd/system/ollama-gateway-health.service",
+    "/etc/systemd/system/ollama-gateway-requests.service",
     "/etc/systemd/system/ollama-gateway-firewall.service",
     "/usr/local/sbin/ollama-gateway-check",
     "/usr/local/sbin/ollama-gateway-drain",

@@ -11,6 +11,7 @@ from helpers.day2 import dashboard_queries
 
 FILES = REPO / "playbooks" / "files"
 GATEWAY_JS = REPO / "roles" / "ollama_gateway" / "files" / "ollama_gateway.js"
+MTAIL = REPO / "roles" / "ollama_gateway" / "templates" / "ollama-gateway.mtail.j2"
 # dcgm-exporter's names (NVIDIA's GPU exporter), and Prometheus's own per-target series
 FOREIGN = {"DCGM_FI_DEV_FB_USED", "DCGM_FI_DEV_GPU_UTIL", "DCGM_FI_DEV_GPU_TEMP", "up"}
 
@@ -40,12 +41,26 @@ def test_the_alert_rules_pass_promtool():
     assert "SUCCESS" in test.stdout
 
 
+def request_families():
+    """The per-request families: what the mtail program defines and what /metrics passes on from it (the
+    router's REQUEST_FAMILIES), which must be the same; a histogram's series get their suffixes."""
+    program = re.findall(r"^(counter|histogram) ([a-z_]+)", MTAIL.read_text(), re.M)
+    passed = re.search(r"const REQUEST_FAMILIES = \{(.*?)\};", GATEWAY_JS.read_text(), re.S)[1]
+    assert {name for _, name in program} == set(re.findall(r"^\s+([a-z_]+):", passed, re.M))
+    return {
+        name + suffix
+        for kind, name in program
+        for suffix in (["_bucket", "_sum", "_count"] if kind == "histogram" else [""])
+    }
+
+
 def test_every_series_the_dashboard_and_alerts_query_is_exported_by_the_gateway_or_dcgm_exporter():
-    exported = set(re.findall(r"'((?:ollama|nginx)_[a-z_]+)'", GATEWAY_JS.read_text()))
+    exported = set(re.findall(r"'((?:ollama|nginx)_[a-z_]+)'", GATEWAY_JS.read_text())) | request_families()
     rules = re.findall(r"expr: >-\n((?:\s{10}.*\n)+)|expr: (.*)", (FILES / "ollama-fleet-alerts.yml").read_text())
     exprs = dashboard_queries() + [block or line for block, line in rules]
     used = set().union(*(series_names(e) for e in exprs))
     assert "ollama_gateway_request_limit" in used and "DCGM_FI_DEV_FB_USED" in used
+    assert "ollama_eval_total" in used and "ollama_gateway_time_to_first_token_seconds_bucket" in used
     assert used - exported - FOREIGN == set()
 
 

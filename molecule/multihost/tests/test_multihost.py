@@ -13,6 +13,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(REPO / "tests"))
+from helpers.day2 import metrics  # noqa: E402
 from helpers.fleet import health, host, wait_until  # noqa: E402
 from helpers.ollama_client import burst, call  # noqa: E402
 
@@ -22,6 +23,8 @@ USER, ADMIN = "olt-test-user-key-0001", "olt-test-admin-key-0001"
 TEAM = "olt-test-team-key-0002"  # named team-small, 1 request at a time (molecule.yml)
 ON_DEMAND = "http://10.213.0.21:11438"  # olt-mh-gpu1/gpu3, which pins nothing
 EMBED = "nomic-embed-text:latest"
+GATEWAYS = {"olt-mh-gw": "https://10.213.0.23:11434", "olt-mh-gw2": "https://10.213.0.24:11434"}
+REQUEST_LOG = "/var/log/nginx/ollama-gateway-requests.log"
 
 
 def get(path, **kw):
@@ -161,6 +164,109 @@ def test_the_access_log_names_each_key_and_never_its_secret():
     user = "key-" + hashlib.sha256(USER.encode()).hexdigest()[:8]
     assert any(line["key"] == user and line["endpoint"] == "/api/generate" for line in lines)
     assert any(line["key"] == "" and line["status"] == 401 for line in lines)  # no key: no name
+
+
+def samples(gateway: str) -> dict:
+    """Every sample of GATEWAY's /metrics: {(name, frozenset(labels)): value}."""
+    return {
+        (s.name, frozenset(s.labels.items())): s.value for family in metrics(host(gateway)).values() for s in family
+    }
+
+
+def counted(seen: dict, name: str, **labels) -> float:
+    return sum(v for (n, ls), v in seen.items() if n == name and set(labels.items()) <= ls)
+
+
+@pytest.mark.parametrize("gateway", sorted(GATEWAYS))
+def test_tokens_and_first_tokens_are_counted_per_key_through_each_gateway(gateway):
+    """Both APIs through the official clients, streamed and not: what each answer said it cost is what the
+    gateway's metrics count under the key's name, and the log line of each says it too."""
+    url, name = GATEWAYS[gateway], "team-small"
+    before = samples(gateway)
+    native = ollama.Client(host=url, verify=CA, trust_env=False, headers={"Authorization": f"Bearer {TEAM}"})
+    api = openai.OpenAI(base_url=f"{url}/v1", api_key=TEAM, http_client=httpx.Client(verify=CA, trust_env=False))
+    ask = [{"role": "user", "content": "count"}]
+    generated = native.generate(model="qwen3:0.6b", prompt="one", options={"num_predict": 3})
+    streamed = list(native.chat(model="qwen3:0.6b", messages=ask, stream=True, options={"num_predict": 4}))[-1]
+    answer = api.chat.completions.create(model="qwen3:0.6b", messages=ask, max_tokens=5)
+    chunks = list(
+        api.chat.completions.create(
+            model="qwen3:0.6b", messages=ask, max_tokens=6, stream=True, stream_options={"include_usage": True}
+        )
+    )
+    usage = chunks[-1].usage
+    said = {
+        "completion": [
+            generated.eval_count,
+            streamed.eval_count,
+            answer.usage.completion_tokens,
+            usage.completion_tokens,
+        ],
+        "prompt": [
+            generated.prompt_eval_count,
+            streamed.prompt_eval_count,
+            answer.usage.prompt_tokens,
+            usage.prompt_tokens,
+        ],
+    }
+    assert said["completion"] == [3, 4, 5, 6]
+
+    def grown(metric, **labels):
+        return counted(samples(gateway), metric, **labels) - counted(before, metric, **labels)
+
+    wait_until(lambda: grown("ollama_eval_total", key=name, model="qwen3:0.6b") == 18, 15, "18 tokens counted")
+    assert grown("ollama_prompt_eval_total", key=name, model="qwen3:0.6b") == sum(said["prompt"])
+    assert grown("ollama_gateway_requests_total", key=name, model="qwen3:0.6b", status="200") == 4
+    assert grown("ollama_gateway_time_to_first_token_seconds_count", model="qwen3:0.6b") == 2  # the streams
+    assert grown("ollama_gateway_slot_wait_seconds_count", model="qwen3:0.6b") == 2  # the native API's
+    lines = [json.loads(line) for line in host(gateway).check_output(f"tail -n 4 {REQUEST_LOG}").splitlines()]
+    assert [(line["key"], line["prompt_tokens"], line["completion_tokens"]) for line in lines] == [
+        (name, str(p), str(c)) for p, c in zip(said["prompt"], said["completion"], strict=True)
+    ]
+    assert [bool(line["ttft"]) for line in lines] == [False, True, False, True]
+    assert all(0 < float(line["ttft"]) <= line["total"] for line in lines if line["ttft"])
+
+
+def test_a_made_up_model_name_adds_no_series_and_no_secret_reaches_the_metrics():
+    """A name served on demand (ollama_gateway_unpinned_models) is the instance's to judge: 404 there, logged as
+    asked, counted under no model."""
+    before = samples("olt-mh-gw")
+    for n in range(3):
+        body = {"model": f"olt-made-up-{n}:1b", "prompt": "hi", "stream": False}
+        assert get("/api/generate", body=body, key=USER).status == 404
+    wait_until(
+        lambda: counted(samples("olt-mh-gw"), "ollama_gateway_requests_total", status="404", model="")
+        - counted(before, "ollama_gateway_requests_total", status="404", model="") >= 3, 15, "the 404s counted"
+    )  # fmt: skip
+    text = host("olt-mh-gw").check_output("curl -sf http://127.0.0.1:8081/metrics")
+    assert "olt-made-up" not in text
+    for secret in (USER, ADMIN, TEAM):
+        assert secret not in text
+    logged = host("olt-mh-gw").check_output(f"grep -c olt-made-up {REQUEST_LOG}")
+    assert int(logged) >= 3  # the audit trail keeps what was asked
+
+
+def test_neither_logrotate_nor_a_reload_loses_a_line():
+    """Requests while Debian's logrotate rotates nginx's logs and nginx reloads: every one is a line in the
+    log or the rotated one, and counted once in the metrics."""
+    gw = host("olt-mh-gw")
+    user = "key-" + hashlib.sha256(USER.encode()).hexdigest()[:8]
+    before = samples("olt-mh-gw")
+    paths = [f"/olt-rotation-{n}" for n in range(60)]
+    logged = f"zcat -f {REQUEST_LOG}* | grep -c olt-rotation- || true"
+    with ThreadPoolExecutor(1) as pool:
+        statuses = pool.submit(lambda: [get(p, key=USER).status for p in paths])
+        wait_until(lambda: int(gw.check_output(logged)) >= 10, 30, "the first requests logged")
+        gw.check_output("logrotate -f /etc/logrotate.d/nginx")
+        wait_until(lambda: int(gw.check_output(logged)) >= 30, 30, "requests logged after the rotation")
+        gw.check_output("systemctl reload nginx")
+        assert statuses.result() == [404] * len(paths)
+    lines = [json.loads(line) for line in gw.check_output(f"zcat -f {REQUEST_LOG}* | grep olt-rotation-").splitlines()]
+    assert sorted(line["path"] for line in lines) == sorted(paths)
+    wait_until(
+        lambda: counted(samples("olt-mh-gw"), "ollama_gateway_requests_total", key=user, endpoint="other")
+        - counted(before, "ollama_gateway_requests_total", key=user, endpoint="other") == len(paths), 15, "every one counted"
+    )  # fmt: skip
 
 
 @pytest.mark.parametrize("source, reaches", [("olt-mh-gw", True), ("olt-mh-gpu2", False)])

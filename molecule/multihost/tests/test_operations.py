@@ -160,7 +160,8 @@ def test_a_real_prometheus_scrapes_the_fleet_and_every_dashboard_query_returns_s
         assert {r["name"]: r["health"] for g in prometheus_api("rules")["groups"] for r in g["rules"]} == dict.fromkeys(
             ["OllamaGatewayDown", "OllamaGatewayWithoutHealthyInstance", "OllamaInstanceDown",
              "OllamaInstanceHeldOutByHealthChecks", "OllamaModelSpilledToCPU", "OllamaGatewayQueueNearLimit",
-             "OllamaGatewayVIPHolderChanged", "OllamaGatewayVIPDown"], "ok"
+             "OllamaModelSlowFirstToken", "OllamaGatewayServerErrors", "OllamaGatewayVIPHolderChanged",
+             "OllamaGatewayVIPDown"], "ok"
         )  # fmt: skip
         memory = {
             s["metric"]["ollama_instance"]: float(s["value"][1])
