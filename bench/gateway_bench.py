@@ -93,10 +93,11 @@ def wait(url, timeout=15):
     raise SystemExit(f"{url} did not answer")
 
 
-def render_ours(dest: Path):
+def render_ours(dest: Path, work: Path = WORK, port: int = PORTS["ours"], instances=INSTANCES, access_log: str = ""):
     """The role's real files: its nginx template and fleet.json through Ansible with the role's defaults, the
-    upstreams by the drain tool's own renderer, the router as shipped. The bench's instances pin nothing, so
-    they serve every model on demand (ollama_gateway_unpinned_models)."""
+    upstreams by the drain tool's own renderer, the router as shipped, all in WORK. The bench's instances pin
+    nothing, so they serve every model on demand (ollama_gateway_unpinned_models). ACCESS_LOG: the request log
+    ("off": none, so nothing measured); by default one in WORK."""
     backends = [
         {
             "host": "bench",
@@ -108,24 +109,25 @@ def render_ours(dest: Path):
             "gpu_label": f"GPU {n}",
             "gpus": [],
         }
-        for n, (h, p, par) in enumerate(INSTANCES)
+        for n, (h, p, par) in enumerate(instances)
     ]
     extra = {
         "_ollama_gateway_backends": backends,
-        "__ollama_gateway_dir": str(WORK),
-        "ollama_gateway_port": PORTS["ours"],
+        "__ollama_gateway_dir": str(work),
+        "ollama_gateway_port": port,
         "ollama_gateway_listen_address": "127.0.0.1",
         "ollama_gateway_status_listen": "",
-        "ollama_gateway_access_log": str(WORK / "logs" / "requests.log"),  # measured with its JSON line per request
-        "ollama_gateway_unpinned_models": [f"bench/i{n}" for n in range(len(INSTANCES))],
+        # measured with its JSON line per request
+        "ollama_gateway_access_log": access_log or str(work / "logs" / "requests.log"),
+        "ollama_gateway_unpinned_models": [f"bench/i{n}" for n in range(len(instances))],
         "_ollama_gateway_tls": False,
     }
-    (WORK / "extra.json").write_text(json.dumps(extra))
+    (work / "extra.json").write_text(json.dumps(extra))
     env = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg")}
     ansible = str(Path(sys.executable).parent / "ansible")
     for module, args in (
         ("template", f"src={REPO}/roles/ollama_gateway/templates/ollama-gateway.conf.j2 dest={dest}"),
-        ("copy", f"content={{{{ __ollama_gateway_fleet | to_nice_json }}}} dest={WORK}/fleet.json"),
+        ("copy", f"content={{{{ __ollama_gateway_fleet | to_nice_json }}}} dest={work}/fleet.json"),
     ):
         sh(
             ansible,
@@ -141,15 +143,15 @@ def render_ours(dest: Path):
             "-e",
             f"@{REPO}/roles/ollama_gateway/vars/main.yml",
             "-e",
-            f"@{WORK}/extra.json",
+            f"@{work}/extra.json",
             env=env,
             cwd=REPO,
         )
     drain = SourceFileLoader("drain", str(REPO / "roles/ollama_gateway/files/ollama-gateway-drain")).load_module()
-    (WORK / "upstreams.conf").write_text(drain.render(json.loads((WORK / "fleet.json").read_text()), set()))
-    shutil.copy(REPO / "roles/ollama_gateway/files/ollama_gateway.js", WORK / "ollama_gateway.js")
+    (work / "upstreams.conf").write_text(drain.render(json.loads((work / "fleet.json").read_text()), set()))
+    shutil.copy(REPO / "roles/ollama_gateway/files/ollama_gateway.js", work / "ollama_gateway.js")
     for keys in ("client_keys.map", "admin_keys.map"):
-        (WORK / keys).write_text("")
+        (work / keys).write_text("")
 
 
 # The seeds' recipe, as FACTS.md quotes it, plus one line: nginx sends the upstream's name as Host, which

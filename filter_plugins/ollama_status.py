@@ -1,7 +1,10 @@
 """The fleet as it runs: each planned instance next to what its host, its API and the gateways report."""
 
+import json
+import math
 import re
 import sys
+from datetime import datetime
 from pathlib import Path
 
 from ansible.errors import AnsibleFilterError
@@ -38,13 +41,15 @@ table: "{{ rows | ollama_status_table }}"
 RETURN = r"""
 _value:
   description: "host, instance, port, gpus, gpu_label, vram_total, settings, unit, enabled, version, models
-    (name, size, size_vram, estimate, context_length, pinned), gateways (gateway, up, drained, connections),
-    problems."
+    (name, size, size_vram, estimate, context_length, pinned), gateways (gateway, up, drained, connections,
+    requests_per_second and ttft_p95 over the gateway's recent requests, or None), problems."
   type: list
   elements: dict
 """
 
 GIB = 2**30
+# The request log's lines status.yml reads from each gateway (roles/ollama_gateway/tasks/status.yml).
+RECENT_LINES = 5000
 
 
 def _gib(value):
@@ -76,14 +81,55 @@ def _gateway_view(gateway, host, instance):
             target = f"{backend['address']}:{backend['port']}"
             health = {(i["host"], i["instance"]): i["up"] for i in (status.get("healthz") or {}).get("instances", [])}
             reasons = sorted(m.rsplit("@", 1)[1] for m in status.get("drained", []) if m.rsplit("@", 1)[0] == target)
+            recent = (status.get("recent") or {}).get(f"{host}/{instance}", {})
             return {
                 "gateway": gateway["inventory_hostname"],
                 "target": target,
                 "up": health.get((host, instance)),
                 "drained": reasons,
                 "connections": int(status.get("connections", {}).get(target, 0)),
+                # 0 when the log was read and names no request of it; None without a log
+                "requests_per_second": recent.get("requests_per_second", 0.0)
+                if status.get("recent") is not None
+                else None,
+                "ttft_p95": recent.get("ttft_p95"),
             }
     return None
+
+
+def ollama_gateway_recent(lines, minutes=5):
+    """What a gateway's request log says of each instance lately: LINES is the gateway's clock (date +%s), then
+    the log's last lines. Over the last MINUTES, or over the lines there are when they cover less (a busy
+    gateway): {"HOST/INSTANCE": {requests, requests_per_second, ttft_p95 (seconds, nearest rank; None without
+    a stream)}}. An instance without requests has none (0 req/s)."""
+    if not lines:
+        return {}
+    now = int(lines[0])
+    start = now - minutes * 60
+    entries, oldest = [], now
+    for line in lines[1:]:
+        try:
+            entry = json.loads(line)
+            at = datetime.fromisoformat(entry["time"]).timestamp()
+        except (ValueError, KeyError, TypeError):
+            continue  # a line cut by the tail, or written by an older log format
+        oldest = min(oldest, at)
+        if at >= start and entry.get("host"):
+            entries.append(entry)
+    # a full tail that starts inside the window covers only its own span
+    span = now - max(start, oldest) if len(lines) - 1 >= RECENT_LINES else now - start
+    span = max(span, 1)
+    recent = {}
+    for entry in entries:
+        view = recent.setdefault(f"{entry['host']}/{entry['ollama_instance']}", {"requests": 0, "ttft": []})
+        view["requests"] += 1
+        if entry.get("ttft"):
+            view["ttft"].append(float(entry["ttft"]))
+    for view in recent.values():
+        ttft = sorted(view.pop("ttft"))
+        view["requests_per_second"] = round(view["requests"] / span, 3)
+        view["ttft_p95"] = ttft[math.ceil(0.95 * len(ttft)) - 1] if ttft else None
+    return recent
 
 
 def _models(instance, ps):
@@ -220,7 +266,12 @@ def _gateway_cell(views):
         state = "up" if v["up"] else "DOWN" if v["up"] is False else "?"
         if v["drained"]:
             state = "drained(" + ",".join(v["drained"]) + ")"
-        cells.append(f"{state}, {v['connections']} conn")
+        cell = f"{state}, {v['connections']} conn"
+        if v.get("requests_per_second") is not None:
+            cell += f", {v['requests_per_second']:.2f} req/s"
+        if v.get("ttft_p95") is not None:
+            cell += f", TTFT p95 {v['ttft_p95']:.2f} s"
+        cells.append(cell)
     return "; ".join(cells)
 
 
@@ -406,4 +457,5 @@ class FilterModule:
             "ollama_status_table": ollama_status_table,
             "ollama_status_problems": ollama_status_problems,
             "ollama_fleet_view": ollama_fleet_view,
+            "ollama_gateway_recent": ollama_gateway_recent,
         }

@@ -1,8 +1,18 @@
 """ollama_status: each planned instance next to what systemd, its API and the gateways report."""
 
+import json
+from datetime import UTC, datetime
+
 import pytest
 from ollama_gateway import ollama_gateway_connections
-from ollama_status import ollama_fleet_view, ollama_status, ollama_status_problems, ollama_status_table
+from ollama_status import (
+    RECENT_LINES,
+    ollama_fleet_view,
+    ollama_gateway_recent,
+    ollama_status,
+    ollama_status_problems,
+    ollama_status_table,
+)
 
 GIB = 2**30
 GPU = {"index": 0, "uuid": "GPU-11111111-2222-3333-4444-555555555555", "name": "NVIDIA L20", "memory_total": 48 * GIB}
@@ -58,7 +68,7 @@ RUNNING = {
 LOADED = {"models": [{"name": "llama3.1:8b", "size": 9 * GIB, "size_vram": 9 * GIB, "context_length": 8192}]}
 
 
-def gateway(drained=(), up=(True, True), connections=None):
+def gateway(drained=(), up=(True, True), connections=None, recent=None):
     backends = [
         {"host": "gpu1", "instance": "a", "address": "127.0.0.1", "port": 11435},
         {"host": "gpu1", "instance": "b", "address": "127.0.0.1", "port": 11436},
@@ -70,6 +80,7 @@ def gateway(drained=(), up=(True, True), connections=None):
             "healthz": {"instances": [{"host": "gpu1", "instance": n, "up": u} for n, u in zip("ab", up, strict=True)]},
             "drained": list(drained),
             "connections": connections or {},
+            "recent": recent,
         },
     }
 
@@ -91,7 +102,15 @@ def test_healthy_fleet_has_no_problem():
         "pinned": True,
     }
     assert rows[0]["gateways"] == [
-        {"gateway": "gw", "target": "127.0.0.1:11435", "up": True, "drained": [], "connections": 3}
+        {
+            "gateway": "gw",
+            "target": "127.0.0.1:11435",
+            "up": True,
+            "drained": [],
+            "connections": 3,
+            "requests_per_second": None,  # no request log read
+            "ttft_p95": None,
+        }
     ]
     table = ollama_status_table(rows)
     assert table[1].split()[:6] == ["gpu1", "a", "running", "11435", "0:GPU-11111111", "0.33.0"]
@@ -201,3 +220,32 @@ def test_an_instance_pinning_several_models_shows_each_share_and_their_total():
     assert "llama3.1:8b 9.0/9.0 est 8.0 | qwen3:0.6b not loaded est 1.0 = est 10.0 together" in line
     (view,) = ollama_fleet_view([hv], rows=rows)
     assert view["instances"][0]["together_gib"] == "10.0" and view["instances"][1]["together_gib"] is None
+
+
+def log_line(at: float, host="gpu1", instance="a", ttft=""):
+    stamp = datetime.fromtimestamp(at, UTC).isoformat(timespec="seconds")
+    return json.dumps({"time": stamp, "host": host, "ollama_instance": instance, "ttft": ttft, "status": 200})
+
+
+def test_status_shows_each_instances_recent_requests_and_first_token_p95():
+    """The gateway's clock, then its request log's tail: requests per second over 5 minutes and the 95th
+    percentile of the streams' first tokens, per instance; older lines, refusals (no instance) and a line cut
+    by the tail count for nothing; an instance the log does not name served 0 req/s."""
+    now = 1_796_000_000
+    lines = [str(now), '{"time": "2026-12', log_line(now - 400, ttft="9.0"), log_line(now - 10, host="")]
+    lines += [log_line(now - 200 + n, ttft=f"{0.1 * (n + 1):.1f}") for n in range(20)]
+    lines += [log_line(now - 5) for _ in range(10)]
+    recent = ollama_gateway_recent(lines)
+    assert recent == {"gpu1/a": {"requests": 30, "requests_per_second": 0.1, "ttft_p95": 1.9}}
+    hv = gpu_host(RUNNING, [answer({"version": "0.33.0"})] * 2, [answer(LOADED), answer({"models": []})])
+    rows = ollama_status([hv], [gateway(recent=recent)])
+    table = ollama_status_table(rows)
+    assert "up, 0 conn, 0.10 req/s, TTFT p95 1.90 s" in table[1]
+    assert "up, 0 conn, 0.00 req/s" in table[2] and "TTFT" not in table[2]
+
+
+def test_a_busy_gateways_tail_covers_its_own_span():
+    """When the last lines all fall within the window, the rate is over the time they span."""
+    now = 1_796_000_000
+    lines = [str(now)] + [log_line(now - 100 + n * 100 / RECENT_LINES) for n in range(RECENT_LINES)]
+    assert ollama_gateway_recent(lines)["gpu1/a"]["requests_per_second"] == RECENT_LINES / 100

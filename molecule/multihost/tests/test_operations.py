@@ -81,6 +81,9 @@ def test_status_under_load_shows_both_hosts_and_the_gateways_connections():
     assert all(row[0] == "running" and row[3] == "0.33.0" and row[-1] == "ok" for row in rows.values())
     connections = [int(re.search(r"up, (\d+) conn", row[-2]).group(1)) for row in rows.values()]
     assert sum(connections) > 0, "the gateway serves the load, so status must see its connections"
+    # from the gateways' request logs: the requests of the last minutes, by the instance that answered them
+    rates = [float(rate) for row in rows.values() for rate in re.findall(r"([\d.]+) req/s", row[-2])]
+    assert sum(rates) > 0, "the load's requests are in the request log, so status must show a rate"
     assert broken(running) == 0 and running.count("ok") > 0
 
 
