@@ -172,6 +172,10 @@ CASES = {
         {"ollama_gateway_api_keys": [{"name": "team-a", "key": "olt-test-team-key-0002", "connections": 0}]},
         "host olt-ft-gw, field ollama_gateway_api_keys[0]: connections must be an integer from 1 up, got 0",
     ),
+    "per-request metrics on a public address": (
+        {"ollama_gateway_request_metrics_listen": "0.0.0.0:3904"},
+        "host olt-ft-gw, field ollama_gateway_request_metrics_listen: '0.0.0.0:3904' is not a loopback address",
+    ),
     # where models come from, which weights, which go
     "model registry not HOST:PORT": (
         {"ollama_model_registry": "https://registry.example:5000"},
