@@ -60,8 +60,9 @@ PACKAGES = [
     "keepalived",
     # the local model registry (ollama_registry)
     "docker-registry",
-    # the gateway's per-request metrics (ollama-gateway-requests.service)
+    # the gateway's per-request metrics (ollama-gateway-requests.service) and its request log's rotation
     "mtail",
+    "logrotate",
 ]
 
 

@@ -123,18 +123,23 @@ def test_past_slots_and_queue_the_gateway_answers_503_with_retry_after():
 
 
 def test_a_named_key_over_its_own_limit_is_told_to_retry_while_another_key_is_served():
-    """team-small may hold 1 request at a time (molecule.yml), counted by its name whatever address sends it: the
-    second gets 503 with Retry-After; the plain key, limited per address, is served meanwhile."""
-    long = {"model": "llama3.1:8b", "prompt": "long", "stream": False, "options": {"num_predict": 200}}
+    """team-small may hold 1 request at a time (molecule.yml), counted by its name whatever address sends it:
+    while its stream runs (its first line arrived: admitted), its next request gets 503 with Retry-After; the
+    plain key, limited per address, is served meanwhile."""
+    long = {"model": "llama3.1:8b", "prompt": "long", "options": {"num_predict": 100}}
     short = {"model": "qwen3:0.6b", "prompt": "hi", "stream": False, "options": {"num_predict": 1}}
-    with ThreadPoolExecutor(1) as pool:
-        held = pool.submit(get, "/api/generate", body=long, key=TEAM)
-        # until the long one holds the key's place (a short one sent before it got there is simply served)
-        refused = wait_until(lambda: (a := get("/api/generate", body=short, key=TEAM)).status == 503 and a, 15, "503")
+    with (
+        httpx.Client(verify=CA, trust_env=False, timeout=60) as client,
+        client.stream(
+            "POST", f"{GATEWAY}/api/generate", json=long, headers={"Authorization": f"Bearer {TEAM}"}
+        ) as held,
+    ):
+        lines = held.iter_lines()
+        assert held.status_code == 200 and json.loads(next(lines))["done"] is False
+        refused = get("/api/generate", body=short, key=TEAM)
         served = get("/api/generate", body=short, key=USER)
-        assert not held.done(), "the long request ended before the other key was tried"
-        assert held.result().status == 200
-    assert refused.headers.get("retry-after") == "2"
+        assert json.loads(list(lines)[-1])["done"] is True
+    assert refused.status == 503 and refused.headers.get("retry-after") == "2"
     assert served.status == 200
 
 
