@@ -33,10 +33,12 @@ UPSTREAM = ("127.0.0.1", 21635)
 GATEWAYS = {"measured": 21634, "not measured": 21644}
 MTAIL_PORT = 21904
 TTFT_S = 0.020
-# one stream: 200 tokens at 50/s (a 7B model on one GPU); 600 streams: 40 tokens each at 10/s (a loaded server)
-ONE = {"streams": 1, "tokens": 200, "rate": 50, "requests": 30}
-MANY = {"streams": 600, "tokens": 40, "rate": 10, "requests": 600}
-ROUNDS = 3
+# a stream of 200 tokens at 50/s (a 7B model on one GPU) beside the probes; then 600 of 100 tokens at 10/s each
+# (a loaded server), started together, the probes once they all run
+ONE = {"streams": 1, "tokens": 200, "rate": 50, "settle": 0.5}
+MANY = {"streams": 600, "tokens": 100, "rate": 10, "settle": 2.0}
+PROBES = 100
+ROUNDS = 5
 
 
 # ------------------------------------------------------------------------------------ the upstream
@@ -125,36 +127,64 @@ async def stream(port: int, tokens: int, rate: int) -> tuple[float, int, float]:
 
 
 async def phase(port: int, setting: dict) -> dict:
-    """SETTING's requests, SETTING's streams at a time: the times to first token, tokens per second over the
-    phase, and nginx's CPU seconds per 1,000 tokens."""
+    """SETTING's streams at once, all of them running together; meanwhile PROBES single-token requests one
+    after another, whose times to first token are what a new request meets on a gateway that busy (the streams'
+    own first tokens say more about 600 connections opening at once). Tokens per second over the streams,
+    nginx's CPU seconds per 1,000 tokens, its peak memory."""
     cpu = nginx_cpu(port)
     started = time.perf_counter()
-    results = []
-    for _ in range(setting["requests"] // setting["streams"]):
-        results += await asyncio.gather(
-            *(stream(port, setting["tokens"], setting["rate"]) for _ in range(setting["streams"]))
-        )
+    peak = [nginx_rss(port)]
+    streams = [asyncio.create_task(stream(port, setting["tokens"], setting["rate"])) for _ in range(setting["streams"])]
+    await asyncio.sleep(setting["settle"])  # every stream under way
+    probes = []
+    for _ in range(PROBES):
+        probes.append(await stream(port, 1, 50))
+        peak.append(nginx_rss(port))
+    results = await asyncio.gather(*streams)
     wall = time.perf_counter() - started
     tokens = sum(r[1] for r in results)
-    assert tokens == setting["requests"] * setting["tokens"], "tokens went missing"
-    ttft = sorted(r[0] * 1000 for r in results)
+    assert tokens == setting["streams"] * setting["tokens"], "tokens went missing"
+    ttft = sorted(r[0] * 1000 for r in probes)
     return {
         "p50": statistics.median(ttft),
         "p99": ttft[min(len(ttft) - 1, int(len(ttft) * 0.99))],
         "tokens/s": tokens / wall,
-        "cpu/1k": (nginx_cpu(port) - cpu) / tokens * 1000,
+        "cpu/1k": (nginx_cpu(port) - cpu) / (tokens + len(probes)) * 1000,
+        "rss": max(peak) / 2**20,
     }
 
 
-def nginx_cpu(port: int) -> float:
-    """CPU seconds (user + system) the nginx on PORT has used: master and workers."""
+async def long_streams(port: int, streams: int = 20, tokens: int = 4000) -> float:
+    """MiB nginx's memory grows by while STREAMS answers of TOKENS tokens each stream at once (fast)."""
+    base, peak = nginx_rss(port), []
+    running = [asyncio.create_task(stream(port, tokens, 2000)) for _ in range(streams)]
+    while not all(t.done() for t in running):
+        peak.append(nginx_rss(port))
+        await asyncio.sleep(0.1)
+    await asyncio.gather(*running)
+    return (max(peak) - base) / 2**20
+
+
+def nginx_pids(port: int) -> list[int]:
+    """The nginx on PORT: master and workers."""
     pid = int((WORK / str(port) / "nginx.pid").read_text())
-    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return [pid, *map(int, Path(f"/proc/{pid}/task/{pid}/children").read_text().split())]
+
+
+def nginx_cpu(port: int) -> float:
+    """CPU seconds (user + system) the nginx on PORT has used."""
     ticks = 0
-    for p in [pid, *map(int, children)]:
+    for p in nginx_pids(port):
         fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
         ticks += int(fields[11]) + int(fields[12])
     return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def nginx_rss(port: int) -> int:
+    """Bytes of memory the nginx on PORT holds (resident)."""
+    return sum(
+        int(Path(f"/proc/{p}/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") for p in nginx_pids(port)
+    )
 
 
 # ------------------------------------------------------------------------------------ the gateways
@@ -225,13 +255,17 @@ def main():
     if os.geteuid() != 0:
         raise SystemExit("run as root (nginx and apt)")
     WORK.mkdir(parents=True, exist_ok=True)
+    (WORK / str(GATEWAYS["measured"]) / "logs" / "requests.log").unlink(missing_ok=True)
     procs = [subprocess.Popen([sys.executable, __file__, "--upstream"])]
     try:
         time.sleep(0.5)
         start_gateways(procs)
+        # first, on fresh workers: their resident memory only grows (freed memory is reused, not returned)
+        held = {name: asyncio.run(long_streams(port)) for name, port in GATEWAYS.items()}
         runs = {name: {"one": [], "many": []} for name in GATEWAYS}
-        for _ in range(ROUNDS):
-            for name, port in GATEWAYS.items():
+        for n in range(ROUNDS):
+            # each gateway goes first in turn: what the first leaves behind (sockets in TIME_WAIT) is shared
+            for name, port in sorted(GATEWAYS.items(), reverse=n % 2 == 1):
                 runs[name]["one"].append(asyncio.run(phase(port, ONE)))
                 runs[name]["many"].append(asyncio.run(phase(port, MANY)))
         lines = sum(1 for _ in open(WORK / str(GATEWAYS["measured"]) / "logs" / "requests.log"))
@@ -248,13 +282,23 @@ def main():
                 (f"time to first token p50, {label} (ms)", f"{m['p50']:.1f} ({m['p50'] - n['p50']:+.1f})", f"{n['p50']:.1f}", "≤ +1 ms"),
                 (f"time to first token p99, {label} (ms)", f"{m['p99']:.1f} ({m['p99'] - n['p99']:+.1f})", f"{n['p99']:.1f}", "≤ +5 ms"),
                 (f"tokens/s, {label}", f"{m['tokens/s']:.0f} ({m['tokens/s'] / n['tokens/s']:.3f}×)", f"{n['tokens/s']:.0f}", "≥ 0.97×"),
-                (f"nginx CPU per 1,000 tokens, {label} (ms)", f"{m['cpu/1k'] * 1000:.1f}", f"{n['cpu/1k'] * 1000:.1f}", "—"),
             ]  # fmt: skip
+            if kind == "many":
+                rows.append((f"nginx CPU per 1,000 tokens, {label} (ms)", f"{m['cpu/1k'] * 1000:.1f}", f"{n['cpu/1k'] * 1000:.1f}", "—"))  # fmt: skip
+        rows.append(
+            (
+                "nginx memory while 20 streams of 4,000 tokens run (MiB added)",
+                f"{held['measured']:.0f}",
+                f"{held['not measured']:.0f}",
+                "— (ollama_gateway_count_tokens)",
+            )
+        )
         print(
             f"\nMeasuring benchmark, {time.strftime('%Y-%m-%d')}: one upstream streaming as Ollama's /api/chat "
-            f"({TTFT_S * 1000:.0f} ms to first token; 1 stream of {ONE['tokens']} tokens at {ONE['rate']}/s, "
-            f"{ONE['requests']} requests; {MANY['streams']} at once of {MANY['tokens']} tokens at {MANY['rate']}/s), "
-            f"nginx with 2 workers, median of {ROUNDS} rounds, loopback; `.venv/bin/python bench/measure_bench.py`. "
+            f"({TTFT_S * 1000:.0f} ms to first token; {ONE['streams']} stream of {ONE['tokens']} tokens at {ONE['rate']}/s, "
+            f"then {MANY['streams']} at once of {MANY['tokens']} tokens at {MANY['rate']}/s; time to first token of "
+            f"{PROBES} single-token requests sent one after another while they run), "
+            f"nginx with 2 workers, median of {ROUNDS} rounds (each gateway first in turn), loopback; `.venv/bin/python bench/measure_bench.py`. "
             f"The measured gateway logged {lines} lines, mtail counted {evals:.0f} tokens of them.\n"
         )
         print("| measure | measured (log, counts, mtail) | not measured (log off) | target |")

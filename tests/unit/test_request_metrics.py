@@ -18,9 +18,10 @@ REPO = Path(__file__).resolve().parents[2]
 ROLE = REPO / "roles" / "ollama_gateway"
 
 
-def render(template: str, dest: Path, tmp_path: Path) -> str:
-    """TEMPLATE of the role, rendered by Ansible with the role's defaults and vars and one instance."""
+def render(template: str, dest: Path, tmp_path: Path, **more) -> str:
+    """TEMPLATE of the role, rendered by Ansible with the role's defaults and vars, one instance and MORE."""
     extra = {
+        **more,
         "_ollama_gateway_backends": [
             {"host": "gpu1", "instance": "a", "address": "10.0.0.11", "port": 11435, "max_conns": 2, "models": []}
         ],
@@ -45,7 +46,21 @@ def rendered(tmp_path_factory):
     (tmp / "progs").mkdir()
     conf = render("ollama-gateway.conf.j2", tmp / "gateway.conf", tmp)
     render("ollama-gateway.mtail.j2", tmp / "progs" / "ollama-gateway.mtail", tmp)
-    return {"log_format": re.search(r"log_format ollama_gateway_requests escape=json '(.*)';", conf)[1], "dir": tmp}
+    return {
+        "log_format": re.search(r"log_format ollama_gateway_requests escape=json '(.*)';", conf)[1],
+        "dir": tmp,
+        "conf": conf,
+    }
+
+
+def test_counting_tokens_is_the_operators_choice(rendered, tmp_path):
+    """The body filter, in both routed locations by default; without it (or without the log) none, and
+    nothing else of the routed locations changes."""
+    assert rendered["conf"].count("js_body_filter ollama_gateway.measure buffer_type=buffer;") == 2
+    for off in ({"ollama_gateway_count_tokens": False}, {"ollama_gateway_access_log": "off"}):
+        conf = render("ollama-gateway.conf.j2", tmp_path / "off.conf", tmp_path, **off)
+        assert "js_body_filter" not in conf and "None" not in conf
+        assert conf.count("location @ollama_routed") == 2
 
 
 def log_line(log_format: str, **values) -> str:
