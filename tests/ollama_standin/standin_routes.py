@@ -769,7 +769,10 @@ class Handler(BaseHTTPRequestHandler):
             stop = message(model, [], reason, count)["stop_reason"]
             return (
                 event("content_block_stop", {"index": 0})
-                + event("message_delta", {"delta": {"stop_reason": stop}, "usage": {"output_tokens": count}})
+                + event(
+                    "message_delta",
+                    {"delta": {"stop_reason": stop}, "usage": {"input_tokens": 8, "output_tokens": count}},
+                )
                 + event("message_stop", {})
             )
 

@@ -179,3 +179,12 @@ def test_openai_usage_counts_and_nothing_is_read_from_an_error_or_an_answer_with
         measured(tmp_path, 200, ['data: {"choices":[{"delta":{"content":"a"}}]}\n\n', "data: [DONE]\n\n"])["vars"] == {}
     )
     assert measured(tmp_path, 500, ['{"error":"x","eval_count":5}'])["vars"] == {}
+    # /v1/messages: the stream's message_delta (anthropic/anthropic.go), as the stand-in sends it
+    anthropic = [
+        'event: message_start\ndata: {"message":{"usage":{"input_tokens":8,"output_tokens":0}}}\n\n',
+        'event: message_delta\ndata: {"delta":{"stop_reason":"end_turn"},"usage":{"input_tokens":8,"output_tokens":7}}\n\n',
+        'event: message_stop\ndata: {"type":"message_stop"}\n\n',
+    ]
+    assert measured(tmp_path, 200, anthropic)["vars"] == {
+        "ollama_gateway_prompt_tokens": "8", "ollama_gateway_completion_tokens": "7"
+    }  # fmt: skip

@@ -789,13 +789,15 @@ async function healthzDetail(r) {
 // ------------------------------------------------------------------------------------ measuring
 
 // What an answer cost, read from its end, where Ollama puts it: the final object's prompt_eval_count,
-// eval_count and durations (server/routes.go), or the OpenAI-compatible usage (openai/openai.go ToUsage;
-// in a stream only when the client asked for stream_options.include_usage, middleware/openai.go). A body
+// eval_count and durations (server/routes.go); the OpenAI-compatible usage (openai/openai.go ToUsage; in a
+// stream only when the client asked for stream_options.include_usage, middleware/openai.go); input_tokens and
+// output_tokens of /v1/messages (anthropic/anthropic.go: the response, a stream's message_delta) and
+// /v1/responses (openai/responses.go). A body
 // filter (js_body_filter in the routed locations): every buffer goes on to the client first, unchanged; the
 // filter keeps references to the last ones (no copy) until they hold TAIL bytes and reads them once, at the
 // end. Answer text cannot forge a count: inside a JSON string a quote is escaped (\"eval_count\").
 const TAIL = 4096;
-const COUNTS = /"(prompt_eval_count|prompt_tokens|eval_count|completion_tokens|total_duration|load_duration|prompt_eval_duration|eval_duration)":(\d+)/g;
+const COUNTS = /"(prompt_eval_count|prompt_tokens|input_tokens|eval_count|completion_tokens|output_tokens|total_duration|load_duration|prompt_eval_duration|eval_duration)":(\d+)/g;
 let tail = [];
 let tailBytes = 0;
 
@@ -828,8 +830,10 @@ function measure(r, data, flags) {
     }
     const c = lastCounts(Buffer.concat(tail).toString());
     tail = [];
-    const prompt = 'prompt_eval_count' in c ? c.prompt_eval_count : c.prompt_tokens;
-    const completion = 'eval_count' in c ? c.eval_count : c.completion_tokens;
+    const prompt = ['prompt_eval_count', 'prompt_tokens', 'input_tokens'].map(function (k) { return c[k]; })
+        .find(function (v) { return v !== undefined; });
+    const completion = ['eval_count', 'completion_tokens', 'output_tokens'].map(function (k) { return c[k]; })
+        .find(function (v) { return v !== undefined; });
     if (prompt !== undefined) {
         r.variables.ollama_gateway_prompt_tokens = String(prompt);
     }
