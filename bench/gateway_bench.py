@@ -93,11 +93,23 @@ def wait(url, timeout=15):
     raise SystemExit(f"{url} did not answer")
 
 
-def render_ours(dest: Path, work: Path = WORK, port: int = PORTS["ours"], instances=INSTANCES, access_log: str = ""):
+def role_task(module: str, args: str, extra: Path):
+    """One Ansible MODULE with ARGS on this machine, with the gateway role's defaults and vars, then EXTRA's."""
+    sh(
+        str(Path(sys.executable).parent / "ansible"), "localhost", "-c", "local", "-m", module, "-a", args,
+        "-e", f"@{REPO}/roles/ollama_gateway/defaults/main.yml", "-e", f"@{REPO}/roles/ollama_gateway/vars/main.yml",
+        "-e", f"@{extra}",
+        env={**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg")}, cwd=REPO,
+    )  # fmt: skip
+
+
+def render_ours(
+    dest: Path, work: Path = WORK, port: int = PORTS["ours"], instances=INSTANCES, access_log: str = "", **more
+):
     """The role's real files: its nginx template and fleet.json through Ansible with the role's defaults, the
     upstreams by the drain tool's own renderer, the router as shipped, all in WORK. The bench's instances pin
     nothing, so they serve every model on demand (ollama_gateway_unpinned_models). ACCESS_LOG: the request log
-    ("off": none, so nothing measured); by default one in WORK."""
+    ("off": none, so nothing measured); by default one in WORK. MORE: other role variables."""
     backends = [
         {
             "host": "bench",
@@ -121,32 +133,15 @@ def render_ours(dest: Path, work: Path = WORK, port: int = PORTS["ours"], instan
         "ollama_gateway_access_log": access_log or str(work / "logs" / "requests.log"),
         "ollama_gateway_unpinned_models": [f"bench/i{n}" for n in range(len(instances))],
         "_ollama_gateway_tls": False,
+        **more,
     }
     (work / "extra.json").write_text(json.dumps(extra))
-    env = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg")}
-    ansible = str(Path(sys.executable).parent / "ansible")
-    for module, args in (
-        ("template", f"src={REPO}/roles/ollama_gateway/templates/ollama-gateway.conf.j2 dest={dest}"),
-        ("copy", f"content={{{{ __ollama_gateway_fleet | to_nice_json }}}} dest={work}/fleet.json"),
-    ):
-        sh(
-            ansible,
-            "localhost",
-            "-c",
-            "local",
-            "-m",
-            module,
-            "-a",
-            args,
-            "-e",
-            f"@{REPO}/roles/ollama_gateway/defaults/main.yml",
-            "-e",
-            f"@{REPO}/roles/ollama_gateway/vars/main.yml",
-            "-e",
-            f"@{work}/extra.json",
-            env=env,
-            cwd=REPO,
-        )
+    role_task(
+        "template", f"src={REPO}/roles/ollama_gateway/templates/ollama-gateway.conf.j2 dest={dest}", work / "extra.json"
+    )
+    role_task(
+        "copy", f"content={{{{ __ollama_gateway_fleet | to_nice_json }}}} dest={work}/fleet.json", work / "extra.json"
+    )
     drain = SourceFileLoader("drain", str(REPO / "roles/ollama_gateway/files/ollama-gateway-drain")).load_module()
     (work / "upstreams.conf").write_text(drain.render(json.loads((work / "fleet.json").read_text()), set()))
     shutil.copy(REPO / "roles/ollama_gateway/files/ollama_gateway.js", work / "ollama_gateway.js")
@@ -196,25 +191,30 @@ def start_nginx(procs):
     (WORK / "rr.conf").write_text(
         ROUND_ROBIN % ("\n".join(f"    server {h}:{p};" for h, p, _ in INSTANCES), PORTS["round robin"])
     )
-    (WORK / "logs").mkdir(exist_ok=True)
-    (WORK / "nginx.conf").write_text(f"""
+    start_nginx_in(WORK, ["ours.conf", "rr.conf", "recipe.conf"], procs)
+    for port in PORTS.values():
+        wait(f"http://127.0.0.1:{port}/api/version")
+
+
+def start_nginx_in(work: Path, includes: list[str], procs, worker_connections: int = 4096):
+    """nginx with 2 workers and the js module, its prefix WORK, serving the INCLUDES (files in WORK)."""
+    (work / "logs").mkdir(parents=True, exist_ok=True)
+    servers = "\n".join(f"    include {work / name};" for name in includes)
+    (work / "nginx.conf").write_text(f"""
 load_module /usr/lib/nginx/modules/ngx_http_js_module.so;
 worker_processes 2;
-pid {WORK}/nginx.pid;
-error_log {WORK}/logs/error.log warn;
-events {{ worker_connections 4096; }}
+worker_rlimit_nofile {4 * worker_connections};
+pid {work}/nginx.pid;
+error_log {work}/logs/error.log warn;
+events {{ worker_connections {worker_connections}; }}
 http {{
     access_log off;
     include /etc/nginx/mime.types;
-    include {WORK}/ours.conf;
-    include {WORK}/rr.conf;
-    include {WORK}/recipe.conf;
+{servers}
 }}
 """)
-    sh("nginx", "-t", "-q", "-p", str(WORK), "-c", str(WORK / "nginx.conf"))
-    procs.append(subprocess.Popen(["nginx", "-p", str(WORK), "-c", str(WORK / "nginx.conf"), "-g", "daemon off;"]))
-    for port in PORTS.values():
-        wait(f"http://127.0.0.1:{port}/api/version")
+    sh("nginx", "-t", "-q", "-p", str(work), "-c", str(work / "nginx.conf"))
+    procs.append(subprocess.Popen(["nginx", "-p", str(work), "-c", str(work / "nginx.conf"), "-g", "daemon off;"]))
 
 
 def url(name, path):

@@ -26,7 +26,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
-from gateway_bench import render_ours, sh, wait  # noqa: E402
+from gateway_bench import render_ours, role_task, sh, start_nginx_in, wait  # noqa: E402
 
 WORK = REPO / ".cache" / "measure-bench"
 UPSTREAM = ("127.0.0.1", 21635)
@@ -195,42 +195,25 @@ def start_gateways(procs):
         work = WORK / str(port)
         (work / "logs").mkdir(parents=True, exist_ok=True)
         log = str(work / "logs" / "requests.log") if name == "measured" else "off"
-        render_ours(
-            work / "gateway.conf", work=work, port=port, instances=[(*UPSTREAM, MANY["streams"])], access_log=log
-        )
         # every stream from one address: the per-address limit (256 by default) would refuse the 600
-        conf = (work / "gateway.conf").read_text()
-        (work / "gateway.conf").write_text(
-            conf.replace("limit_conn ollama_gateway_client 256;", "limit_conn ollama_gateway_client 4096;")
-        )
-        (work / "nginx.conf").write_text(f"""
-load_module /usr/lib/nginx/modules/ngx_http_js_module.so;
-worker_processes 2;
-worker_rlimit_nofile 16384;
-pid {work}/nginx.pid;
-error_log {work}/logs/error.log warn;
-events {{ worker_connections 8192; }}
-http {{
-    access_log off;
-    include /etc/nginx/mime.types;
-    include {work}/gateway.conf;
-}}
-""")
-        sh("nginx", "-t", "-q", "-p", str(work), "-c", str(work / "nginx.conf"))
-        procs.append(subprocess.Popen(["nginx", "-p", str(work), "-c", str(work / "nginx.conf"), "-g", "daemon off;"]))
+        render_ours(
+            work / "gateway.conf", work=work, port=port, instances=[(*UPSTREAM, MANY["streams"])], access_log=log,
+            ollama_gateway_client_connections=4096,
+        )  # fmt: skip
+        start_nginx_in(work, ["gateway.conf"], procs, worker_connections=8192)
         wait(f"http://127.0.0.1:{port}/api/version")
     # mtail reads the measured gateway's log as ollama-gateway-requests.service does
     progs = WORK / "mtail"
     progs.mkdir(exist_ok=True)
-    env = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg")}
     port = GATEWAYS["measured"]
-    sh(
-        str(Path(sys.executable).parent / "ansible"), "localhost", "-c", "local", "-m", "template",
-        "-a", f"src={REPO}/roles/ollama_gateway/templates/ollama-gateway.mtail.j2 dest={progs}/ollama-gateway.mtail",
-        "-e", f"@{REPO}/roles/ollama_gateway/defaults/main.yml", "-e", f"@{REPO}/roles/ollama_gateway/vars/main.yml",
-        "-e", f"ollama_gateway_access_log={WORK / str(port) / 'logs' / 'requests.log'}",
-        env=env, cwd=REPO,
-    )  # fmt: skip
+    (progs / "extra.json").write_text(
+        json.dumps({"ollama_gateway_access_log": str(WORK / str(port) / "logs" / "requests.log")})
+    )
+    role_task(
+        "template",
+        f"src={REPO}/roles/ollama_gateway/templates/ollama-gateway.mtail.j2 dest={progs}/ollama-gateway.mtail",
+        progs / "extra.json",
+    )
     procs.append(
         subprocess.Popen(
             [
