@@ -234,29 +234,17 @@ def test_tokens_and_first_tokens_are_counted_per_key_through_each_gateway(gatewa
 
 def test_a_made_up_model_name_adds_no_series_and_no_secret_reaches_the_metrics():
     """A name served on demand (ollama_gateway_unpinned_models) is the instance's to judge: 404 there, logged as
-    asked, counted under no model; other spellings of a pinned model count under its name."""
+    asked, counted under no model."""
     before = samples("olt-mh-gw")
     for n in range(3):
         body = {"model": f"olt-made-up-{n}:1b", "prompt": "hi", "stream": False}
         assert get("/api/generate", body=body, key=USER).status == 404
-    # a pinned model spelled as Ollama also reads it counts under its one name; a model that is no string, under none
-    for model in ("QWEN3:0.6B", "registry.ollama.ai/library/qwen3:0.6b"):
-        body = {"model": model, "prompt": "hi", "stream": False, "options": {"num_predict": 1}}
-        assert get("/api/generate", body=body, key=USER).status == 200
-    assert get("/api/generate", body={"model": 7, "prompt": "hi"}, key=USER).status == 400
-    # mtail reads the log in order: once the last request (the 400) is counted, so is every one before it
     wait_until(
-        lambda: counted(samples("olt-mh-gw"), "ollama_gateway_requests_total", status="400", model="")
-        > counted(before, "ollama_gateway_requests_total", status="400", model=""), 15, "the requests counted"
+        lambda: counted(samples("olt-mh-gw"), "ollama_gateway_requests_total", status="404", model="")
+        - counted(before, "ollama_gateway_requests_total", status="404", model="") >= 3, 15, "the 404s counted"
     )  # fmt: skip
-    assert (
-        counted(samples("olt-mh-gw"), "ollama_gateway_requests_total", status="404", model="")
-        - counted(before, "ollama_gateway_requests_total", status="404", model="")
-        >= 3
-    )
     text = host("olt-mh-gw").check_output("curl -sf http://127.0.0.1:8081/metrics")
-    assert "olt-made-up" not in text and "QWEN3" not in text and "registry.ollama.ai" not in text
-    assert 'model="7"' not in text
+    assert "olt-made-up" not in text
     for secret in (USER, ADMIN, TEAM):
         assert secret not in text
     logged = host("olt-mh-gw").check_output(f"grep -c olt-made-up {REQUEST_LOG}")
