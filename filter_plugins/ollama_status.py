@@ -48,8 +48,6 @@ _value:
 """
 
 GIB = 2**30
-# The request log's lines status.yml reads from each gateway (roles/ollama_gateway/tasks/status.yml).
-RECENT_LINES = 5000
 
 
 def _gib(value):
@@ -97,9 +95,9 @@ def _gateway_view(gateway, host, instance):
     return None
 
 
-def ollama_gateway_recent(lines, minutes=5):
+def ollama_gateway_recent(lines, read, minutes=5):
     """What a gateway's request log says of each instance lately: LINES is the gateway's clock (date +%s), then
-    the log's last lines. Over the last MINUTES, or over the lines there are when they cover less (a busy
+    the log's last lines, at most READ of them (the tail status.yml asked for). Over the last MINUTES, or over the lines there are when they cover less (a busy
     gateway): {"HOST/INSTANCE": {requests, requests_per_second, ttft_p95 (seconds, nearest rank; None without
     a stream)}}. An instance without requests has none (0 req/s)."""
     if not lines:
@@ -117,7 +115,7 @@ def ollama_gateway_recent(lines, minutes=5):
         if at >= start and entry.get("host"):
             entries.append(entry)
     # a full tail that starts inside the window covers only its own span
-    span = now - max(start, oldest) if len(lines) - 1 >= RECENT_LINES else now - start
+    span = now - max(start, oldest) if len(lines) - 1 >= read else now - start
     span = max(span, 1)
     recent = {}
     for entry in entries:

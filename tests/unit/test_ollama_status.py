@@ -6,7 +6,6 @@ from datetime import UTC, datetime
 import pytest
 from ollama_gateway import ollama_gateway_connections
 from ollama_status import (
-    RECENT_LINES,
     ollama_fleet_view,
     ollama_gateway_recent,
     ollama_status,
@@ -235,7 +234,7 @@ def test_status_shows_each_instances_recent_requests_and_first_token_p95():
     lines = [str(now), '{"time": "2026-12', log_line(now - 400, ttft="9.0"), log_line(now - 10, host="")]
     lines += [log_line(now - 200 + n, ttft=f"{0.1 * (n + 1):.1f}") for n in range(20)]
     lines += [log_line(now - 5) for _ in range(10)]
-    recent = ollama_gateway_recent(lines)
+    recent = ollama_gateway_recent(lines, 5000)
     assert recent == {"gpu1/a": {"requests": 30, "requests_per_second": 0.1, "ttft_p95": 1.9}}
     hv = gpu_host(RUNNING, [answer({"version": "0.33.0"})] * 2, [answer(LOADED), answer({"models": []})])
     rows = ollama_status([hv], [gateway(recent=recent)])
@@ -247,5 +246,8 @@ def test_status_shows_each_instances_recent_requests_and_first_token_p95():
 def test_a_busy_gateways_tail_covers_its_own_span():
     """When the last lines all fall within the window, the rate is over the time they span."""
     now = 1_796_000_000
-    lines = [str(now)] + [log_line(now - 100 + n * 100 / RECENT_LINES) for n in range(RECENT_LINES)]
-    assert ollama_gateway_recent(lines)["gpu1/a"]["requests_per_second"] == RECENT_LINES / 100
+    read = 2000
+    lines = [str(now)] + [log_line(now - 100 + n * 100 / read) for n in range(read)]
+    assert ollama_gateway_recent(lines, read)["gpu1/a"]["requests_per_second"] == read / 100
+    # fewer lines than asked for: the whole log, over the whole window
+    assert ollama_gateway_recent(lines, read + 1)["gpu1/a"]["requests_per_second"] == round(read / 300, 3)
