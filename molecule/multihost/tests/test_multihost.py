@@ -234,17 +234,33 @@ def test_tokens_and_first_tokens_are_counted_per_key_through_each_gateway(gatewa
 
 def test_a_made_up_model_name_adds_no_series_and_no_secret_reaches_the_metrics():
     """A name served on demand (ollama_gateway_unpinned_models) is the instance's to judge: 404 there, logged as
-    asked, counted under no model."""
+    asked, counted under no model. A pinned model spelled as Ollama also reads it counts under its one name, and a
+    model that is no string under none."""
+    user = "key-" + hashlib.sha256(USER.encode()).hexdigest()[:8]
     before = samples("olt-mh-gw")
     for n in range(3):
         body = {"model": f"olt-made-up-{n}:1b", "prompt": "hi", "stream": False}
         assert get("/api/generate", body=body, key=USER).status == 404
+    spellings = ("QWEN3:0.6B", "registry.ollama.ai/library/qwen3:0.6b")
+    for model in spellings:
+        body = {"model": model, "prompt": "hi", "stream": False, "options": {"num_predict": 1}}
+        assert get("/api/generate", body=body, key=USER).status == 200
+    assert get("/api/generate", body={"model": 7, "prompt": "hi"}, key=USER).status == 400
+    # mtail reads the log in order: once the last request (the 400) is counted, so is every one before it
     wait_until(
-        lambda: counted(samples("olt-mh-gw"), "ollama_gateway_requests_total", status="404", model="")
-        - counted(before, "ollama_gateway_requests_total", status="404", model="") >= 3, 15, "the 404s counted"
+        lambda: counted(samples("olt-mh-gw"), "ollama_gateway_requests_total", status="400", key=user)
+        > counted(before, "ollama_gateway_requests_total", status="400", key=user), 15, "the requests counted"
     )  # fmt: skip
+    after = samples("olt-mh-gw")
+    for status, model, more in (("404", "", 3), ("200", "qwen3:0.6b", len(spellings)), ("400", "", 1)):
+        grew = counted(after, "ollama_gateway_requests_total", status=status, model=model, key=user) - counted(
+            before, "ollama_gateway_requests_total", status=status, model=model, key=user
+        )
+        assert grew >= more, (status, model, grew)  # earlier tests' lines may still be on their way
     text = host("olt-mh-gw").check_output("curl -sf http://127.0.0.1:8081/metrics")
     assert "olt-made-up" not in text
+    for label in [f'model="{model}"' for model in spellings] + ['model="7"']:
+        assert label not in text
     for secret in (USER, ADMIN, TEAM):
         assert secret not in text
     logged = host("olt-mh-gw").check_output(f"grep -c olt-made-up {REQUEST_LOG}")
