@@ -67,8 +67,13 @@ with one GET after a HEAD, not in Range parts, and is not resumed (its partial f
 /api/tags `size` sums the layers without the config's few hundred bytes. The scheduler's OOM retry (every
 runner evicted after a load that crashed) and its automatic num_batch are not modelled.
 
+Prompt cache (standin_cache.py): llama-server's slots as Ollama 0.33 runs them; a conversation's next turn on the
+same instance evaluates only its new tokens, prompt_eval_count counts them all (cached ones too, as
+llm/llama_server.go does), /api/generate returns `context`, and /standin/ps shows each runner's cache.
+
 Knobs that exist only here (OLLAMA_STANDIN_*): TTFT_MS (50), TOKENS_PER_SEC (50), TOKENS (24, answer length
-when num_predict is unset), LOAD_MS (200, runner start), LOAD_MIB_S (1536, weights from disk to VRAM in MiB/s,
+when num_predict is unset), PROMPT_TOKENS_PER_SEC (2000: prompt tokens not in the cache are evaluated at this
+rate after TTFT_MS; 0 = instant), CACHE_RAM_MIB (8192, llama-server's --cache-ram), LOAD_MS (200, runner start), LOAD_MIB_S (1536, weights from disk to VRAM in MiB/s,
 0 = instant: a 70B Q4 of ~40 GiB loads in ~27 s), PULL_MS (100: the blobs a pull fetches arrive over this time,
 shared by descriptor size; a pull that finds every blob stored takes none of it), PUBLIC_REGISTRY (a base URL
 such as http://10.213.0.1:5001, e.g. tests/helpers/public_registry.py, that plays registry.ollama.ai for library

@@ -100,6 +100,11 @@ class Config:
         self.ttft = env_int(self.knobs, "OLLAMA_STANDIN_TTFT_MS", 50) / 1000
         self.tps = max(1, env_int(self.knobs, "OLLAMA_STANDIN_TOKENS_PER_SEC", 50))
         self.tokens = env_int(self.knobs, "OLLAMA_STANDIN_TOKENS", 24)
+        # prompt evaluation: tokens per second for the tokens not in the prompt cache (0: no time), after TTFT_MS;
+        # 2000 is a mid-size model on one data-centre GPU
+        self.prompt_tps = max(0, env_int(self.knobs, "OLLAMA_STANDIN_PROMPT_TOKENS_PER_SEC", 2000))
+        # llama-server's --cache-ram (MiB of host memory for prompts saved from slots), which Ollama leaves at 8192
+        self.cache_ram_mib = max(0, env_int(self.knobs, "OLLAMA_STANDIN_CACHE_RAM_MIB", 8192))
         self.load_time = env_int(self.knobs, "OLLAMA_STANDIN_LOAD_MS", 200) / 1000
         self.load_mib_s = max(0, env_int(self.knobs, "OLLAMA_STANDIN_LOAD_MIB_S", 1536))
         self.pull_time = env_int(self.knobs, "OLLAMA_STANDIN_PULL_MS", 100) / 1000
@@ -109,6 +114,10 @@ class Config:
         self.gpus = visible_gpus(env)
         if not self.max_loaded:
             self.max_loaded = 3 * max(1, len(self.gpus))
+
+    def prompt_seconds(self, evaluated: int) -> float:
+        """Time to the first token: TTFT_MS, then the prompt's tokens not found in the cache."""
+        return self.ttft + (evaluated / self.prompt_tps if self.prompt_tps else 0)
 
     def load_seconds(self, size: int) -> float:
         """A load: the runner's start, then the weights from disk to VRAM at LOAD_MIB_S (0: at once)."""

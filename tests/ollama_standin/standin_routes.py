@@ -15,6 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
 
 import go_body  # beside this file, here and in the release archive
+from standin_cache import fit_prompt, prompt_tokens, tokenize
 from standin_config import VERSION, Config, dumps, log, now_iso, parse_duration
 from standin_pull import PullError, pull_model
 from standin_sched import Busy, LoadFailed, Scheduler
@@ -393,7 +394,8 @@ class Handler(BaseHTTPRequestHandler):
         """Not Ollama's: who holds what, for tests and the sandbox. The instance, its GPUs, the OLLAMA_* and
         CUDA_VISIBLE_DEVICES environment the process really got (so tests can check the unit delivered it),
         the stand-in's knobs in effect, and per loaded model its GPUs, slots (the parallel it really got),
-        context, VRAM per GPU and requests in a slot or waiting for one; free_memory: per GPU, what the
+        context, VRAM per GPU, requests in a slot or waiting for one and its prompt cache (the tokens each slot
+        holds, prompts saved in host memory, prompt tokens evaluated and found cached); free_memory: per GPU, what the
         scheduler sees free beside them."""
         with self.sched.lock:
             free = self.sched.free_memory()
@@ -406,6 +408,7 @@ class Handler(BaseHTTPRequestHandler):
                     "context_length": r.num_ctx,
                     "active": r.active,
                     "waiting": r.waiting,
+                    "prompt_cache": r.cache.view(),
                 }
                 for r in self.sched.runners.values()
             ]
@@ -558,6 +561,8 @@ class Handler(BaseHTTPRequestHandler):
         prompt = text_of(data)
         keep_alive = self._keep_alive(data)
         started = time.monotonic()
+        # what the answer's counts say of the prompt (set once it is evaluated) and its tokens with the answer's
+        self.prompt_count, self.prompt_seconds, self.context = 0, 0.0, []
         # server/routes.go GenerateHandler/ChatHandler: an empty prompt with keep_alive 0 expires the runner
         # (server/sched.go expireRunner) without scheduling, so a model not loaded is not loaded first; this
         # comes before the capability check, so it unloads an embedding model too
@@ -575,33 +580,43 @@ class Handler(BaseHTTPRequestHandler):
             return self.error(503, str(exc))
         except LoadFailed as exc:
             return self.error(500, str(exc))
+        slot, tokens = None, []
         try:
             if prompt is None:  # an empty request only loads
                 return self.send_json(200, emit_done(m["name"], "", "load", 0, started, load, final=True))
             n = int(options.get("num_predict") or data.get("max_tokens") or self.cfg.tokens)
             n = self.cfg.tokens if n < 0 else n
             seed = int(hashlib.sha256(prompt.encode()).hexdigest()[:6], 16)
-            tokens = [WORDS[(seed + i) % len(WORDS)] + " " for i in range(n)]
+            words = [WORDS[(seed + i) % len(WORDS)] + " " for i in range(n)]
             stream = data.get("stream", stream_default)
             # "length" when the caller's num_predict cut the answer; else a simulated end of text
             reason = "length" if options.get("num_predict") or data.get("max_tokens") else "stop"
-            time.sleep(self.cfg.ttft)
+            # the prompt cache (standin_cache): only what no slot holds is evaluated; prompt_eval_count counts
+            # every prompt token, cached or not (llm/llama_server.go promptEvalCount: cache_n + prompt_n)
+            tokens = fit_prompt(prompt_tokens(data), runner.num_ctx)
+            slot, cached = runner.cache.take(tokens)
+            self.prompt_count, self.prompt_seconds = len(tokens), self.cfg.prompt_seconds(len(tokens) - cached)
+            time.sleep(self.prompt_seconds)
             if not stream:
-                for _ in tokens[1:]:
+                for _ in words[1:]:
                     time.sleep(1 / self.cfg.tps)
+                tokens = self.context = tokens + tokenize("".join(words))
                 return self.send_json(
-                    200, emit_done(m["name"], "".join(tokens), reason, len(tokens), started, load, final=True)
+                    200, emit_done(m["name"], "".join(words), reason, len(words), started, load, final=True)
                 )
             self.start_stream(content_type)
-            for i, token in enumerate(tokens):
+            for i, word in enumerate(words):
                 if i:
                     time.sleep(1 / self.cfg.tps)
-                self.chunk(emit_token(m["name"], token))
-            self.chunk(emit_done(m["name"], "", reason, len(tokens), started, load, final=False))
+                self.chunk(emit_token(m["name"], word))
+                tokens = self.context = tokens + tokenize(word)
+            self.chunk(emit_done(m["name"], "", reason, len(words), started, load, final=False))
             self.end_stream()
         except (BrokenPipeError, ConnectionResetError):
             log("INFO", "client went away, generation stopped", model=m["name"])
         finally:
+            if slot is not None:
+                runner.cache.give_back(slot, tokens)
             self.sched.release(runner)
 
     def _done_fields(self, reason, count, started, load):
@@ -611,8 +626,8 @@ class Handler(BaseHTTPRequestHandler):
             "done_reason": reason,
             "total_duration": total,
             "load_duration": int(load * 1e9),
-            "prompt_eval_count": 8,
-            "prompt_eval_duration": int(self.cfg.ttft * 1e9),
+            "prompt_eval_count": self.prompt_count,
+            "prompt_eval_duration": int(self.prompt_seconds * 1e9),
             "eval_count": count,
             "eval_duration": int(count / self.cfg.tps * 1e9),
         }
@@ -625,13 +640,14 @@ class Handler(BaseHTTPRequestHandler):
             return dumps({"model": model, "created_at": now_iso(), "response": t, "done": False}).encode() + b"\n"
 
         def done(model, text, reason, count, started, load, final):
-            body = {
-                "model": model,
-                "created_at": now_iso(),
-                "response": text,
-                **self._done_fields(reason, count, started, load),
-            }
-            return body if final else dumps(body).encode() + b"\n"
+            fields = self._done_fields(reason, count, started, load)
+            body = {"model": model, "created_at": now_iso(), "response": text}
+            body |= {k: fields.pop(k) for k in ("done", "done_reason")}
+            if self.context and data.get("raw") is not True:
+                # server/routes.go GenerateHandler: the prompt and the answer as tokens (api.GenerateResponse
+                # Context), which a client may send back as the next request's `context`
+                body["context"] = self.context
+            return (body | fields) if final else dumps(body | fields).encode() + b"\n"
 
         self._generate(data, text_of, token, done, "application/x-ndjson")
 
@@ -687,7 +703,8 @@ class Handler(BaseHTTPRequestHandler):
         include_usage = bool((data.get("stream_options") or {}).get("include_usage"))
 
         def usage(count):
-            return {"prompt_tokens": 8, "completion_tokens": count, "total_tokens": 8 + count}
+            return {"prompt_tokens": self.prompt_count, "completion_tokens": count,
+                    "total_tokens": self.prompt_count + count}  # fmt: skip
 
         def token(model, t):
             chunk = {
@@ -750,7 +767,7 @@ class Handler(BaseHTTPRequestHandler):
             stop = {"stop": "end_turn", "length": "max_tokens"}.get(reason, "end_turn")
             return {
                 "id": ident, "type": "message", "role": "assistant", "model": model, "content": content,
-                "stop_reason": stop, "usage": {"input_tokens": 8, "output_tokens": count},
+                "stop_reason": stop, "usage": {"input_tokens": self.prompt_count, "output_tokens": count},
             }  # fmt: skip
 
         started_stream = []
@@ -771,7 +788,10 @@ class Handler(BaseHTTPRequestHandler):
                 event("content_block_stop", {"index": 0})
                 + event(
                     "message_delta",
-                    {"delta": {"stop_reason": stop}, "usage": {"input_tokens": 8, "output_tokens": count}},
+                    {
+                        "delta": {"stop_reason": stop},
+                        "usage": {"input_tokens": self.prompt_count, "output_tokens": count},
+                    },
                 )
                 + event("message_stop", {})
             )
@@ -797,7 +817,8 @@ class Handler(BaseHTTPRequestHandler):
             }] if status == "completed" else []  # fmt: skip
             return {
                 "id": ident, "object": "response", "created_at": int(time.time()), "status": status, "model": model,
-                "output": output, "usage": {"input_tokens": 8, "output_tokens": count, "total_tokens": 8 + count},
+                "output": output, "usage": {"input_tokens": self.prompt_count, "output_tokens": count,
+                          "total_tokens": self.prompt_count + count},
             }  # fmt: skip
 
         def event(kind, body):

@@ -7,6 +7,7 @@ import threading
 import time
 from collections import Counter, deque
 
+from standin_cache import PromptCache
 from standin_config import FIT_MARGIN, GIB, MIB, Config, dumps, log
 from standin_store import Store
 
@@ -80,9 +81,8 @@ def predicted_vram(model: dict, num_ctx: int, parallel: int) -> int:
     return model["size"] + 2 * layers * kv_heads * head_dim * num_ctx * max(parallel, 1) * 2
 
 
-def runner_bytes(cfg: Config, model: dict, num_ctx: int, parallel: int) -> int:
-    """What a loaded runner allocates: weights + KV cache (context x slots, at OLLAMA_KV_CACHE_TYPE's bytes)
-    + a compute buffer (llm/llama_server.go: llama-server gets -c num_ctx*np -np np)."""
+def kv_bytes_per_token(cfg: Config, model: dict) -> float:
+    """The KV cache one token takes, at OLLAMA_KV_CACHE_TYPE's bytes."""
     info, arch = model_info(model["entry"])
     layers = int(info.get(f"{arch}.block_count", 0))
     heads = int(info.get(f"{arch}.attention.head_count", 1) or 1)
@@ -90,8 +90,13 @@ def runner_bytes(cfg: Config, model: dict, num_ctx: int, parallel: int) -> int:
     head_dim = int(info.get(f"{arch}.embedding_length", 0)) // heads if heads else 0
     k = int(info.get(f"{arch}.attention.key_length", head_dim))
     v = int(info.get(f"{arch}.attention.value_length", head_dim))
-    kv = int(num_ctx * parallel * layers * kv_heads * (k + v) * cfg.kv_bytes)
-    return model["size"] + kv + 256 * MIB
+    return layers * kv_heads * (k + v) * cfg.kv_bytes
+
+
+def runner_bytes(cfg: Config, model: dict, num_ctx: int, parallel: int) -> int:
+    """What a loaded runner allocates: weights + KV cache (context x slots) + a compute buffer
+    (llm/llama_server.go: llama-server gets -c num_ctx*np -np np)."""
+    return model["size"] + int(num_ctx * parallel * kv_bytes_per_token(cfg, model)) + 256 * MIB
 
 
 class Runner:
@@ -116,6 +121,8 @@ class Runner:
         # llm/llama_server.go NewLlamaServerRunner: semaphore.NewWeighted(numParallel); Completion, Chat and
         # Embedding wait on it for as long as it takes.
         self.slots = threading.Semaphore(parallel)
+        # the KV cache of each slot, and what llama-server keeps of them in host memory
+        self.cache = PromptCache(parallel, self.num_ctx, int(kv_bytes_per_token(cfg, model)), cfg.cache_ram_mib * MIB)
         self.refs = 0  # requests that hold the runner, in a slot or waiting for one (runnerRef.refCount)
         self.active = 0  # in a slot
         self.waiting = 0  # waiting for a slot
