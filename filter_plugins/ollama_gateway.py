@@ -186,6 +186,28 @@ def ollama_gateway_routes(backends):
     return {"upstreams": upstreams, "routes": routes}
 
 
+def ollama_gateway_affinity(routing, enabled=True, exclude=()):
+    """{"upstreams": {affine name: the pinned upstream it mirrors}, "routes": {model: affine name}}: the models
+    whose conversations the router keeps on one instance, those pinned on more than one. ENABLED false: none
+    (ollama_gateway_affinity); EXCLUDE: pinned models that keep least_conn alone (ollama_gateway_affinity_exclude)."""
+    if not isinstance(enabled, bool):
+        raise AnsibleFilterError(f"field ollama_gateway_affinity: {enabled!r} is not true or false")
+    if isinstance(exclude, str) or not all(isinstance(m, str) for m in exclude):
+        raise AnsibleFilterError(f"field ollama_gateway_affinity_exclude: {exclude!r} is not a list of model names")
+    unknown = sorted(set(exclude) - set(routing["routes"]))
+    if unknown:
+        raise AnsibleFilterError(
+            f"field ollama_gateway_affinity_exclude: {', '.join(unknown)} not pinned by any instance; pinned models "
+            f"are: {', '.join(sorted(routing['routes']))}"
+        )
+    upstreams, routes = {}, {}
+    for model, name in sorted(routing["routes"].items()):
+        if enabled and model not in exclude and len(routing["upstreams"][name]) > 1:
+            upstreams[f"{name}_affine"] = name
+            routes[model] = f"{name}_affine"
+    return {"upstreams": upstreams, "routes": routes}
+
+
 def on_demand_backends(backends, unpinned):
     """The instances named for models pinned nowhere ("HOST/INSTANCE"), each checked to pin nothing: an
     on-demand model loaded beside a pinned one could evict it."""
@@ -222,14 +244,19 @@ def ollama_gateway_fleet(
     request_limit=0,
     gateway="",
     request_metrics="",
+    affinity=True,
+    affinity_exclude=(),
 ):
     """The gateway's one data file (fleet.json): what the router, the health checker and the drain tool
-    (which renders the upstreams from it) read. Pinned models: upstream, planned context per instance."""
+    (which renders the upstreams from it) read. Pinned models: upstream, planned context per instance, and
+    for models pinned on more than one instance (unless AFFINITY is off or the model is in AFFINITY_EXCLUDE)
+    an upstream that keeps a conversation on one instance (affine_upstreams, affinity: model to its name)."""
     if context_policy not in ("clamp", "reject"):
         raise AnsibleFilterError(
             f"field ollama_gateway_context_policy: {context_policy!r} is not one of: clamp, reject"
         )
     routing = ollama_gateway_routes(backends)
+    affine = ollama_gateway_affinity(routing, affinity, affinity_exclude)
     upstreams = {"ollama_all": backends, **routing["upstreams"]}
     on_demand = on_demand_backends(backends, unpinned)
     if on_demand:
@@ -245,6 +272,12 @@ def ollama_gateway_fleet(
             name: [{k: b[k] for k in server_keys} for b in members] for name, members in sorted(upstreams.items())
         },
         "routes": routing["routes"],
+        # the same instances as the model's upstream, hashed by conversation (ollama-gateway-drain renders them)
+        "affine_upstreams": {
+            name: [{k: b[k] for k in server_keys} for b in routing["upstreams"][base]]
+            for name, base in sorted(affine["upstreams"].items())
+        },
+        "affinity": affine["routes"],
         "contexts": contexts,
         "unpinned": "ollama_on_demand" if on_demand else "reject",
         "context_policy": context_policy,

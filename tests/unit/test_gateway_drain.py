@@ -65,3 +65,18 @@ def test_sync_forgets_the_marks_of_instances_gone_from_the_fleet_and_keeps_the_o
     assert "forgot 127.0.0.1:11437@restart" in capsys.readouterr().out  # site.yml reports it as a change
     drain("sync", "--no-reload")
     assert capsys.readouterr().out == ""  # nothing left to do: no change
+
+
+def test_an_affine_upstream_hashes_the_conversation_over_the_same_instances_without_backups(drain):
+    """nginx 1.22 refuses backup with hash; a down mark holds an instance out of both upstreams of a model."""
+    tool = drain("127.0.0.1:11436", "on", "--reason", "health")
+    fleet = json.loads(tool.FLEET.read_text())
+    fleet["affine_upstreams"] = {"ollama_pinned_x_affine": fleet["instances"]}
+    tool.FLEET.write_text(json.dumps(fleet))
+    drain("sync")
+    text = tool.UPSTREAMS.read_text()
+    affine = text[text.index("upstream ollama_pinned_x_affine {") :]
+    assert "    hash $ollama_gateway_affinity consistent;" in affine and "least_conn" not in affine
+    assert "backup" not in affine
+    assert "server 127.0.0.1:11435 max_conns=1 max_fails=0;" in affine
+    assert "server 127.0.0.1:11436 max_conns=1 max_fails=0 down;" in affine

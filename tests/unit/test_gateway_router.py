@@ -120,3 +120,113 @@ def test_a_forms_model_is_its_first_model_field_wherever_the_file_stands(tmp_pat
         "unquoted name": "llama3.1:8b",
         "no model field": None,
     }
+
+
+def affinities(tmp_path, cases):
+    """For each (uri, body, headers, affine): the upstream and key the router keeps the conversation on, or None."""
+    script = (
+        f"const cases = {json.dumps(cases)};\n"
+        "console.log(JSON.stringify(cases.map(function (c) {\n"
+        "    const body = Buffer.from(JSON.stringify(c[1]));\n"
+        "    const read = gw.readRequest(body);\n"
+        "    const pinned = {model: 'm', upstream: 'up', affine: c[3]};\n"
+        "    return gw.affinity({uri: c[0], headersIn: c[2]}, pinned, read.request, read.marks, body);\n"
+        "})));"
+    )
+    return run_router(tmp_path, script)
+
+
+SYSTEM = {"role": "system", "content": "You answer in the voice of a ship's engineer. " * 8}  # a long string: cut
+
+
+def conversation(first: str, turns: int) -> list[dict]:
+    messages = [SYSTEM, {"role": "user", "content": first}]
+    for n in range(turns):
+        messages += [{"role": "assistant", "content": f"answer {n} " * 20}, {"role": "user", "content": f"next {n}"}]
+    return messages
+
+
+def test_the_turns_of_a_conversation_share_a_key_on_every_endpoint_and_others_do_not(tmp_path):
+    long_first = "Tell me about the warp core, in detail please. " * 4
+    chat = [("/api/chat", {"model": "m", "messages": conversation(first, n)}, {}, "aff") for first in ("hi", long_first) for n in range(3)]  # fmt: skip
+    openai = [
+        (
+            "/v1/chat/completions",
+            {"model": "m", "messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}]}]},
+            {},
+            "aff",
+        ),  # fmt: skip
+        (
+            "/v1/chat/completions",
+            {
+                "model": "m",
+                "messages": [
+                    {"role": "user", "content": [{"type": "text", "text": "hi"}]},
+                    {"role": "assistant", "content": "x"},
+                ],
+            },
+            {},
+            "aff",
+        ),  # fmt: skip
+        (
+            "/v1/chat/completions",
+            {"model": "m", "messages": [{"role": "user", "content": "a"}], "prompt_cache_key": "conv-7"},
+            {},
+            "aff",
+        ),  # fmt: skip
+        (
+            "/v1/completions",
+            {"model": "m", "messages": [{"role": "user", "content": "b"}], "prompt_cache_key": "conv-7"},
+            {},
+            "aff",
+        ),  # fmt: skip
+    ]
+    story = "Once upon a time, " * 20  # longer than the prompt's first 256 bytes the key reads
+    generate = [
+        ("/api/generate", {"model": "m", "prompt": story + "and then"}, {}, "aff"),
+        ("/api/generate", {"model": "m", "prompt": story + "and then, later"}, {}, "aff"),
+        ("/api/generate", {"model": "m", "prompt": story, "system": "terse"}, {}, "aff"),
+        ("/api/generate", {"model": "m", "prompt": "go on", "context": list(range(100))}, {}, "aff"),
+        ("/api/generate", {"model": "m", "prompt": "more", "context": list(range(64)) + [7] * 50}, {}, "aff"),
+        ("/v1/completions", {"model": "m", "prompt": [story + "x", "y"]}, {}, "aff"),
+        ("/v1/completions", {"model": "m", "prompt": story + "z"}, {}, "aff"),
+    ]
+    seen = affinities(tmp_path, chat + openai + generate)
+    keys = [s["key"] for s in seen]
+    assert {s["upstream"] for s in seen} == {"aff"} and all(len(k) == 40 for k in keys)
+    assert keys[0] == keys[1] == keys[2] != keys[3] == keys[4] == keys[5]  # turns alike; another first question
+    assert keys[6] == keys[7] and keys[8] == keys[9] != keys[6]  # OpenAI's parts; its prompt_cache_key wins
+    assert keys[10] == keys[11] != keys[12]  # the prompt's start, and its system prompt
+    assert keys[13] == keys[14] != keys[10]  # the context's first tokens
+    assert keys[15] == keys[16] == affinities(tmp_path, [("/v1/completions", {"model": "m", "prompt": story}, {}, "a")])[0]["key"]  # fmt: skip
+
+
+def test_no_affinity_without_an_affine_upstream_on_other_endpoints_when_turned_off_or_with_nothing_to_go_by(tmp_path):
+    chat = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+    seen = affinities(
+        tmp_path,
+        [
+            ("/api/chat", chat, {}, None),  # the model is on one instance, or excluded (fleet.json)
+            ("/api/embed", {"model": "m", "input": "hi"}, {}, "aff"),
+            ("/api/chat", chat, {"X-Ollama-Affinity": "OFF"}, "aff"),
+            ("/api/generate", {"model": "m"}, {}, "aff"),  # a load: no prompt
+            ("/api/chat", {"model": "m", "messages": [], "prompt_cache_key": "x"}, {}, "aff"),  # not on Ollama's API
+            ("/api/chat", chat, {"X-Ollama-Affinity": "on"}, "aff"),
+        ],
+    )
+    assert seen[:5] == [None] * 5 and seen[5]["upstream"] == "aff"
+
+
+def test_more_long_strings_than_the_key_reads_back_parse_and_a_clients_mark_is_only_text(tmp_path):
+    """The first 16 long strings are marked for the key, the rest read as "" (the router never forwards either:
+    a body it rewrites is read whole again); a mark a client writes itself stays its text."""
+    many = {"model": "m", "messages": [{"role": "user", "content": f"{n} " + "x" * 80} for n in range(40)]}
+    forged = {"model": "m", "messages": [{"role": "user", "content": "\u00000"}]}
+    script = (
+        f"const bodies = {json.dumps([many, forged])};\n"
+        "console.log(JSON.stringify(bodies.map(function (b) {\n"
+        "    const read = gw.readRequest(Buffer.from(JSON.stringify(b)));\n"
+        "    return [read.request.messages.length, read.request.messages[39 % read.request.messages.length].content, read.marks.length];\n"  # noqa: E501
+        "})));"
+    )
+    assert run_router(tmp_path, script) == [[40, "", 32], [1, "\u00000", 0]]

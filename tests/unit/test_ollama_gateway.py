@@ -148,3 +148,37 @@ def test_the_shared_address_goes_on_the_interface_in_its_network_even_on_its_hol
         match=r"host gw1, field ollama_gateway_vip: no interface of gw1 has an address in 10.9.0.0/24",
     ):
         ollama_gateway_vip_link(addresses, "10.9.0.30/24", "gw1")
+
+
+def spread(models_by_instance):
+    """Backends of one host whose instances pin MODELS_BY_INSTANCE ({instance: [model, ...]})."""
+    host = host_vars("gpu1", [])
+    template = host["ollama_plan"].pop()
+    for n, (name, models) in enumerate(models_by_instance.items()):
+        fits = [{"model": m, "slots": 2} for m in models]
+        host["ollama_plan"].append(dict(template, name=name, port=11435 + n, models=models, fit=fits))
+    return ollama_gateway_backends([host], gateway="gpu1")
+
+
+def test_a_model_on_more_than_one_instance_gets_an_upstream_that_keeps_conversations_on_one():
+    backends = spread({"a": ["llama3.1:8b", "qwen3:0.6b"], "b": ["llama3.1:8b"], "c": ["nomic-embed-text:latest"]})
+    fleet = ollama_gateway_fleet(backends)
+    # only llama3.1:8b has a choice of instance; its affine upstream mirrors its least_conn one at its slots
+    assert list(fleet["affinity"]) == ["llama3.1:8b"]
+    affine = fleet["affinity"]["llama3.1:8b"]
+    assert affine == fleet["routes"]["llama3.1:8b"] + "_affine"
+    assert fleet["affine_upstreams"] == {affine: fleet["upstreams"][fleet["routes"]["llama3.1:8b"]]}
+    assert [(s["instance"], s["max_conns"]) for s in fleet["affine_upstreams"][affine]] == [("a", 2), ("b", 2)]
+
+
+def test_affinity_turns_off_fleet_wide_or_per_model_and_an_unknown_model_is_named():
+    backends = spread({"a": ["llama3.1:8b", "qwen3:0.6b"], "b": ["llama3.1:8b", "qwen3:0.6b"]})
+    assert len(ollama_gateway_fleet(backends)["affinity"]) == 2
+    off = ollama_gateway_fleet(backends, affinity=False)
+    assert off["affinity"] == {} and off["affine_upstreams"] == {}
+    some = ollama_gateway_fleet(backends, affinity_exclude=["qwen3:0.6b"])
+    assert list(some["affinity"]) == ["llama3.1:8b"]
+    with pytest.raises(AnsibleFilterError, match="ollama_gateway_affinity_exclude: gemma3:1b not pinned.*llama3.1:8b"):
+        ollama_gateway_fleet(backends, affinity_exclude=["gemma3:1b"])
+    with pytest.raises(AnsibleFilterError, match="field ollama_gateway_affinity: 'yes' is not true or false"):
+        ollama_gateway_fleet(backends, affinity="yes")

@@ -54,13 +54,14 @@ def rendered(tmp_path_factory):
 
 
 def test_counting_tokens_is_the_operators_choice(rendered, tmp_path):
-    """The body filter, in both routed locations by default; without it (or without the log) none, and
-    nothing else of the routed locations changes."""
-    assert rendered["conf"].count("js_body_filter ollama_gateway.measure buffer_type=buffer;") == 2
+    """The body filter, in the four routed locations by default (least_conn and the conversation's instance,
+    each with the client's body or the guarded one); without it (or without the log) none, and nothing else of
+    the routed locations changes."""
+    assert rendered["conf"].count("js_body_filter ollama_gateway.measure buffer_type=buffer;") == 4
     for off in ({"ollama_gateway_count_tokens": False}, {"ollama_gateway_access_log": "off"}):
         conf = render("ollama-gateway.conf.j2", tmp_path / "off.conf", tmp_path, **off)
         assert "js_body_filter" not in conf and "None" not in conf
-        assert conf.count("location @ollama_routed") == 2
+        assert conf.count("location @ollama_routed") == conf.count("location @ollama_affine") == 2
 
 
 def log_line(log_format: str, **values) -> str:

@@ -3,6 +3,7 @@
 // knows about the fleet comes from fleet.json, which site.yml writes (ollama_gateway_fleet filter) and
 // nginx names in $ollama_gateway_fleet.
 import fs from 'fs';
+import crypto from 'crypto';
 
 // Options that make Ollama load the model again when they differ from the running one
 // (server/sched.go needsReload): a client sending one would reload a pinned model.
@@ -111,11 +112,13 @@ function canonical(name) {
     return bad.length ? null : (host + '/' + namespace + '/' + model + ':' + tag).toLowerCase();
 }
 
-// Pinned models by their full name: { model (the plan's name), upstream, context }.
+// Pinned models by their full name: { model (the plan's name), upstream, context, affine (the upstream that
+// keeps a conversation on one instance, or null) }.
 function pinnedModels(f) {
     const pinned = {};
     Object.keys(f.routes).forEach(function (model) {
-        pinned[canonical(model)] = { model: model, upstream: f.routes[model], context: f.contexts[model] };
+        pinned[canonical(model)] = { model: model, upstream: f.routes[model], context: f.contexts[model],
+            affine: (f.affinity || {})[model] || null };
     });
     return pinned;
 }
@@ -166,6 +169,8 @@ const STRUCTURE_LIMIT = 1048576;
 const CONTAINER_LIMIT = 65536;
 const SCAN_LIMIT = 1048576;
 const LONG_STRING = 64;
+// Long strings the affinity key can read back (a conversation's first messages come first).
+const MARKED = 16;
 
 // Whether the key from START to END of BODY (bytes, no escapes) folds to FIELD as Go's encoding/json folds
 // it: ASCII case, the Kelvin sign (U+212A, E2 84 AA in UTF-8) for k and the long s (U+017F, C5 BF) for s.
@@ -297,17 +302,27 @@ function structure(body) {
         return null;
     }
     if (!count) {
-        return { text: body.toString(), cut: false };
+        return { text: body.toString(), cut: false, marks: cuts.subarray(0, 0) };
     }
-    const text = Buffer.alloc(body.length - cutBytes);
+    // the first MARKED strings left out are left as a mark (\u0000 and their number) that the affinity key reads
+    // back from the body (affinityKey); the rest as ""
+    const marks = Math.min(count, 2 * MARKED);
+    let markBytes = 0;
+    for (let n = 0; n < marks; n += 2) {
+        markBytes += 6 + String(n / 2).length;
+    }
+    const text = Buffer.alloc(body.length - cutBytes + markBytes);
     let from = 0;
     let written = 0;
     for (let n = 0; n < count; n += 2) {
         written += body.copy(text, written, from, cuts[n]);
+        if (n < marks) {
+            written += Buffer.from('\\u0000' + n / 2).copy(text, written); // njs 0.7.9's Buffer.write writes a byte too many
+        }
         from = cuts[n + 1];
     }
     body.copy(text, written, from);
-    return { text: text.toString(), cut: true };
+    return { text: text.toString(), cut: true, marks: cuts.subarray(0, marks) };
 }
 
 // The request BODY (a Buffer) holds as Ollama reads it, within the router's bounds: { request, cut }, or
@@ -323,7 +338,9 @@ function readRequest(body) {
             + ' bytes, such as prompts and images, do not count), ' + CONTAINER_LIMIT + ' arrays and objects, and '
             + SCAN_LIMIT + ' quote marks and backslashes before them' };
     }
-    return decode(read.text, read.cut);
+    const decoded = decode(read.text, read.cut);
+    decoded.marks = read.marks;
+    return decoded;
 }
 
 // BODY read whole, every string in it: for a body the router rewrites (at most REWRITE_LIMIT bytes).
@@ -507,20 +524,102 @@ function guard(request, pinned, policy) {
 const FROM_MEMORY = 65536;
 
 // To UPSTREAM: the body as the client sent it (SENT, a Buffer; null for a form, which goes from its file) or
-// BODY, the one the router wrote, with NOTES (what it dropped).
-function proxy(r, upstream, sent, body, notes) {
+// BODY, the one the router wrote, with NOTES (what it dropped). AFFINE: { upstream, key } to try the
+// conversation's instance first, or null.
+function proxy(r, upstream, sent, body, notes, affine) {
     if (body === null && sent !== null && sent.length <= FROM_MEMORY) {
         const text = sent.toString();
         body = Buffer.byteLength(text) === sent.length ? text : null; // bytes that are not UTF-8 stay in the file
     }
     r.variables.ollama_gateway_upstream = upstream;
     r.variables.ollama_gateway_guarded = notes.filter(function (n, i) { return notes.indexOf(n) === i; }).join(', ');
+    let location = '@ollama_routed';
+    if (affine) {
+        r.variables.ollama_gateway_affine = affine.upstream;
+        r.variables.ollama_gateway_affinity = affine.key;
+        r.variables.ollama_gateway_affinity_route = 'affine';
+        location = '@ollama_affine';
+    }
     if (body === null) {
-        r.internalRedirect('@ollama_routed');
+        r.internalRedirect(location);
     } else {
         r.variables.ollama_gateway_body = body;
-        r.internalRedirect('@ollama_routed_rewritten');
+        r.internalRedirect(location + '_rewritten');
     }
+}
+
+// ------------------------------------------------------------------------------------ affinity
+
+// Ollama's runners keep each slot's prompt and evaluate only what follows the longest cached prefix (llama-server
+// under Ollama 0.33, llm/llama_server.go cache_prompt): a conversation's next turn is cheap only where its last
+// one ran. A conversation is known by what its turns share from the start: the messages up to its first user
+// message, the start of a prompt (PROMPT_KEY_BYTES), the start of a `context` (the tokens /api/generate
+// returned), or the key a client names (OpenAI's prompt_cache_key). Neither official client sends an id.
+const AFFINITY_ENDPOINTS = ['/api/chat', '/api/generate', '/v1/chat/completions', '/v1/completions'];
+const PROMPT_KEY_BYTES = 256;
+const CONTEXT_KEY_TOKENS = 64;
+const STRING_KEY_BYTES = 65536;
+
+// A string of the request as the key reads it: a long one (left out by structure) from its bytes in BODY.
+function keyText(value, marks, body, limit) {
+    if (typeof value !== 'string') {
+        return value === undefined || value === null ? '' : JSON.stringify(value);
+    }
+    if (value.charCodeAt(0) === 0 && /^\u0000[0-9]+$/.test(value) && 2 * Number(value.slice(1)) < marks.length) {
+        const n = 2 * Number(value.slice(1));
+        return body.slice(marks[n], Math.min(marks[n + 1], marks[n] + limit));
+    }
+    return value.length > limit ? value.slice(0, limit) : value;
+}
+
+// A message's content as text: a string, or OpenAI's parts (their text).
+function contentText(content, marks, body) {
+    if (!Array.isArray(content)) {
+        return keyText(content, marks, body, STRING_KEY_BYTES);
+    }
+    return content.map(function (part) {
+        return part && typeof part === 'object' ? keyText(part.text, marks, body, STRING_KEY_BYTES) : '';
+    }).join('\u0001');
+}
+
+// The conversation's key for REQUEST (as structure read it, MARKS its left-out strings in BODY), or '' when it
+// has none to go by.
+function affinityKey(r, request, marks, body) {
+    const hash = crypto.createHash('sha1');
+    const own = request.prompt_cache_key;
+    if (typeof own === 'string' && own !== '' && isOpenAI(r)) {
+        hash.update('key\u0000').update(keyText(own, marks, body, STRING_KEY_BYTES));
+    } else if (Array.isArray(request.messages) && request.messages.length) {
+        const messages = request.messages;
+        let m;
+        for (let n = 0; n < messages.length; n++) {
+            m = messages[n] && typeof messages[n] === 'object' ? messages[n] : {};
+            hash.update(String(m.role)).update('\u0000').update(contentText(m.content, marks, body)).update('\u0000');
+            if (m.role === 'user') {
+                break;
+            }
+        }
+    } else if (Array.isArray(request.context) && request.context.length && r.uri === '/api/generate') {
+        hash.update('context\u0000').update(request.context.slice(0, CONTEXT_KEY_TOKENS).join(','));
+    } else {
+        const prompt = Array.isArray(request.prompt) ? request.prompt[0] : request.prompt;
+        if (typeof prompt !== 'string' || prompt === '') {
+            return '';
+        }
+        hash.update('prompt\u0000').update(keyText(request.system, marks, body, STRING_KEY_BYTES)).update('\u0000')
+            .update(keyText(prompt, marks, body, PROMPT_KEY_BYTES));
+    }
+    return hash.digest('hex');
+}
+
+// Where the conversation of REQUEST runs when its model has an affine upstream: { upstream, key }, or null.
+function affinity(r, pinned, request, marks, body) {
+    if (!pinned || !pinned.affine || AFFINITY_ENDPOINTS.indexOf(r.uri) < 0
+        || (r.headersIn['X-Ollama-Affinity'] || '').toLowerCase() === 'off') {
+        return null;
+    }
+    const key = affinityKey(r, request, marks, body);
+    return key ? { upstream: pinned.affine, key: key } : null;
 }
 
 // Where a request for MODEL (as the client spelled it) goes: {upstream, pinned (null for on-demand instances)},
@@ -589,7 +688,7 @@ function route(r) {
     // a multipart form (middleware/openai.go TranscriptionMiddleware): its model field, else the URL's
     if (r.uri === '/v1/audio/transcriptions') {
         const to = target(r, f, formField(r, 'model') || r.args.model || '');
-        return to ? proxy(r, to.upstream, null, null, []) : undefined;
+        return to ? proxy(r, to.upstream, null, null, [], null) : undefined;
     }
     const body = readBody(r);
     let read = readRequest(body);
@@ -611,11 +710,12 @@ function route(r) {
     if (!to) {
         return;
     }
+    const pinned = to.pinned;
+    const affine = affinity(r, pinned, request, read.marks, body);
     // on-demand instances pin nothing to guard; OpenAI's and Anthropic's endpoints drop keep_alive and options
     // before Ollama sees them (middleware/openai.go, anthropic.go)
-    const pinned = to.pinned;
     if (!pinned || r.uri === '/api/show' || isOpenAI(r) || r.variables.ollama_gateway_admin === '1') {
-        return proxy(r, to.upstream, body, null, []);
+        return proxy(r, to.upstream, body, null, [], affine);
     }
     let notes = guard(request, pinned, f.context_policy);
     if (typeof notes === 'string') {
@@ -636,7 +736,7 @@ function route(r) {
         request = read.request;
         notes = guard(request, pinned, f.context_policy);
     }
-    proxy(r, pinned.upstream, body, notes.length ? JSON.stringify(request) : null, notes);
+    proxy(r, pinned.upstream, body, notes.length ? JSON.stringify(request) : null, notes, affine);
 }
 
 // ------------------------------------------------------------------------------------ fleet views
@@ -979,4 +1079,4 @@ async function metrics(r) {
     r.return(200, exposition(f, answers, stub, drainMarks(f.drained_dir), requests));
 }
 
-export default { route, measure, tags, ps, v1Models, healthz, healthzDetail, metrics, canonical, guard, optionsAsGo, formField, readRequest, readWhole };
+export default { route, measure, tags, ps, v1Models, healthz, healthzDetail, metrics, canonical, guard, optionsAsGo, formField, readRequest, readWhole, affinity };
