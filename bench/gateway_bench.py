@@ -104,12 +104,19 @@ def role_task(module: str, args: str, extra: Path):
 
 
 def render_ours(
-    dest: Path, work: Path = WORK, port: int = PORTS["ours"], instances=INSTANCES, access_log: str = "", **more
+    dest: Path,
+    work: Path = WORK,
+    port: int = PORTS["ours"],
+    instances=INSTANCES,
+    access_log: str = "",
+    pinned: tuple = (),
+    **more,
 ):
     """The role's real files: its nginx template and fleet.json through Ansible with the role's defaults, the
     upstreams by the drain tool's own renderer, the router as shipped, all in WORK. The bench's instances pin
-    nothing, so they serve every model on demand (ollama_gateway_unpinned_models). ACCESS_LOG: the request log
-    ("off": none, so nothing measured); by default one in WORK. MORE: other role variables."""
+    nothing, so they serve every model on demand (ollama_gateway_unpinned_models), or every model in PINNED with
+    a slot per request they run at once. ACCESS_LOG: the request log ("off": none, so nothing measured); by
+    default one in WORK. MORE: other role variables."""
     backends = [
         {
             "host": "bench",
@@ -117,7 +124,8 @@ def render_ours(
             "address": h,
             "port": p,
             "max_conns": par,
-            "models": [],
+            "models": list(pinned),
+            "slots": {model: par for model in pinned},
             "gpu_label": f"GPU {n}",
             "gpus": [],
         }
@@ -131,7 +139,7 @@ def render_ours(
         "ollama_gateway_status_listen": "",
         # measured with its JSON line per request
         "ollama_gateway_access_log": access_log or str(work / "logs" / "requests.log"),
-        "ollama_gateway_unpinned_models": [f"bench/i{n}" for n in range(len(instances))],
+        "ollama_gateway_unpinned_models": "reject" if pinned else [f"bench/i{n}" for n in range(len(instances))],
         "_ollama_gateway_tls": False,
         **more,
     }

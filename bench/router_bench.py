@@ -7,7 +7,8 @@ libnginx-mod-http-js runs it with).
 
 Each body runs three times, each in a process of its own (njs frees nothing within a request, as in nginx),
 capped at 4 GiB of address space: the median of the milliseconds the router takes (reading the body: ours
-its structure within the router's bounds, the baseline JSON.parse whole; options as Go reads them; the guard)
+its structure within the router's bounds, the baseline JSON.parse whole; options as Go reads them; the guard;
+ours also the conversation's affinity key, as for a model pinned on several instances)
 and the process's peak RSS, which includes building the body in the process. It prints one Markdown table for the README.
 """
 
@@ -59,9 +60,10 @@ const text = %s;
 const body = Buffer.from(text);
 const started = Date.now();
 let request;
+let read = null;
 if (gw.readRequest) {
     // ours: the body as nginx's file gives it, a Buffer
-    const read = gw.readRequest(body);
+    read = gw.readRequest(body);
     request = read.error ? null : read.request;
     if (read.error) { console.log(JSON.stringify({ ms: Date.now() - started, bytes: body.length, guarded: 'refused, ' + read.status })); }
 } else {
@@ -71,6 +73,11 @@ if (gw.readRequest) {
 }
 if (request) {
     const notes = gw.guard(request, { model: 'llama3.1:8b', context: 8192 }, 'clamp');
+    if (gw.affinity) {
+        // and the conversation's key, as for a model pinned on several instances
+        const uri = request.messages ? '/api/chat' : '/api/generate';
+        gw.affinity({ uri: uri, headersIn: {} }, { model: 'llama3.1:8b', affine: 'a' }, request, read.marks, body);
+    }
     console.log(JSON.stringify({ ms: Date.now() - started, bytes: body.length, guarded: notes }));
 }
 """

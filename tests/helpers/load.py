@@ -23,6 +23,7 @@ class Outcome:
     instance: str = ""
     ttft: float | None = None  # streams: seconds from sending to the first line (time to first token)
     load: float | None = None  # answered in full: its load_duration in seconds (waiting for a model to load)
+    worker: int = 0  # the worker that sent it (with conversations: whose conversation)
 
 
 @dataclass
@@ -35,6 +36,9 @@ class Load:
     key: str | None = None  # API key, when the gateway asks for one
     cafile: str | None = None  # CA of a TLS gateway
     pause_after_failure: float = 0  # seconds a worker waits after a failed request, as a client retrying would
+    # each worker's prompts one conversation (a shared start longer than the 256 bytes the gateway keys a prompt by),
+    # which the gateway keeps on one instance; else every request its own
+    conversations: bool = False
     outcomes: list = field(default_factory=list)
 
     def __post_init__(self):
@@ -60,9 +64,10 @@ class Load:
         while not self._stop.is_set() and len(self.outcomes) < self.max_requests:
             stream = (n + worker) % 2 == 0
             n += 1
+            opening = f"conversation {worker}: " + "tell me more about it. " * 12 if self.conversations else ""
             body = {
                 "model": self.model,
-                "prompt": f"load {worker}/{n}",
+                "prompt": f"{opening}load {worker}/{n}",
                 "stream": stream,
                 "options": {"num_predict": 20 if stream else 2},
             }
@@ -96,8 +101,16 @@ class Load:
             with self._lock:
                 self.outcomes.append(
                     Outcome(
-                        "stream" if stream else "short", started, time.monotonic(), result, status, instance, ttft, load
-                    )
+                        "stream" if stream else "short",
+                        started,
+                        time.monotonic(),
+                        result,
+                        status,
+                        instance,
+                        ttft,
+                        load,
+                        worker,
+                    )  # fmt: skip
                 )
             if result != "ok" and self.pause_after_failure:
                 self._stop.wait(self.pause_after_failure)

@@ -98,8 +98,12 @@ def test_a_model_pinned_to_one_instance_is_answered_only_by_it():
 
 
 def test_a_model_on_several_hosts_spreads_over_them():
-    body = {"model": "llama3.1:8b", "prompt": "hi", "stream": False, "options": {"num_predict": 10}}
-    answers = burst(f"{GATEWAY}/api/generate", [body] * 8, key=USER, cafile=CA)
+    # eight conversations at once (affinity keeps each on one instance), more than olt-mh-gpu1 has slots for
+    bodies = [
+        {"model": "llama3.1:8b", "prompt": f"hi, {n}", "stream": False, "options": {"num_predict": 10}}
+        for n in range(8)
+    ]
+    answers = burst(f"{GATEWAY}/api/generate", bodies, key=USER, cafile=CA)
     hosts = {a.headers["x-ollama-instance"].split(":")[0] for a in answers}
     assert [a.status for a in answers] == [200] * 8 and hosts == {"olt-mh-gpu1", "olt-mh-gpu2"}
 
