@@ -9,8 +9,10 @@ Ollama 0.33 (tests/ollama_standin/standin_cache.py) and evaluating what is not c
 rate (OLLAMA_STANDIN_PROMPT_TOKENS_PER_SEC); one shared store. Two gateways rendered from the role (bench/
 gateway_bench.py render_ours) in front of them, one with ollama_gateway_affinity true, one false. Each phase
 starts with every runner reloaded (empty caches); then USERS clients at once, each holding conversations of TURNS
-turns one after another: a shared system prompt, a first question of its own (a few of them long documents),
-the whole history sent again each turn as chat clients do. Time to first token is to the first streamed chunk.
+turns one after another, reading each answer for a moment (THINK) before the next: a shared system prompt, a first
+question of its own (a few of them long documents), the whole history sent again each turn as chat clients do.
+Without the pause every client would find a free slot only where its last turn just ended, and least_conn
+would keep conversations in place by accident. Time to first token is to the first streamed chunk.
 Tokens evaluated: what the instances' caches did not hold (/standin/ps). The most requests an instance had at
 once: polled from /standin/stats (in a slot or waiting for one), against its slots.
 """
@@ -46,8 +48,9 @@ GATEWAYS = {"affinity": 22434, "least_conn": 22444}
 USERS = 8  # the fleet's slots: every request has a slot somewhere
 CONVERSATIONS = 3  # per user, one after another
 TURNS = 6
-ANSWER_TOKENS = 24
+ANSWER_TOKENS = 150  # a short chat answer; the history grows by it every turn
 SYSTEM_WORDS, FIRST_WORDS, LONG_FIRST_WORDS, TURN_WORDS = 300, 60, 3000, 40
+THINK = (0.2, 1.0)  # seconds between an answer and the next turn
 
 
 def start_standins(procs):
@@ -65,7 +68,7 @@ def start_standins(procs):
             "OLLAMA_MODELS": str(WORK / "models"),
             "OLLAMA_NUM_PARALLEL": str(parallel),
             "OLLAMA_STANDIN_TTFT_MS": "20",
-            "OLLAMA_STANDIN_TOKENS_PER_SEC": "100",
+            "OLLAMA_STANDIN_TOKENS_PER_SEC": "200",
             "OLLAMA_STANDIN_LOAD_MS": "0",
             "OLLAMA_STANDIN_LOAD_MIB_S": "0",
             "OLLAMA_STANDIN_PULL_MS": "0",
@@ -147,6 +150,8 @@ def user(port: int, n: int, system: str, times: dict):
             {"role": "user", "content": words(rng, LONG_FIRST_WORDS if long_one else FIRST_WORDS)},
         ]
         for turn in range(TURNS):
+            if turn:
+                time.sleep(rng.uniform(*THINK))  # the user reads the answer and writes the next question
             ttft, answer = chat(port, messages)
             times["first" if turn == 0 else "later"].append(ttft)
             messages += [{"role": "assistant", "content": answer}, {"role": "user", "content": words(rng, TURN_WORDS)}]
