@@ -55,8 +55,8 @@ def clients(seen: Seen) -> dict:
 
 
 def test_a_conversation_stays_on_one_instance_through_either_gateway_with_the_official_clients():
-    """Five turns each, every other one through the other gateway: native chat, OpenAI chat, and /api/generate
-    with the `context` each answer returns. The later turns of the native chat took less prompt time than its
+    """Five turns each, every other one through the other gateway: native chat, OpenAI chat and completions, and
+    /api/generate with the `context` each answer returns. The later turns of the native chat took less prompt time than its
     first (only their new tokens were evaluated, as Ollama's prompt cache does on the instance that has them)."""
     seen = Seen()
     by_gateway = clients(seen)
@@ -76,6 +76,13 @@ def test_a_conversation_stays_on_one_instance_through_either_gateway_with_the_of
     for _, api in order:
         answer = api.chat.completions.create(model=MODEL, messages=chat, max_tokens=4)
         chat += [{"role": "assistant", "content": answer.choices[0].message.content}, {"role": "user", "content": "more"}]  # fmt: skip
+    assert len(set(seen.instances)) == 1, seen.instances
+
+    seen.instances.clear()
+    text = f"A log of {topic}. " * 20  # a prompt that grows by each answer, longer than the 256 bytes keyed
+    for _, api in order:
+        answer = api.completions.create(model=MODEL, prompt=text, max_tokens=4)
+        text += answer.choices[0].text + " Next entry."
     assert len(set(seen.instances)) == 1, seen.instances
 
     seen.instances.clear()
