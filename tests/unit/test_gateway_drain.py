@@ -77,6 +77,7 @@ def test_an_affine_upstream_hashes_the_conversation_over_the_same_instances_with
     text = tool.UPSTREAMS.read_text()
     affine = text[text.index("upstream ollama_pinned_x_affine {") :]
     assert "    hash $ollama_gateway_affinity consistent;" in affine and "least_conn" not in affine
+    assert "\njs_var $ollama_gateway_affinity;\n" in text  # the file passes ollama-gateway-check on its own
     assert "backup" not in affine
     assert "server 127.0.0.1:11435 max_conns=1 max_fails=0;" in affine
     assert "server 127.0.0.1:11436 max_conns=1 max_fails=0 down;" in affine
