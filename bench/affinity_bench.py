@@ -123,9 +123,7 @@ VOCABULARY = [f"w{n}" for n in range(5000)]
 
 def chat(port: int, messages: list[dict]) -> tuple[float, str]:
     """One streamed /api/chat: seconds to its first chunk, and the answer."""
-    body = json.dumps(
-        {"model": MODEL, "messages": messages, "stream": True, "options": {"num_predict": ANSWER_TOKENS}}
-    )
+    body = json.dumps({"model": MODEL, "messages": messages, "stream": True, "options": {"num_predict": ANSWER_TOKENS}})
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
     started = time.perf_counter()
     conn.request("POST", "/api/chat", body, {"Content-Type": "application/json"})
@@ -142,7 +140,7 @@ def chat(port: int, messages: list[dict]) -> tuple[float, str]:
 
 
 def user(port: int, n: int, system: str, times: dict):
-    rng = random.Random(1000 + n)
+    rng = random.Random(1000 + n)  # noqa: S311 - a repeatable workload, not a secret
     for c in range(CONVERSATIONS):
         long_one = c == 0 and n % 4 == 0  # a few conversations start with a long document
         messages = [
@@ -169,7 +167,7 @@ def busiest(stop: threading.Event, peak: list):
 def phase(name: str) -> dict:
     reload_runners()
     before = evaluated()
-    system = words(random.Random(7), SYSTEM_WORDS)
+    system = words(random.Random(7), SYSTEM_WORDS)  # noqa: S311 - the same system prompt in both phases
     times = {"first": [], "later": []}
     stop, peak = threading.Event(), [0]
     poller = threading.Thread(target=busiest, args=(stop, peak))
