@@ -241,6 +241,13 @@ def test_api_ps_has_exactly_ollamas_fields_and_the_topology_is_on_standin_ps(sta
             "context_length": 40960,
             "active": 0,
             "waiting": 0,
+            # a load evaluates no prompt: both slots empty (standin_cache)
+            "prompt_cache": {
+                "slots": [0, 0],
+                "saved_prompts": 0,
+                "prompt_tokens_evaluated": 0,
+                "prompt_tokens_cached": 0,
+            },
         }
     ]
 
