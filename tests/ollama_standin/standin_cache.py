@@ -179,8 +179,12 @@ class PromptCache:
             slot.last_used = time.monotonic()
 
     def _save(self, tokens: list[int]) -> None:
-        if len(tokens) > self.ram_tokens:
+        """server_prompt_cache::alloc: a prompt already saved is not saved again, and saved ones it contains
+        (its prefixes) go."""
+        if len(tokens) > self.ram_tokens or any(saved == tokens for saved in self.ram.values()):
             return
+        for key in [k for k, saved in self.ram.items() if tokens[: len(saved)] == saved]:
+            del self.ram[key]
         self.saved += 1
         self.ram[self.saved] = list(tokens)
         while sum(len(t) for t in self.ram.values()) > self.ram_tokens:

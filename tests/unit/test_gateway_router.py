@@ -123,14 +123,15 @@ def test_a_forms_model_is_its_first_model_field_wherever_the_file_stands(tmp_pat
 
 
 def affinities(tmp_path, cases):
-    """For each (uri, body, headers, affine): the upstream and key the router keeps the conversation on, or None."""
+    """For each (uri, body, headers, affine): the affine upstream the router sends the request through and the
+    conversation's key ('' for none: balanced over free slots), or None for a model without one."""
     script = (
         f"const cases = {json.dumps(cases)};\n"
         "console.log(JSON.stringify(cases.map(function (c) {\n"
-        "    const body = Buffer.from(JSON.stringify(c[1]));\n"
+        "    const body = Buffer.from(typeof c[1] === 'string' ? c[1] : JSON.stringify(c[1]));\n"
         "    const read = gw.readRequest(body);\n"
         "    const pinned = {model: 'm', upstream: 'up', affine: c[3]};\n"
-        "    return gw.affinity({uri: c[0], headersIn: c[2]}, pinned, read.request, read.marks, body);\n"
+        "    return gw.affinity({uri: c[0], headersIn: c[2]}, pinned, read.request, read, body);\n"
         "})));"
     )
     return run_router(tmp_path, script)
@@ -201,32 +202,66 @@ def test_the_turns_of_a_conversation_share_a_key_on_every_endpoint_and_others_do
     assert keys[15] == keys[16] == affinities(tmp_path, [("/v1/completions", {"model": "m", "prompt": story}, {}, "a")])[0]["key"]  # fmt: skip
 
 
-def test_no_affinity_without_an_affine_upstream_on_other_endpoints_when_turned_off_or_with_nothing_to_go_by(tmp_path):
+def test_other_requests_of_the_model_go_through_its_affine_upstream_without_a_key(tmp_path):
+    """Every request of a model pinned on several instances goes through the one upstream that counts their slots:
+    without a key (other endpoints, turned off, nothing to go by) nginx balances it over the free slots."""
     chat = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
     seen = affinities(
         tmp_path,
         [
             ("/api/chat", chat, {}, None),  # the model is on one instance, or excluded (fleet.json)
             ("/api/embed", {"model": "m", "input": "hi"}, {}, "aff"),
+            ("/v1/messages", chat, {}, "aff"),
             ("/api/chat", chat, {"X-Ollama-Affinity": "OFF"}, "aff"),
             ("/api/generate", {"model": "m"}, {}, "aff"),  # a load: no prompt
             ("/api/chat", {"model": "m", "messages": [], "prompt_cache_key": "x"}, {}, "aff"),  # not on Ollama's API
             ("/api/chat", chat, {"X-Ollama-Affinity": "on"}, "aff"),
         ],
     )
-    assert seen[:5] == [None] * 5 and seen[5]["upstream"] == "aff"
+    assert seen[0] is None
+    assert seen[1:6] == [{"upstream": "aff", "key": ""}] * 5 and len(seen[6]["key"]) == 40
+
+
+def test_a_body_the_key_cannot_read_is_balanced_never_refused_and_costs_a_bounded_read(tmp_path):
+    """A review's attacks: objects where strings belong (String() of {toString: 1} throws in njs), a key under
+    more long strings than the router marks (two conversations would share one key), and many copies of a mark
+    (each re-read 64 KiB: seconds of a worker)."""
+    tools = [{"description": "a tool that does something useful, described at length. " * 2} for _ in range(70)]
+    conversation = [{"role": "system", "content": "be brief " * 20}, {"role": "user", "content": "x " * 40}]
+    seen = affinities(
+        tmp_path,
+        [
+            ("/api/chat", {"model": "m", "messages": [{"role": {"toString": 1}, "content": "hi"}]}, {}, "aff"),
+            ("/api/generate", {"model": "m", "prompt": "x", "context": [{"toString": 1}, 2]}, {}, "aff"),
+            ("/api/chat", {"model": "m", "tools": tools, "messages": conversation}, {}, "aff"),
+        ],
+    )
+    assert len(seen[0]["key"]) == len(seen[1]["key"]) == 40  # read as what they are not: no exception
+    assert seen[2] == {"upstream": "aff", "key": ""}  # its messages' strings were left out unmarked
+    # 20,000 copies of mark 0 after a 64 KiB string: the mark read once, its copies as text (each would have read
+    # the 64 KiB again, 1.3 GB, past the key's 1 MiB: no key)
+    script = (
+        'const text = \'{"model":"m","pad":"\' + \'y\'.repeat(65536) + \'","messages":[\'\n'
+        '    + new Array(20000).fill(\'{"role":"s","content":"\\ue0000"}\').join(\',\') + \']}\';\n'
+        "const body = Buffer.from(text);\n"
+        "const read = gw.readRequest(body);\n"
+        "const seen = gw.affinity({uri: '/api/chat', headersIn: {}}, {affine: 'aff'}, read.request, read, body);\n"
+        "console.log(JSON.stringify(seen.key.length));"
+    )
+    assert run_router(tmp_path, script) == 40
 
 
 def test_more_long_strings_than_the_key_reads_back_parse_and_a_clients_mark_is_only_text(tmp_path):
-    """The first 16 long strings are marked for the key, the rest read as "" (the router never forwards either:
-    a body it rewrites is read whole again); a mark a client writes itself stays its text."""
-    many = {"model": "m", "messages": [{"role": "user", "content": f"{n} " + "x" * 80} for n in range(40)]}
-    forged = {"model": "m", "messages": [{"role": "user", "content": "\u00000"}]}
+    """The first 64 long strings are marked for the key (U+E000 and a number), the rest read as "" (the router
+    never forwards either: a body it rewrites is read whole again); a mark a client writes itself stays its text."""
+    many = {"model": "m", "messages": [{"role": "user", "content": f"{n} " + "x" * 80} for n in range(70)]}
+    forged = {"model": "m", "messages": [{"role": "user", "content": "\ue0000"}]}
     script = (
         f"const bodies = {json.dumps([many, forged])};\n"
         "console.log(JSON.stringify(bodies.map(function (b) {\n"
         "    const read = gw.readRequest(Buffer.from(JSON.stringify(b)));\n"
-        "    return [read.request.messages.length, read.request.messages[39 % read.request.messages.length].content, read.marks.length];\n"  # noqa: E501
+        "    const m = read.request.messages;\n"
+        "    return [m.length, m[0].content, m[69 % m.length].content, read.marks.length, read.unmarked];\n"
         "})));"
     )
-    assert run_router(tmp_path, script) == [[40, "", 32], [1, "\u00000", 0]]
+    assert run_router(tmp_path, script) == [[70, "\ue0000", "", 128, True], [1, "\ue0000", "\ue0000", 0, False]]

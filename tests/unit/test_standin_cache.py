@@ -150,3 +150,13 @@ def generate(server, fields):
     body = {"model": "qwen3:0.6b", "stream": False, "options": {"num_predict": 3}, **fields}
     with server.post("/api/generate", body) as resp:
         return json.load(resp)
+
+
+def test_host_memory_keeps_one_copy_of_a_prompt_and_drops_the_prompts_it_extends():
+    cache = PromptCache(slots=1, num_ctx=4096, bytes_per_token=1, ram_bytes=MIB)
+    earlier = tokenize("a conversation so far")
+    cache._save(earlier)
+    cache._save(list(earlier))
+    assert cache.view()["saved_prompts"] == 1
+    cache._save(earlier + tokenize("and its next turn"))
+    assert list(cache.ram.values()) == [earlier + tokenize("and its next turn")]

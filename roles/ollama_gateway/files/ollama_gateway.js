@@ -169,8 +169,11 @@ const STRUCTURE_LIMIT = 1048576;
 const CONTAINER_LIMIT = 65536;
 const SCAN_LIMIT = 1048576;
 const LONG_STRING = 64;
-// Long strings the affinity key can read back (a conversation's first messages come first).
-const MARKED = 16;
+// Long strings the affinity key can read back, each left in the text as MARK and its number: a character a
+// JSON string may hold as it is (no backslash: a mark does not send optionsAsGo down its slow path).
+const MARKED = 64;
+const MARK = 0xe000;
+const MARK_TEXT = String.fromCharCode(MARK);
 
 // Whether the key from START to END of BODY (bytes, no escapes) folds to FIELD as Go's encoding/json folds
 // it: ASCII case, the Kelvin sign (U+212A, E2 84 AA in UTF-8) for k and the long s (U+017F, C5 BF) for s.
@@ -302,14 +305,14 @@ function structure(body) {
         return null;
     }
     if (!count) {
-        return { text: body.toString(), cut: false, marks: cuts.subarray(0, 0) };
+        return { text: body.toString(), cut: false, marks: cuts.subarray(0, 0), unmarked: false };
     }
-    // the first MARKED strings left out are left as a mark (\u0000 and their number) that the affinity key reads
-    // back from the body (affinityKey); the rest as ""
+    // the first MARKED strings left out are left as a mark (U+E000, as itself, and their number) that the
+    // affinity key reads back from the body (affinityKey); the rest as ""
     const marks = Math.min(count, 2 * MARKED);
     let markBytes = 0;
     for (let n = 0; n < marks; n += 2) {
-        markBytes += 6 + String(n / 2).length;
+        markBytes += Buffer.byteLength(MARK_TEXT) + String(n / 2).length;
     }
     const text = Buffer.alloc(body.length - cutBytes + markBytes);
     let from = 0;
@@ -317,12 +320,12 @@ function structure(body) {
     for (let n = 0; n < count; n += 2) {
         written += body.copy(text, written, from, cuts[n]);
         if (n < marks) {
-            written += Buffer.from('\\u0000' + n / 2).copy(text, written); // njs 0.7.9's Buffer.write writes a byte too many
+            written += Buffer.from(MARK_TEXT + n / 2).copy(text, written); // njs 0.7.9's Buffer.write writes a byte too many
         }
         from = cuts[n + 1];
     }
     body.copy(text, written, from);
-    return { text: text.toString(), cut: true, marks: cuts.subarray(0, marks) };
+    return { text: text.toString(), cut: true, marks: cuts.subarray(0, marks), unmarked: count > marks };
 }
 
 // The request BODY (a Buffer) holds as Ollama reads it, within the router's bounds: { request, cut }, or
@@ -340,6 +343,7 @@ function readRequest(body) {
     }
     const decoded = decode(read.text, read.cut);
     decoded.marks = read.marks;
+    decoded.unmarked = read.unmarked;
     return decoded;
 }
 
@@ -524,8 +528,8 @@ function guard(request, pinned, policy) {
 const FROM_MEMORY = 65536;
 
 // To UPSTREAM: the body as the client sent it (SENT, a Buffer; null for a form, which goes from its file) or
-// BODY, the one the router wrote, with NOTES (what it dropped). AFFINE: { upstream, key } to try the
-// conversation's instance first, or null.
+// BODY, the one the router wrote, with NOTES (what it dropped). AFFINE: { upstream, key } (affinity) to go
+// through the model's affine upstream first, UPSTREAM taking what it cannot place; or null.
 function proxy(r, upstream, sent, body, notes, affine) {
     if (body === null && sent !== null && sent.length <= FROM_MEMORY) {
         const text = sent.toString();
@@ -537,7 +541,7 @@ function proxy(r, upstream, sent, body, notes, affine) {
     if (affine) {
         r.variables.ollama_gateway_affine = affine.upstream;
         r.variables.ollama_gateway_affinity = affine.key;
-        r.variables.ollama_gateway_affinity_route = 'affine';
+        r.variables.ollama_gateway_affinity_route = affine.key ? 'affine' : 'balanced';
         location = '@ollama_affine';
     }
     if (body === null) {
@@ -559,67 +563,100 @@ const AFFINITY_ENDPOINTS = ['/api/chat', '/api/generate', '/v1/chat/completions'
 const PROMPT_KEY_BYTES = 256;
 const CONTEXT_KEY_TOKENS = 64;
 const STRING_KEY_BYTES = 65536;
+// what one key may read in all: a body of many messages before its first user message costs no more
+const KEY_BYTES = 1048576;
 
-// A string of the request as the key reads it: a long one (left out by structure) from its bytes in BODY.
-function keyText(value, marks, body, limit) {
-    if (typeof value !== 'string') {
-        return value === undefined || value === null ? '' : JSON.stringify(value);
-    }
-    if (value.charCodeAt(0) === 0 && /^\u0000[0-9]+$/.test(value) && 2 * Number(value.slice(1)) < marks.length) {
-        const n = 2 * Number(value.slice(1));
-        return body.slice(marks[n], Math.min(marks[n + 1], marks[n] + limit));
-    }
-    return value.length > limit ? value.slice(0, limit) : value;
-}
-
-// A message's content as text: a string, or OpenAI's parts (their text).
-function contentText(content, marks, body) {
-    if (!Array.isArray(content)) {
-        return keyText(content, marks, body, STRING_KEY_BYTES);
-    }
-    return content.map(function (part) {
-        return part && typeof part === 'object' ? keyText(part.text, marks, body, STRING_KEY_BYTES) : '';
-    }).join('\u0001');
-}
-
-// The conversation's key for REQUEST (as structure read it, MARKS its left-out strings in BODY), or '' when it
-// has none to go by.
-function affinityKey(r, request, marks, body) {
-    const hash = crypto.createHash('sha1');
-    const own = request.prompt_cache_key;
-    if (typeof own === 'string' && own !== '' && isOpenAI(r)) {
-        hash.update('key\u0000').update(keyText(own, marks, body, STRING_KEY_BYTES));
-    } else if (Array.isArray(request.messages) && request.messages.length) {
-        const messages = request.messages;
-        let m;
-        for (let n = 0; n < messages.length; n++) {
-            m = messages[n] && typeof messages[n] === 'object' ? messages[n] : {};
-            hash.update(String(m.role)).update('\u0000').update(contentText(m.content, marks, body)).update('\u0000');
-            if (m.role === 'user') {
-                break;
-            }
-        }
-    } else if (Array.isArray(request.context) && request.context.length && r.uri === '/api/generate') {
-        hash.update('context\u0000').update(request.context.slice(0, CONTEXT_KEY_TOKENS).join(','));
-    } else {
-        const prompt = Array.isArray(request.prompt) ? request.prompt[0] : request.prompt;
-        if (typeof prompt !== 'string' || prompt === '') {
+// The key's reading of REQUEST's strings: long ones (left out by structure, marked) from their bytes in BODY,
+// each mark once (a client's own copy of a mark is its text), KEY_BYTES in all; null once over.
+function keyReader(marks, body) {
+    const used = {};
+    let budget = KEY_BYTES;
+    return function (value, limit) {
+        if (typeof value !== 'string') {
             return '';
         }
-        hash.update('prompt\u0000').update(keyText(request.system, marks, body, STRING_KEY_BYTES)).update('\u0000')
-            .update(keyText(prompt, marks, body, PROMPT_KEY_BYTES));
-    }
-    return hash.digest('hex');
+        let text = value;
+        const n = value.charCodeAt(0) === MARK && /^\ue000[0-9]+$/.test(value) ? 2 * Number(value.slice(1)) : -1;
+        if (n >= 0 && n < marks.length && !used[n]) {
+            used[n] = true;
+            text = body.slice(marks[n], Math.min(marks[n + 1], marks[n] + limit));
+        } else if (value.length > limit) {
+            text = value.slice(0, limit);
+        }
+        budget -= text.length;
+        return budget < 0 ? null : text;
+    };
 }
 
-// Where the conversation of REQUEST runs when its model has an affine upstream: { upstream, key }, or null.
-function affinity(r, pinned, request, marks, body) {
-    if (!pinned || !pinned.affine || AFFINITY_ENDPOINTS.indexOf(r.uri) < 0
-        || (r.headersIn['X-Ollama-Affinity'] || '').toLowerCase() === 'off') {
+// The conversation's key for REQUEST (as structure read it: MARKS its marked strings in BODY, UNMARKED whether
+// it left out more than it marked), or '' when it has none to go by. Never throws: a body the key cannot read
+// is balanced without one.
+function affinityKey(r, request, marks, body, unmarked) {
+    try {
+        const read = keyReader(marks, body);
+        const hash = crypto.createHash('sha1');
+        // a part of the key: '' that may be a long string left out unmarked says nothing, nor does one over budget
+        const add = function (text) {
+            if (text === null || (text === '' && unmarked)) {
+                throw new Error('unreadable');
+            }
+            hash.update(text).update('\u0000');
+        };
+        const own = request.prompt_cache_key;
+        if (typeof own === 'string' && own !== '' && isOpenAI(r)) {
+            add('key');
+            add(read(own, STRING_KEY_BYTES));
+        } else if (Array.isArray(request.messages) && request.messages.length) {
+            const messages = request.messages;
+            let m, parts;
+            for (let n = 0; n < messages.length; n++) {
+                m = messages[n] !== null && typeof messages[n] === 'object' ? messages[n] : {};
+                add(typeof m.role === 'string' ? m.role : '?');
+                if (Array.isArray(m.content)) {
+                    parts = m.content;
+                    for (let k = 0; k < parts.length; k++) {
+                        if (parts[k] !== null && typeof parts[k] === 'object' && typeof parts[k].text === 'string') {
+                            add(read(parts[k].text, STRING_KEY_BYTES));
+                        }
+                    }
+                } else {
+                    add(read(m.content, STRING_KEY_BYTES));
+                }
+                if (m.role === 'user') {
+                    break;
+                }
+            }
+        } else if (Array.isArray(request.context) && request.context.length && r.uri === '/api/generate') {
+            add('context');
+            add(request.context.slice(0, CONTEXT_KEY_TOKENS).map(function (t) {
+                return typeof t === 'number' ? String(t) : '?';
+            }).join(','));
+        } else {
+            const prompt = Array.isArray(request.prompt) ? request.prompt[0] : request.prompt;
+            if (typeof prompt !== 'string' || prompt === '') {
+                return '';
+            }
+            add('prompt');
+            hash.update(read(request.system, STRING_KEY_BYTES) || '').update('\u0000');
+            add(read(prompt, PROMPT_KEY_BYTES));
+        }
+        return hash.digest('hex');
+    } catch (e) {
+        return '';
+    }
+}
+
+// Where a request for a model pinned on several instances goes: { upstream (the model's affine one), key }, or
+// null for other models. Every such request goes through that upstream, so that its slots are counted in one
+// place (max_conns): those of a conversation by their key, the rest (other endpoints, no key to go by, the
+// client's X-Ollama-Affinity: off) with an empty key, which nginx balances by round robin over free slots.
+function affinity(r, pinned, request, read, body) {
+    if (!pinned || !pinned.affine) {
         return null;
     }
-    const key = affinityKey(r, request, marks, body);
-    return key ? { upstream: pinned.affine, key: key } : null;
+    const wanted = AFFINITY_ENDPOINTS.indexOf(r.uri) >= 0
+        && (r.headersIn['X-Ollama-Affinity'] || '').toLowerCase() !== 'off';
+    return { upstream: pinned.affine, key: wanted ? affinityKey(r, request, read.marks, body, read.unmarked) : '' };
 }
 
 // Where a request for MODEL (as the client spelled it) goes: {upstream, pinned (null for on-demand instances)},
@@ -711,7 +748,7 @@ function route(r) {
         return;
     }
     const pinned = to.pinned;
-    const affine = affinity(r, pinned, request, read.marks, body);
+    const affine = affinity(r, pinned, request, read, body);
     // on-demand instances pin nothing to guard; OpenAI's and Anthropic's endpoints drop keep_alive and options
     // before Ollama sees them (middleware/openai.go, anthropic.go)
     if (!pinned || r.uri === '/api/show' || isOpenAI(r) || r.variables.ollama_gateway_admin === '1') {
