@@ -21,14 +21,11 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
 import random
 import shutil
 import signal
 import statistics
-import subprocess
 import sys
-import tarfile
 import threading
 import time
 from pathlib import Path
@@ -37,7 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
 sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO / "tests" / "ollama_standin"))
-from gateway_bench import ensure_nginx, render_ours, start_nginx_in, wait  # noqa: E402
+from gateway_bench import ensure_nginx, launch_standins, render_ours, start_nginx_in, wait  # noqa: E402
 from helpers.ollama_client import call  # noqa: E402
 
 WORK = REPO / ".cache" / "affinity-bench"
@@ -54,37 +51,12 @@ THINK = (0.2, 1.0)  # seconds between an answer and the next turn
 
 
 def start_standins(procs):
-    import build_archive
-
-    archive = build_archive.build("0.33.0", WORK / "release")
-    root = WORK / "ollama"
-    shutil.rmtree(root, ignore_errors=True)
-    with tarfile.open(archive) as tar:
-        tar.extractall(root, filter="data")
-    for host, port, parallel in INSTANCES:
-        env = {
-            **os.environ,
-            "OLLAMA_HOST": f"{host}:{port}",
-            "OLLAMA_MODELS": str(WORK / "models"),
-            "OLLAMA_NUM_PARALLEL": str(parallel),
-            "OLLAMA_STANDIN_TTFT_MS": "20",
-            "OLLAMA_STANDIN_TOKENS_PER_SEC": "200",
-            "OLLAMA_STANDIN_LOAD_MS": "0",
-            "OLLAMA_STANDIN_LOAD_MIB_S": "0",
-            "OLLAMA_STANDIN_PULL_MS": "0",
-            "OLLAMA_STANDIN_KNOBS": str(WORK / "no-knobs.env"),
-            "NVML_SIM_SPEC": str(REPO / "tests/gpu_sim/specs/l20x8.json"),
-            "CUDA_VISIBLE_DEVICES": "0",
-        }
-        procs.append(
-            subprocess.Popen(
-                [str(root / "bin/ollama"), "serve"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-            )
-        )
-    for host, port, _ in INSTANCES:
-        wait(f"http://{host}:{port}/api/version")
+    launch_standins(
+        procs, WORK, INSTANCES, OLLAMA_STANDIN_TTFT_MS="20", OLLAMA_STANDIN_TOKENS_PER_SEC="200",
+        OLLAMA_STANDIN_KNOBS=str(WORK / "no-knobs.env"),
+    )  # fmt: skip
     host, port, _ = INSTANCES[0]
-    call(f"http://{host}:{port}/api/pull", {"model": MODEL, "stream": False})
+    call(f"http://{host}:{port}/api/pull", {"model": MODEL, "stream": False})  # one store for all four
 
 
 def start_gateways(procs):

@@ -49,25 +49,27 @@ def ensure_nginx():
         sh("apt-get", "install", "-y", "-q", "nginx-light", "libnginx-mod-http-js")
 
 
-def start_standins(procs):
+def launch_standins(procs, work: Path, instances, **knobs):
+    """One stand-in `ollama serve` per (host, port, parallel) of INSTANCES from the release archive built in WORK,
+    one model store there, on simulated GPU 0, with OLLAMA_STANDIN_* KNOBS over instant loads and pulls; returns
+    once each answers."""
     import build_archive
 
-    archive = build_archive.build("0.33.0", WORK / "release")
-    root = WORK / "ollama"
+    archive = build_archive.build("0.33.0", work / "release")
+    root = work / "ollama"
     shutil.rmtree(root, ignore_errors=True)
     with tarfile.open(archive) as tar:
         tar.extractall(root, filter="data")
-    for host, port, parallel in INSTANCES:
+    for host, port, parallel in instances:
         env = {
             **os.environ,
             "OLLAMA_HOST": f"{host}:{port}",
-            "OLLAMA_MODELS": str(WORK / "models"),
+            "OLLAMA_MODELS": str(work / "models"),
             "OLLAMA_NUM_PARALLEL": str(parallel),
-            "OLLAMA_STANDIN_TTFT_MS": "20",
-            "OLLAMA_STANDIN_TOKENS_PER_SEC": "50",
             "OLLAMA_STANDIN_LOAD_MS": "0",
             "OLLAMA_STANDIN_LOAD_MIB_S": "0",
             "OLLAMA_STANDIN_PULL_MS": "0",
+            **knobs,
             "NVML_SIM_SPEC": str(REPO / "tests/gpu_sim/specs/l20x8.json"),
             "CUDA_VISIBLE_DEVICES": "0",
         }
@@ -76,8 +78,13 @@ def start_standins(procs):
                 [str(root / "bin/ollama"), "serve"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
             )
         )
-    for host, port, _ in INSTANCES:
+    for host, port, _ in instances:
         wait(f"http://{host}:{port}/api/version")
+
+
+def start_standins(procs):
+    launch_standins(procs, WORK, INSTANCES, OLLAMA_STANDIN_TTFT_MS="20", OLLAMA_STANDIN_TOKENS_PER_SEC="50")
+    for host, port, _ in INSTANCES:
         call(f"http://{host}:{port}/api/pull", {"model": MODEL, "stream": False})
         call(f"http://{host}:{port}/api/generate", {"model": MODEL, "keep_alive": -1})
 

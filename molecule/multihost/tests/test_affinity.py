@@ -101,8 +101,8 @@ def affine_servers() -> list[dict]:
     return fleet["affine_upstreams"][fleet["affinity"][MODEL]]
 
 
-def turn(messages: list[dict], gateway: str = "olt-mh-gw", tokens: int = 2, headers: dict | None = None):
-    body = {"model": MODEL, "messages": messages, "stream": False, "options": {"num_predict": tokens}}
+def turn(messages: list[dict], gateway: str = "olt-mh-gw", tokens: int = 2, headers: dict | None = None, model=MODEL):
+    body = {"model": model, "messages": messages, "stream": False, "options": {"num_predict": tokens}}
     return call(f"{GATEWAYS[gateway]}/api/chat", body, key=USER, cafile=CA, headers=headers)
 
 
@@ -119,6 +119,11 @@ def test_a_full_or_drained_instance_passes_its_conversations_on_and_gets_them_ba
     first = turn(messages)
     assert first.status == 200
     home = by_name[first.headers["x-ollama-instance"]]
+    # the model spelled as Ollama also reads it, and a model that is no string: the same instance, and a 400
+    for spelling in ("LLAMA3.1:8B", "registry.ollama.ai/library/llama3.1:8b"):
+        again = turn(messages, model=spelling)
+        assert again.status == 200 and again.headers["x-ollama-instance"] == first.headers["x-ollama-instance"]
+    assert turn(messages, model=["llama3.1:8b"]).status == 400
 
     # its instance full (the conversation's own long turns fill its slots): the next turn goes on, and is answered
     long = [threading.Thread(target=turn, args=(messages,), kwargs={"tokens": 300}) for _ in range(home["max_conns"])]
