@@ -266,17 +266,13 @@ def ollama_gateway_fleet(
         for model, context in backend.get("contexts", {}).items():
             contexts[model] = min(context, contexts.get(model, context))
     server_keys = ("host", "instance", "address", "port", "max_conns", "gpu_label")
+    servers = {name: [{k: b[k] for k in server_keys} for b in members] for name, members in sorted(upstreams.items())}
     return {
         "instances": backends,
-        "upstreams": {
-            name: [{k: b[k] for k in server_keys} for b in members] for name, members in sorted(upstreams.items())
-        },
+        "upstreams": servers,
         "routes": routing["routes"],
         # the same instances as the model's upstream, hashed by conversation (ollama-gateway-drain renders them)
-        "affine_upstreams": {
-            name: [{k: b[k] for k in server_keys} for b in routing["upstreams"][base]]
-            for name, base in sorted(affine["upstreams"].items())
-        },
+        "affine_upstreams": {name: servers[base] for name, base in sorted(affine["upstreams"].items())},
         "affinity": affine["routes"],
         "contexts": contexts,
         "unpinned": "ollama_on_demand" if on_demand else "reject",

@@ -97,9 +97,9 @@ def _gateway_view(gateway, host, instance):
 
 def ollama_gateway_recent(lines, read, minutes=5):
     """What a gateway's request log says of each instance lately: LINES is the gateway's clock (date +%s), then
-    the log's last lines, at most READ of them (the tail status.yml asked for). Over the last MINUTES, or over the lines there are when they cover less (a busy
-    gateway): {"HOST/INSTANCE": {requests, requests_per_second, ttft_p95 (seconds, nearest rank; None without
-    a stream)}}. An instance without requests has none (0 req/s)."""
+    the log's last lines, at most READ of them (the tail status.yml asked for). Over the last MINUTES, or over
+    the lines there are when they cover less (a busy gateway): {"HOST/INSTANCE": {requests, requests_per_second,
+    ttft_p95 (seconds, nearest rank; None without a stream)}}. An instance without requests has none (0 req/s)."""
     if not lines:
         return {}
     now = int(lines[0])
