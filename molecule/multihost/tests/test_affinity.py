@@ -126,14 +126,15 @@ def test_a_full_or_drained_instance_passes_its_conversations_on_and_gets_them_ba
     assert turn(messages, model=["llama3.1:8b"]).status == 400
 
     # its instance full (the conversation's own long turns fill its slots): the next turn goes on, and is answered
-    long = [threading.Thread(target=turn, args=(messages,), kwargs={"tokens": 300}) for _ in range(home["max_conns"])]
+    # 1000 tokens at the stand-in's 50/s: 20 s, far longer than the wait below and the next turn on a slow machine
+    long = [threading.Thread(target=turn, args=(messages,), kwargs={"tokens": 1000}) for _ in range(home["max_conns"])]
     for t in long:
         t.start()
     wait_until(lambda: held(home) == home["max_conns"], 15, "the conversation's instance full")
     passed = turn(messages)
     assert passed.status == 200 and passed.headers["x-ollama-instance"] != first.headers["x-ollama-instance"]
     for t in long:
-        t.join(30)
+        t.join(60)
 
     # drained on both gateways: both send it to the same other instance; back home once the mark is lifted (the
     # drain tool reloads nginx, whose new workers take the next connections: waited for)
