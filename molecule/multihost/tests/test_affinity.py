@@ -157,6 +157,8 @@ def test_a_full_or_drained_instance_passes_its_conversations_on_and_gets_them_ba
     answers = burst(f"{GATEWAYS['olt-mh-gw']}/api/chat", [body] * (slots + 1), key=USER, cafile=CA)
     assert [a.status for a in answers] == [200] * (slots + 1)
     assert {a.headers["x-ollama-instance"] for a in answers} == set(by_name)
+    # nginx writes a request's line once its answer is sent: waited for
+    wait_until(lambda: "overflow" in [line["affinity"] for line in chats_logged(slots + 1)], 15, "the overflow logged")
     routes = sorted(line["affinity"] for line in chats_logged(slots + 1))
     assert routes.count("overflow") >= 1 and set(routes) <= {"affine", "overflow"}, routes
 
@@ -172,4 +174,4 @@ def test_a_client_turns_affinity_off_for_a_request():
     assert turn(messages).status == 200
     assert turn(messages, headers={"X-Ollama-Affinity": "off"}).status == 200
     # through the same upstream, which counts the model's slots, without the conversation's key
-    assert [line["affinity"] for line in chats_logged(2)] == ["affine", "balanced"]
+    wait_until(lambda: [line["affinity"] for line in chats_logged(2)] == ["affine", "balanced"], 15, "both logged")
