@@ -1,14 +1,13 @@
 """nvidia-smi CSV → the gpu_facts schema, for hosts where operators capture nvidia-smi themselves."""
 
-import sys
-from pathlib import Path
-
 from ansible.errors import AnsibleFilterError
 
-# The parser is shared with the gpu_facts module, which runs on the targets and can only
-# import role module_utils; one implementation keeps "one schema, two sources" true.
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "roles" / "ollama" / "module_utils"))
-from gpu_inventory import QUERY_FIELDS, GpuParseError, parse_nvidia_smi_csv  # noqa: E402
+# The parser is shared with the gpu_facts module (one implementation keeps "one schema, two sources" true)
+from ansible_collections.ollama.fleet.plugins.module_utils.gpu_inventory import (
+    QUERY_FIELDS,
+    GpuParseError,
+    parse_nvidia_smi_csv,
+)
 
 DOCUMENTATION = r"""
 name: ollama_gpus_from_nvidia_smi

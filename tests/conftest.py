@@ -4,7 +4,6 @@ import json
 import os
 import socket
 import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -14,8 +13,6 @@ import pytest
 TESTS = Path(__file__).resolve().parent
 SPECS = TESTS / "gpu_sim" / "specs"
 REPO = TESTS.parent
-sys.path.insert(0, str(TESTS / "ollama_standin"))
-sys.path.insert(0, str(REPO / "filter_plugins"))
 FIXTURES = TESTS / "unit" / "fixtures"
 
 

@@ -21,7 +21,6 @@ and OLLAMA_PROBE_ROOT, its root directory seen from here).
 import json
 import os
 import shlex
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -115,7 +114,7 @@ def gpu_facts(out, source):
     args.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": {"source": source}}))
     env = {
         **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(out / "module_utils_path"), os.environ.get("PYTHONPATH", "")]),
+        "PYTHONPATH": os.pathsep.join([str(REPO / "collections"), os.environ.get("PYTHONPATH", "")]),
     }
     run = sh(sys.executable, str(ROLE / "library" / "gpu_facts.py"), str(args), env=env)
     args.unlink()
@@ -125,15 +124,6 @@ def gpu_facts(out, source):
         result = {"failed": True, "raw": run}
     (out / f"gpu_facts-{source}.json").write_text(json.dumps(result, indent=2) + "\n")
     return result
-
-
-def module_utils_path(out):
-    """ansible.module_utils.gpu_inventory must import as on a host: overlay the role's file on ansible's package."""
-    import ansible.module_utils as shipped
-
-    overlay = out / "module_utils_path" / "ansible"
-    shutil.copytree(Path(shipped.__file__).parents[1], overlay, dirs_exist_ok=True)
-    shutil.copy(ROLE / "module_utils" / "gpu_inventory.py", overlay / "module_utils" / "gpu_inventory.py")
 
 
 def probe(out, label, confinement, extra_env=None, user="ollama"):
@@ -170,9 +160,8 @@ def main():
     (out / "host.json").write_text(json.dumps(host, indent=2) + "\n")
 
     # 1. discovery, and nvidia-smi's own text for the parser's fixtures
-    module_utils_path(out)
-    sys.path.insert(0, str(ROLE / "module_utils"))
-    from gpu_inventory import QUERY_FIELDS
+    sys.path.insert(0, str(REPO / "collections"))
+    from ansible_collections.ollama.fleet.plugins.module_utils.gpu_inventory import QUERY_FIELDS
 
     smi = {"query.csv": ["nvidia-smi", f"--query-gpu={','.join(QUERY_FIELDS)}", "--format=csv,noheader,nounits"],
            "list.txt": ["nvidia-smi", "-L"], "query.txt": ["nvidia-smi", "-q"], "banner.txt": ["nvidia-smi"]}  # fmt: skip
@@ -210,7 +199,6 @@ def main():
         cases.append(probe(out, "minor-unknown-fallback", confinement + drop_in([])))
         cases.append(probe(out, "no-gpu-node", confinement))
     (out / "cuda-probe.json").write_text(json.dumps({"confinement": confinement, "cases": cases}, indent=2) + "\n")
-    shutil.rmtree(out / "module_utils_path")
 
 
 if __name__ == "__main__":

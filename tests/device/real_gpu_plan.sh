@@ -18,11 +18,9 @@ from pathlib import Path
 sys.path.insert(0, "tests/device")
 import real_gpu_check as check
 out = Path(sys.argv[1])
-check.module_utils_path(out)
 facts = {source: check.gpu_facts(out, source) for source in ("nvml", "nvidia-smi")}
 print(json.dumps({s: {k: f.get(k) for k in ("source", "driver_version", "reason", "msg")} for s, f in facts.items()}))
 PY
-rm -rf "$OUT/module_utils_path"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$OUT/nvidia-smi.csv" 2>&1
 cd tests/device/real-gpu-plan
 for run in "trio fail" "trio adjust" "four fail"; do

@@ -21,7 +21,6 @@ def gpu_facts(fake_nvml_dir, tmp_path, spec, source="auto"):
         "LD_LIBRARY_PATH": str(fake_nvml_dir),
         "NVML_SIM_SPEC": str(SPECS / f"{spec}.json"),
         "ANSIBLE_LIBRARY": str(REPO / "roles/ollama/library"),
-        "ANSIBLE_MODULE_UTILS": str(REPO / "roles/ollama/module_utils"),
         "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
     }
     ansible = str(Path(sys.executable).parent / "ansible")

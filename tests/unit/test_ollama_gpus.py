@@ -76,7 +76,7 @@ def test_query_without_the_needed_fields_is_rejected():
 
 def test_minor_numbers_from_nvidia_smi_query():
     """`nvidia-smi -q` is where the fallback finds the N of /dev/nvidiaN (no --query-gpu field has it)."""
-    from gpu_inventory import minor_numbers_from_query
+    from ansible_collections.ollama.fleet.plugins.module_utils.gpu_inventory import minor_numbers_from_query
 
     text = """
 ==============NVSMI LOG==============

@@ -7,21 +7,18 @@ Re-record on a GPU machine with tests/device/boot_probe_host.sh (README: "Checke
 
 import importlib.util
 import json
-import sys
 
 import pytest
 import yaml
 from ansible.errors import AnsibleFilterError
-from conftest import FIXTURES, REPO
-from ollama_vram import ollama_fit_check
-
-sys.path.insert(0, str(REPO / "roles" / "ollama" / "module_utils"))
-from gpu_inventory import (  # noqa: E402
+from ansible_collections.ollama.fleet.plugins.module_utils.gpu_inventory import (
     QUERY_FIELDS,
     cuda_version_from_smi_banner,
     minor_numbers_from_query,
     parse_nvidia_smi_csv,
 )
+from conftest import FIXTURES, REPO
+from ollama_vram import ollama_fit_check
 
 REAL = FIXTURES / "real-driver" / "h100-580.159.04"
 

@@ -70,7 +70,7 @@ reason:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.gpu_inventory import (
+from ansible_collections.ollama.fleet.plugins.module_utils.gpu_inventory import (
     QUERY_FIELDS,
     GpuParseError,
     cuda_version_from_int,
