@@ -6,6 +6,7 @@ import json
 import socket
 
 from ansible.errors import AnsibleFilterError
+from ansible_collections.ollama.fleet.plugins.module_utils import addresses, model_names
 
 DOCUMENTATION = r"""
 name: ollama_gateway_backends
@@ -40,7 +41,13 @@ _value:
   elements: dict
 """
 
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+def model_key(name):
+    """A model's identity to Ollama (model_names.key); None for a name that is none (no pinned model has it)."""
+    try:
+        return model_names.key(name)
+    except model_names.InvalidModelName:
+        return None
 
 
 def ollama_remote_gateways(gateways, host, hostvars, field="ollama_bind_address"):
@@ -118,7 +125,7 @@ def ollama_bind_address(setting, host, routes):
 def ollama_gateway_address(address, host, gateway, ansible_host):
     """The address gateway `gateway` uses for an instance of `host` listening on `address`: a wildcard
     means loopback on the same host, else the host's ansible_host. The drain tool names instances so."""
-    if address in ("0.0.0.0", "::", ""):
+    if addresses.is_wildcard(address):
         return "127.0.0.1" if host == gateway else ansible_host
     return address
 
@@ -135,7 +142,7 @@ def ollama_gateway_backends(hosts, gateway):
             )
         for instance in plan:
             address = instance["address"]
-            if address in LOOPBACK and host != gateway:
+            if addresses.is_loopback(address) and host != gateway:
                 raise AnsibleFilterError(
                     f"host {host}, instance '{instance['name']}', field ollama_bind_address: the instance listens on "
                     f"{address}, which gateway {gateway} cannot reach; set it to an address of {host} on the gateway's "
@@ -160,6 +167,21 @@ def ollama_gateway_backends(hosts, gateway):
             )
     if not backends:
         raise AnsibleFilterError(f"gateway {gateway}: no Ollama instance to balance; is ollama_gpu_hosts empty?")
+    return _one_spelling(backends)
+
+
+def _one_spelling(backends):
+    """BACKENDS with each model under one name fleet-wide, the first host's: hosts may spell one model
+    otherwise (Qwen3:0.6B, qwen3:0.6b), and the router, the routes and the metrics know it by one name."""
+    first = {}
+    for backend in backends:
+        for model in backend["models"]:
+            first.setdefault(model_key(model), model)
+    for backend in backends:
+        name = {model: first[model_key(model)] for model in backend["models"]}
+        backend["models"] = [name[model] for model in backend["models"]]
+        for field in ("slots", "contexts"):
+            backend[field] = {name.get(model, model): value for model, value in backend[field].items()}
     return backends
 
 
@@ -194,15 +216,17 @@ def ollama_gateway_affinity(routing, enabled=True, exclude=()):
         raise AnsibleFilterError(f"field ollama_gateway_affinity: {enabled!r} is not true or false")
     if isinstance(exclude, str) or not all(isinstance(m, str) for m in exclude):
         raise AnsibleFilterError(f"field ollama_gateway_affinity_exclude: {exclude!r} is not a list of model names")
-    unknown = sorted(set(exclude) - set(routing["routes"]))
+    pinned = {model_key(model): model for model in routing["routes"]}
+    unknown = sorted(model for model in exclude if model_key(model) not in pinned)
     if unknown:
         raise AnsibleFilterError(
             f"field ollama_gateway_affinity_exclude: {', '.join(unknown)} not pinned by any instance; pinned models "
             f"are: {', '.join(sorted(routing['routes']))}"
         )
+    exclude = {model_key(model) for model in exclude}
     upstreams, routes = {}, {}
     for model, name in sorted(routing["routes"].items()):
-        if enabled and model not in exclude and len(routing["upstreams"][name]) > 1:
+        if enabled and model_key(model) not in exclude and len(routing["upstreams"][name]) > 1:
             upstreams[f"{name}_affine"] = name
             routes[model] = f"{name}_affine"
     return {"upstreams": upstreams, "routes": routes}

@@ -3,6 +3,8 @@
 import re
 
 from ansible.errors import AnsibleFilterError
+from ansible_collections.ollama.fleet.plugins.module_utils.model_names import DEFAULT_HOST, key, parse
+from ansible_collections.ollama.fleet.plugins.module_utils.report import text_table
 
 DOCUMENTATION = r"""
 name: ollama_registry_name
@@ -35,21 +37,12 @@ _value:
 DIGEST = re.compile(r"^(sha256:)?([0-9a-f]{12,64})$")
 
 
-def canonical(name):
-    """Ollama's display name: lower case, :latest when untagged (types/model/name.go)."""
-    name = name.strip().lower()
-    return name if ":" in name.rsplit("/", 1)[-1] else f"{name}:latest"
-
-
 def ollama_registry_name(model, registry):
-    model = canonical(model)
-    if not registry:
-        return model
-    parts = model.split("/")
-    if len(parts) == 3:  # host/namespace/model: it says where it comes from
-        return model
-    namespace = parts[0] if len(parts) == 2 else "library"
-    return f"{registry}/{namespace}/{parts[-1]}"
+    name = parse(model)
+    if not registry or name.host.lower() != DEFAULT_HOST:  # a host of its own says where it comes from
+        return name.display
+    # a registry's repositories are lower case (the distribution spec), and ollama_registry_load pushes them so
+    return f"{registry}/{name.namespace}/{name.model}:{name.tag}".lower()
 
 
 def digest_hex(value, where):
@@ -67,24 +60,21 @@ def ollama_digest_mismatches(tags, models, digests, host="this host"):
     """Pinned models whose store holds another digest: [{model, want, have}].
 
     tags is /api/tags of the host's store; models the names the plan pins; digests ollama_model_digests."""
-    pins = {
-        canonical(k): digest_hex(v, f"host {host}, field ollama_model_digests, model {k}") for k, v in digests.items()
-    }
-    have = {canonical(m["name"]): m.get("digest", "") for m in tags.get("models", [])}
+    pins = {key(k): digest_hex(v, f"host {host}, field ollama_model_digests, model {k}") for k, v in digests.items()}
+    have = {key(m["name"]): m.get("digest", "") for m in tags.get("models", [])}
     return [
-        {"model": model, "want": pins[model], "have": have[model]}
-        for model in sorted({canonical(m) for m in models})
-        if model in pins and model in have and not have[model].startswith(pins[model])
+        {"model": model, "want": pins[key(model)], "have": have[key(model)]}
+        for model in sorted(models)
+        if key(model) in pins and key(model) in have and not have[key(model)].startswith(pins[key(model)])
     ]
 
 
 def ollama_models_to_remove(stored, pinned, recorded, absent, prune):
     """Models to delete from a host's store: those this toolkit pinned before (recorded) or the operator marks
-    absent, and with prune every model, but never one an instance of the host pins now."""
-    pinned = {canonical(m) for m in pinned}
-    stored = {canonical(m) for m in stored}
-    wanted = {canonical(m) for m in recorded} | {canonical(m) for m in absent} | (stored if prune else set())
-    return sorted((wanted & stored) - pinned)
+    absent, and with prune every model, but never one an instance of the host pins now. Names as the store has them."""
+    keep = {key(m) for m in pinned}
+    wanted = {key(m) for m in [*recorded, *absent, *(stored if prune else [])]}
+    return sorted(m for m in stored if key(m) in wanted - keep)
 
 
 def ollama_digest_message(mismatch):
@@ -101,9 +91,9 @@ def ollama_registry_gaps(pinned, registry, hostvars, registry_hosts):
     address = registry.rsplit(":", 1)[0] if registry else ""
     for name in registry_hosts if address else []:
         if address in (name, hostvars[name].get("ansible_host", name)):
-            loaded = {canonical(m) for m in hostvars[name].get("ollama_registry_models", [])}
-            wanted = {canonical(m) for m in pinned if canonical(m).count("/") < 2}
-            return {"host": name, "missing": sorted(wanted - loaded)}
+            loaded = {key(m) for m in hostvars[name].get("ollama_registry_models", [])}
+            wanted = [parse(m) for m in pinned if parse(m).host.lower() == DEFAULT_HOST]
+            return {"host": name, "missing": sorted(m.display for m in wanted if m.key not in loaded)}
     return {"host": "", "missing": []}
 
 
@@ -141,15 +131,15 @@ def ollama_store_digests(gpu_hosts):
     for host in gpu_hosts:
         status = host["_ollama_status"]
         where = f"host {host['inventory_hostname']}, field ollama_model_digests"
-        pins.update({canonical(k): digest_hex(v, where) for k, v in status.get("digests", {}).items()})
-        stored = {canonical(m["name"]): m.get("digest", "") for m in status["store"].get("models", [])}
-        for model in {canonical(m) for m in status["pinned"]}:
-            found.setdefault(model, {}).setdefault(stored.get(model, "(missing)"), []).append(
-                host["inventory_hostname"]
-            )
+        pins.update({key(k): digest_hex(v, where) for k, v in status.get("digests", {}).items()})
+        stored = {key(m["name"]): m.get("digest", "") for m in status["store"].get("models", [])}
+        for model in status["pinned"]:
+            found.setdefault(key(model), {"name": model, "digests": {}})["digests"].setdefault(
+                stored.get(key(model), "(missing)"), []
+            ).append(host["inventory_hostname"])
     rows = []
-    for model, digests in sorted(found.items()):
-        pin = pins.get(model)
+    for model_key, seen in sorted(found.items()):
+        model, digests, pin = seen["name"], seen["digests"], pins.get(model_key)
         for digest, hosts in sorted(digests.items(), key=lambda kv: (-len(kv[1]), kv[0])):
             if pin:
                 problem = "" if digest.startswith(pin) else f"pinned {pin[:12]}"
@@ -176,8 +166,7 @@ def ollama_store_digest_table(rows):
     lines = [("model", "digest", "hosts", "problem")] + [
         (r["model"], r["digest"], ", ".join(r["hosts"]), r["problem"] or "ok") for r in rows
     ]
-    widths = [max(len(line[i]) for line in lines) for i in range(4)]
-    return ["  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip() for line in lines]
+    return text_table(lines)
 
 
 class FilterModule:

@@ -5,6 +5,9 @@ import sys
 from pathlib import Path
 
 from ansible.errors import AnsibleFilterError
+from ansible_collections.ollama.fleet.plugins.module_utils import addresses, model_names
+from ansible_collections.ollama.fleet.plugins.module_utils.report import gib as _gib
+from ansible_collections.ollama.fleet.plugins.module_utils.report import text_table
 
 # What the fit check planned per instance, one reading for the plan's table and status.yml: the check's own.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -406,7 +409,7 @@ def ollama_plan(gpus, host, config):
         models = spec.get("models", config.get("models") or [])
         if not isinstance(models, list) or not all(isinstance(m, str) and m for m in models):
             raise PlanError(f"{where}, field models: must be a list of model names like llama3.1:8b")
-        models = [model_name(m) for m in models]
+        models = _pinned_names(where, models)
         settings = _keep_alive(_loaded_models(where, settings, models, units_of), models)
         warm = spec.get("warm", config.get("warm", True))
         if not isinstance(warm, bool):
@@ -448,10 +451,6 @@ def ollama_plan(gpus, host, config):
     return plan
 
 
-def _gib(value):
-    return f"{value / 2**30:.1f}"
-
-
 def ollama_plan_table(plan, headroom=0.10):
     """The plan as text rows: instance, GPUs, VRAM, port, parallel, context, models, estimated use (every pinned
     model loaded at once) and what is left below the headroom (VRAM, est. and free in GiB).
@@ -475,22 +474,60 @@ def ollama_plan_table(plan, headroom=0.10):
                 _gib(usable - use) if use is not None else _gib(usable),
             )
         )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    return ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
+    return text_table(rows)
+
+
+def _pinned_names(where, models):
+    """An instance's models by the name Ollama shows for them (model_names.display), each once."""
+    names = {}
+    for model in models:
+        try:
+            name = model_names.parse(model)
+        except model_names.InvalidModelName as exc:
+            raise PlanError(f"{where}, field models: {exc}") from None
+        if name.key in names:
+            raise PlanError(
+                f"{where}, field models: {model!r} and {names[name.key]!r} are one model to Ollama "
+                "(it compares names ignoring case, with registry.ollama.ai/library/ and :latest implied); pin it once"
+            )
+        names[name.key] = name.display
+    return list(names.values())
 
 
 def model_name(name):
-    """Ollama's canonical name: a model without a tag is :latest."""
-    return name if ":" in name.rsplit("/", 1)[-1] else f"{name}:latest"
+    """The name Ollama shows for a model (model_names.display): llama3.1 and library/llama3.1 are llama3.1:latest."""
+    return model_names.display(name)
+
+
+def model_key(name):
+    """A model's identity, the same for every spelling Ollama takes as that model: compare models by it."""
+    return model_names.key(name)
+
+
+def ollama_beyond_loopback(listen_addresses):
+    """The addresses others than the host itself can reach (wildcards included): what the firewall must guard."""
+    return [address for address in listen_addresses if not addresses.is_loopback(address)]
+
+
+def ollama_address_is_local(address):
+    """Whether ADDRESS is a wildcard or loopback: one the host reaches itself by loopback."""
+    return addresses.is_wildcard(address) or addresses.is_loopback(address)
+
+
+def ollama_local_address(address):
+    """Where the host itself reaches a listener on ADDRESS (a wildcard by loopback), bracketed where IPv6."""
+    return addresses.local_address(address)
+
+
+def ollama_models_in(names, others):
+    """NAMES (as written) that are one model with any of OTHERS to Ollama: select('in', ...) by model_key."""
+    keys = {model_key(other) for other in others}
+    return [name for name in names if model_key(name) in keys]
 
 
 def instance_url(instance):
     """Where the host itself reaches an instance (0.0.0.0 and :: mean every address, loopback included)."""
-    address = instance["address"]
-    address = "127.0.0.1" if address in ("0.0.0.0", "") else "[::1]" if address == "::" else address
-    if ":" in address and not address.startswith("["):
-        address = f"[{address}]"
-    return f"http://{address}:{instance['port']}"
+    return addresses.local_url(instance["address"], instance["port"])
 
 
 def ollama_model_sources(plan):
@@ -499,8 +536,8 @@ def ollama_model_sources(plan):
     for instance in plan:
         for model in instance.get("models", []):
             sources.setdefault(
-                model_name(model),
-                {"model": model_name(model), "instance": instance["name"], "url": instance_url(instance)},
+                model_key(model),
+                {"model": model, "key": model_key(model), "instance": instance["name"], "url": instance_url(instance)},
             )
     return list(sources.values())
 
@@ -508,11 +545,11 @@ def ollama_model_sources(plan):
 def ollama_models_from_api(shows, tags):
     """{model: {model_info, size, capabilities, source: ollama}} for the fit check, from /api/show results (uri loop) and
     /api/tags."""
-    sizes = {model_name(m["name"]): m["size"] for m in tags.get("models", [])}
+    sizes = {model_key(m["name"]): m["size"] for m in tags.get("models", [])}
     return {
         model_name(r["item"]["model"]): {
             "model_info": r["json"]["model_info"],
-            "size": sizes[model_name(r["item"]["model"])],
+            "size": sizes[model_key(r["item"]["model"])],
             "capabilities": r["json"].get("capabilities", ["completion"]),
             "source": "ollama",
         }
@@ -520,7 +557,7 @@ def ollama_models_from_api(shows, tags):
         if r.get("status") == 200
         and isinstance(r.get("json"), dict)
         and "model_info" in r["json"]
-        and model_name(r["item"]["model"]) in sizes
+        and model_key(r["item"]["model"]) in sizes
     }
 
 
@@ -533,4 +570,9 @@ class FilterModule:
             "ollama_models_from_api": ollama_models_from_api,
             "ollama_instance_url": instance_url,
             "ollama_model_name": model_name,
+            "ollama_model_key": model_key,
+            "ollama_models_in": ollama_models_in,
+            "ollama_beyond_loopback": ollama_beyond_loopback,
+            "ollama_local_address": ollama_local_address,
+            "ollama_address_is_local": ollama_address_is_local,
         }

@@ -1,11 +1,8 @@
 """Proof after a deploy: what each instance's /api/ps shows against what the plan promised."""
 
-import sys
-from pathlib import Path
-
-# One rule for Ollama's model names (a name without a tag is :latest): the plan's.
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ollama_plan import model_name  # noqa: E402
+# /api/ps names a model as its store does; the plan as the inventory spells it: compared by Ollama's rule
+from ansible_collections.ollama.fleet.plugins.module_utils.model_names import key as model_key
+from ansible_collections.ollama.fleet.plugins.module_utils.report import gib as _gib
 
 DOCUMENTATION = r"""
 name: ollama_plan_misses
@@ -55,7 +52,6 @@ _value:
   elements: str
 """
 
-GIB = 1024**3
 PROMISED = ("fits", "adjusted")
 CAUSES = (
     "check: the unit may open its GPUs' device nodes and nvidia-uvm is loaded (`ls -l /dev/nvidia*`); "
@@ -63,10 +59,6 @@ CAUSES = (
     "the plan's estimate{estimate} is not below what Ollama allocates (lower ollama_num_parallel or "
     "ollama_context_length, or raise ollama_fit_headroom)"
 )
-
-
-def _gib(value):
-    return f"{value / GIB:.1f}"
 
 
 # keep_alive -1 is kept as the longest duration Go has (server/sched.go: math.MaxInt64), so /api/ps shows a
@@ -90,7 +82,7 @@ def evictions(loads, instance):
     """{evicted model: the model whose load evicted it (the last time)} on INSTANCE, from the warm-up's LOADS."""
     evicted, before = {}, set()
     for load in (step for step in loads if step["instance"] == instance):
-        now = {model_name(name) for name in load["loaded"]}
+        now = {model_key(name) for name in load["loaded"]}
         for gone in before - now:
             evicted[gone] = load["model"]
         before = now
@@ -98,9 +90,9 @@ def evictions(loads, instance):
 
 
 def _model_misses(fit, loaded, keep_alive, evicted):
-    model = loaded.get(model_name(fit["model"]))
+    model = loaded.get(model_key(fit["model"]))
     if model is None:
-        by = evicted.get(model_name(fit["model"]))
+        by = evicted.get(model_key(fit["model"]))
         return [f"{fit['model']} was evicted when the warm-up loaded {by}" if by else f"{fit['model']} is not loaded"]
     misses = []
     if forever(keep_alive) and countdown(model):
@@ -120,8 +112,8 @@ def ollama_models_to_warm(instance, loaded, keep_alive="-1"):
     KEEP_ALIVE is forever, counting down (loaded again with a finite keep_alive). A warm-up request without
     options loads them again at the instance's context (server/sched.go needsReload) or sets their keep_alive
     (useLoadedRunner)."""
-    seen = {model_name(m["name"]): m for m in loaded}
-    planned = {model_name(f["model"]): f.get("context") for f in instance.get("fit", [])}
+    seen = {model_key(m["name"]): m for m in loaded}
+    planned = {model_key(f["model"]): f.get("context") for f in instance.get("fit", [])}
 
     def pinned(name):
         model = seen.get(name)
@@ -129,7 +121,7 @@ def ollama_models_to_warm(instance, loaded, keep_alive="-1"):
             return False
         return not (forever(keep_alive) and countdown(model))
 
-    return [m for m in instance.get("models", []) if not pinned(model_name(m))]
+    return [m for m in instance.get("models", []) if not pinned(model_key(m))]
 
 
 # Why a pinned model goes when another loads, and where the plan said so.
@@ -154,8 +146,8 @@ def ollama_plan_misses(results, keep_alive="-1", loads=()):
         if result.get("status") != 200 or not isinstance(result.get("json"), dict):
             messages.append(f"{where}: /api/ps did not answer ({result.get('msg', 'no answer')})")
             continue
-        loaded = {model_name(m["name"]): m for m in result["json"].get("models", [])}
-        pinned = {model_name(f["model"]) for f in promised}
+        loaded = {model_key(m["name"]): m for m in result["json"].get("models", [])}
+        pinned = {model_key(f["model"]) for f in promised}
         evicted = {m: by for m, by in evictions(loads, instance["name"]).items() if m in pinned and m not in loaded}
         misses = [miss for fit in promised for miss in _model_misses(fit, loaded, keep_alive, evicted)]
         if not misses:

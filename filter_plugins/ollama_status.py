@@ -8,6 +8,9 @@ from datetime import datetime
 from pathlib import Path
 
 from ansible.errors import AnsibleFilterError
+from ansible_collections.ollama.fleet.plugins.module_utils.model_names import key
+from ansible_collections.ollama.fleet.plugins.module_utils.report import gib as _gib
+from ansible_collections.ollama.fleet.plugins.module_utils.report import text_table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ollama_vram import planned_use  # noqa: E402
@@ -46,12 +49,6 @@ _value:
   type: list
   elements: dict
 """
-
-GIB = 2**30
-
-
-def _gib(value):
-    return f"{value / GIB:.1f}"
 
 
 def _json(result):
@@ -133,7 +130,9 @@ def ollama_gateway_recent(lines, read, minutes=5):
 def _models(instance, ps):
     """Loaded models from /api/ps, with the plan's share of the VRAM where the model is pinned (planned_use);
     pinned models not loaded."""
-    estimates, _ = planned_use(instance)
+    # /api/ps names a model as the store does, the plan as the inventory: one model to Ollama by its key
+    estimates = {key(name): use for name, use in planned_use(instance)[0].items()}
+    pinned = {key(name) for name in instance.get("models", [])}
     models = []
     for m in (ps or {}).get("models", []):
         name = m.get("name") or m.get("model")
@@ -144,13 +143,13 @@ def _models(instance, ps):
                 "size": int(m.get("size", 0)),
                 "size_vram": int(m.get("size_vram", 0)),
                 "context_length": m.get("context_length"),
-                "estimate": estimates.get(name),
-                "pinned": name in instance.get("models", []),
+                "estimate": estimates.get(key(name)),
+                "pinned": key(name) in pinned,
             }
         )
-    loaded = {m["name"] for m in models}
+    loaded = {key(m["name"]) for m in models}
     for name in instance.get("models", []):
-        if name not in loaded:
+        if key(name) not in loaded:
             models.append(
                 {
                     "name": name,
@@ -158,7 +157,7 @@ def _models(instance, ps):
                     "size": 0,
                     "size_vram": 0,
                     "context_length": None,
-                    "estimate": estimates.get(name),
+                    "estimate": estimates.get(key(name)),
                     "pinned": True,
                 }
             )
@@ -330,8 +329,7 @@ def ollama_status_table(rows):
                 "ok" if not row["problems"] else "PROBLEM",
             )
         )
-    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    table = ["  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in lines]
+    table = text_table(lines)
     problems = ollama_status_problems(rows)
     return table + (["problems:"] + problems if problems else [f"all {len(rows)} instances ok"])
 

@@ -1,6 +1,8 @@
 """VRAM estimate of a model in Ollama (llama.cpp --fit), and the fit check of an instance plan."""
 
 from ansible.errors import AnsibleFilterError
+from ansible_collections.ollama.fleet.plugins.module_utils import model_names
+from ansible_collections.ollama.fleet.plugins.module_utils.report import gib as _gib
 
 DOCUMENTATION = r"""
 name: ollama_vram_estimate
@@ -204,10 +206,6 @@ options:
 """
 
 MIN_ADJUSTED_CTX = 2048
-
-
-def _gib(value):
-    return f"{value / GIB:.1f}"
 
 
 def effective_context(settings, vram_total):
@@ -417,7 +415,21 @@ def together(instance, entries, headroom):
     }
 
 
+def _by_pinned_name(plan, models):
+    """MODELS (catalogue and Ollama's metadata, the later entry of one model winning) under the names the plan
+    pins them by: Ollama's store and the catalogue may spell a model otherwise (model_names.key)."""
+    by_key = {}
+    for name, info in models.items():
+        try:
+            by_key[model_names.key(name)] = info
+        except model_names.InvalidModelName:
+            continue  # a catalogue entry no instance can pin
+    pinned = {model for instance in plan for model in instance.get("models", [])}
+    return {model: by_key[model_names.key(model)] for model in pinned if model_names.key(model) in by_key}
+
+
 def ollama_fit_check(plan, models, headroom=0.10, policy="fail"):
+    models = _by_pinned_name(plan, models)
     if policy not in ("fail", "warn", "adjust"):
         raise AnsibleFilterError(f"ollama_fit_check: policy {policy!r}; valid: fail, warn, adjust")
     if isinstance(headroom, bool) or not isinstance(headroom, (int, float)) or not 0 <= headroom < 1:

@@ -32,8 +32,11 @@ from collections import defaultdict
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "ollama_standin"))
-import standin_store  # noqa: E402  (the stand-in's module, beside this folder, not installed)
+sys.path[:0] = [
+    str(Path(__file__).resolve().parents[1] / "ollama_standin"),
+    str(Path(__file__).resolve().parents[2] / "collections"),
+]
+import standin_store  # noqa: E402  (the stand-in's module, beside this folder, not installed; the core it imports)
 
 PATH = re.compile(r"^/v2/(?P<repo>[a-z0-9._-]+/[a-z0-9._-]+)/(?P<kind>manifests|blobs)/(?P<ref>[^/]+)$")
 

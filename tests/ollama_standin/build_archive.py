@@ -38,11 +38,16 @@ def add_dir(tar: tarfile.TarFile, name: str) -> None:
     tar.addfile(info)
 
 
+CORE = HERE.parents[1] / "plugins" / "module_utils"
+CORE_PACKAGE = "ansible_collections/ollama/fleet/plugins/module_utils"
+CORE_DIRS = [f"lib/ollama/standin/{CORE_PACKAGE.rsplit('/', n)[0]}" for n in range(4, -1, -1)]
+
+
 def build(version: str, out: Path, arch: str = "amd64") -> Path:
     out.mkdir(parents=True, exist_ok=True)
     raw = io.BytesIO()
     with tarfile.open(fileobj=raw, mode="w", format=tarfile.GNU_FORMAT) as tar:
-        for d in ("bin", "lib", "lib/ollama", "lib/ollama/standin"):
+        for d in ("bin", "lib", "lib/ollama", "lib/ollama/standin", *CORE_DIRS):
             add_dir(tar, d)
         add(tar, "bin/ollama", LAUNCHER.encode(), 0o755)
         # the server's modules (its version written into standin_config.py) and the catalogue; not this script
@@ -50,6 +55,8 @@ def build(version: str, out: Path, arch: str = "amd64") -> Path:
             if path.name != Path(__file__).name:
                 data = path.read_text().replace("@VERSION@", version) if path.name == "standin_config.py" else None
                 add(tar, f"lib/ollama/standin/{path.name}", data.encode() if data else path.read_bytes(), 0o644)
+        # the toolkit's name rule, under the package name the stand-in imports it by
+        add(tar, f"{CORE_DIRS[-1]}/model_names.py", (CORE / "model_names.py").read_bytes(), 0o644)
     archive = out / f"ollama-linux-{arch}.tgz"
     with open(archive, "wb") as f, gzip.GzipFile(fileobj=f, mode="wb", mtime=0, filename="") as gz:
         gz.write(raw.getvalue())

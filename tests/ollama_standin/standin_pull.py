@@ -101,13 +101,13 @@ class Catalogue:
         self.namespace, self.model = namespace, model
 
     def manifest(self, tag: str) -> bytes:
-        if self.namespace != "library" or f"{self.model}:{tag}" not in load_catalogue():
+        if self.namespace.lower() != "library" or f"{self.model}:{tag}".lower() not in load_catalogue():
             raise PullError("file does not exist")
         return catalogue_image(f"{self.model}:{tag}")[0]
 
     def blob(self, digest: str):
         for name in load_catalogue():
-            blobs = catalogue_image(name)[1] if name.startswith(f"{self.model}:") else {}
+            blobs = catalogue_image(name)[1] if name.startswith(f"{self.model.lower()}:") else {}
             if digest in blobs:
                 return len(blobs[digest]), io.BytesIO(blobs[digest])
         raise PullError("file does not exist")
@@ -118,7 +118,7 @@ def pull_source(cfg: Config, name: str, insecure: bool):
     insecure, server/images.go makeRequest); registry.ollama.ai is OLLAMA_STANDIN_PUBLIC_REGISTRY, else the
     catalogue in process."""
     host, namespace, model, _ = name_parts(name)
-    if host != DEFAULT_HOST:
+    if host.lower() != DEFAULT_HOST:
         return Registry(f"{'http' if insecure else 'https'}://{host}", f"{namespace}/{model}")
     if cfg.public_registry:
         return Registry(cfg.public_registry, f"{namespace}/{model}")

@@ -19,7 +19,7 @@ from standin_cache import fit_prompt, prompt_tokens, tokenize
 from standin_config import VERSION, Config, dumps, log, now_iso, parse_duration
 from standin_pull import PullError, pull_model
 from standin_sched import Busy, LoadFailed, Scheduler
-from standin_store import Store, details, normalise
+from standin_store import Store, details, normalise, valid_name
 
 # The JSON fields of Ollama's native requests that the stand-in reads, with their Go types (api/types.go,
 # v0.33.0-rc2), decoded as encoding/json does (go_body.py): keys matched by folding ("Model" sets model),
@@ -322,7 +322,7 @@ class Handler(BaseHTTPRequestHandler):
             return
         # server/routes.go DeleteHandler: 404 with the name as given, else 200 with no body
         name = data.get("model") or data.get("name") or ""
-        if not name.strip():
+        if not valid_name(name):
             return self.error(400, f"name {dumps(name)} is invalid")
         if not self.store.delete(name):
             return self.error(404, f"model '{name}' not found")
@@ -489,6 +489,8 @@ class Handler(BaseHTTPRequestHandler):
         raw = data.get("model") or data.get("name") or ""
         if not raw.strip():
             return self.error(400, "invalid model name")  # parseNormalizePullModelRef, errtypes
+        if not valid_name(raw):
+            return self.error(400, f"name {dumps(raw)} is invalid")  # model.ErrUnqualifiedName
         stream = data.get("stream", True)
         if stream:
             self.start_stream("application/x-ndjson")
@@ -521,9 +523,9 @@ class Handler(BaseHTTPRequestHandler):
         """server/routes.go CopyHandler: 400 for a name that is not one, 404 `model "x" not found`, else 200
         with no body."""
         source, dest = data.get("source") or "", data.get("destination") or ""
-        if not source.strip():
+        if not valid_name(source):
             return self.error(400, f"source {dumps(source)} is invalid")
-        if not dest.strip():
+        if not valid_name(dest):
             return self.error(400, f"destination {dumps(dest)} is invalid")
         if not self.store.copy(source, dest):
             return self.error(404, f"model {dumps(source)} not found")

@@ -11,6 +11,8 @@ import threading
 from datetime import UTC, datetime
 from pathlib import Path
 
+# Ollama's name rule as the toolkit writes it (the archive carries the core under the same package name)
+from ansible_collections.ollama.fleet.plugins.module_utils import model_names
 from standin_config import HERE, MIB
 
 # ----------------------------------------------------------------- model names, images and the store
@@ -24,36 +26,32 @@ PLACEHOLDER_BYTES = MIB
 CHUNK = 16 << 10
 
 
-def name_parts(name: str) -> tuple[str, str, str, str]:
-    """host, namespace, model, tag of a name as types/model/name.go ParseNameBare splits it (defaults
-    registry.ollama.ai, library, latest; a scheme is not part of it), after internal/modelref ParseRef trims
-    spaces and ":local". Lower case: Ollama finds a stored model whatever the case of the name
-    (server/routes.go getExistingName, EqualFold), and the store holds lower-case names."""
-    name = re.sub(r":local$", "", name.strip(), flags=re.IGNORECASE).lower()
-    tag = "latest"
-    if name.rfind(":") > name.rfind("/"):
-        name, tag = name.rsplit(":", 1)
-    parts = name.split("/")
-    model = parts.pop()
-    namespace = parts.pop() if parts else "library"
-    host = "/".join(parts).split("://")[-1] if parts else DEFAULT_HOST
-    return host, namespace, model, tag
+def name_parts(name: str) -> model_names.ModelName:
+    """host, namespace, model, tag of a name as Ollama reads it, in the case written (model_names.parse);
+    model_names.InvalidModelName where Ollama answers "invalid model name"."""
+    return model_names.parse(name)
+
+
+def valid_name(name: str) -> bool:
+    """Whether Ollama takes NAME as a model's name (Name.IsValid after modelref.ParseRef)."""
+    try:
+        model_names.parse(name)
+    except model_names.InvalidModelName:
+        return False
+    return True
 
 
 def normalise(name: str) -> str:
     """The name Ollama shows for a model (types/model/name.go DisplayShortest): registry.ollama.ai/library/x,
     library/x and https://registry.ollama.ai/library/x are x:latest; another host keeps host/namespace/."""
-    host, namespace, model, tag = name_parts(name)
-    if (host, namespace) == (DEFAULT_HOST, "library"):
-        return f"{model}:{tag}"
-    return f"{host}/{namespace}/{model}:{tag}"
+    return model_names.display(name)
 
 
 @functools.cache
 def load_catalogue() -> dict[str, dict]:
     """catalogue.json by short name (model:tag)."""
     raw = json.loads((HERE / "catalogue.json").read_text())
-    return {normalise(k): v for k, v in raw.items() if not k.startswith("_")}
+    return {normalise(k).lower(): v for k, v in raw.items() if not k.startswith("_")}
 
 
 def go_json(value) -> bytes:
@@ -77,7 +75,7 @@ def catalogue_image(name: str) -> tuple[bytes, dict[str, bytes]]:
     the blob behind it is PLACEHOLDER_BYTES pseudo-random bytes derived from the name. The config is what
     registry.ollama.ai serves (types/model/config.go ConfigV2, plus the rootfs that older Ollama wrote, which
     makes it unique per model so that no two models share a blob). KeyError for a name not in the catalogue."""
-    short = normalise(name)
+    short = normalise(name).lower()
     entry = load_catalogue()[short]
     weights = hashlib.shake_256(f"ollama stand-in weights for {short}".encode()).digest(PLACEHOLDER_BYTES)
     weights_digest = sha256_digest(weights)
@@ -127,7 +125,14 @@ class Store:
         self.catalogue = load_catalogue()
 
     def manifest_path(self, name: str) -> Path:
-        return self.root.joinpath("manifests", *name_parts(name))
+        """Where NAME's manifest is, each part spelled as the store already has it ignoring case, else as
+        written (server/routes.go getExistingName): Qwen3:0.6B finds qwen3/0.6b, and a first pull of Qwen3:0.6B
+        keeps its case."""
+        path = self.root / "manifests"
+        for part in name_parts(name):
+            found = [p for p in path.iterdir() if p.name.lower() == part.lower()] if path.is_dir() else []
+            path = found[0] if found else path / part
+        return path
 
     def blob_path(self, digest: str) -> Path:
         if not re.fullmatch(r"sha256:[0-9a-f]{64}", digest):
@@ -147,23 +152,24 @@ class Store:
 
     def get(self, name: str) -> dict | None:
         """A stored model; its metadata comes from the catalogue entry of its model:tag, whatever the host or
-        namespace it was pulled from. digest: sha256 of the manifest file (manifest.ParseNamedManifest)."""
-        path = self.manifest_path(name)
+        namespace it was pulled from. digest: sha256 of the manifest file (manifest.ParseNamedManifest); None for
+        a name Ollama finds no model by (an invalid one included: server/routes.go answers "not found")."""
         try:
+            path = self.manifest_path(name)
             data = path.read_bytes()
             manifest = json.loads(data)
         except (OSError, ValueError):
             return None
-        _, _, model, tag = name_parts(name)
+        host, namespace, model, tag = path.relative_to(self.root / "manifests").parts
         return {
-            "name": normalise(name),
+            "name": normalise(f"{host}/{namespace}/{model}:{tag}"),
             "manifest": manifest,
             "digest": hashlib.sha256(data).hexdigest(),
             "modified": datetime.fromtimestamp(path.stat().st_mtime, UTC),
             # Ollama's Manifest.Size adds the config's few hundred bytes; the catalogue's sizes are the library's
             # totals, so the layers alone carry them here.
             "size": sum(layer["size"] for layer in manifest["layers"]),
-            "entry": self.catalogue.get(f"{model}:{tag}", {}),
+            "entry": self.catalogue.get(f"{model}:{tag}".lower(), {}),
         }
 
     def names(self) -> list[str]:

@@ -171,6 +171,18 @@ def test_a_model_on_more_than_one_instance_gets_an_upstream_that_keeps_conversat
     assert [(s["instance"], s["max_conns"]) for s in fleet["affine_upstreams"][affine]] == [("a", 2), ("b", 2)]
 
 
+def test_one_model_spelled_two_ways_on_two_hosts_is_one_route():
+    """Hosts may pin one model under two spellings (Ollama compares names ignoring case): the router reads one
+    route for it, over both hosts, under the first host's spelling."""
+    one = host_vars("gpu1", [{"model": "qwen3:0.6b", "slots": 2, "context": 4096}])
+    other = host_vars("gpu2", [{"model": "Qwen3:0.6B", "slots": 2, "context": 8192}])
+    one["ollama_plan"][0]["address"] = other["ollama_plan"][0]["address"] = "0.0.0.0"
+    fleet = ollama_gateway_fleet(ollama_gateway_backends([one, other], gateway="gpu1"))
+    assert list(fleet["routes"]) == ["qwen3:0.6b"] and fleet["contexts"] == {"qwen3:0.6b": 4096}
+    assert [s["host"] for s in fleet["upstreams"][fleet["routes"]["qwen3:0.6b"]]] == ["gpu1", "gpu2"]
+    assert list(ollama_gateway_fleet(fleet["instances"], affinity_exclude=["QWEN3:0.6B"])["affinity"]) == []
+
+
 def test_affinity_turns_off_fleet_wide_or_per_model_and_an_unknown_model_is_named():
     backends = spread({"a": ["llama3.1:8b", "qwen3:0.6b"], "b": ["llama3.1:8b", "qwen3:0.6b"]})
     assert len(ollama_gateway_fleet(backends)["affinity"]) == 2

@@ -32,7 +32,8 @@ A, B = "a" * 64, "b" * 64
     ("model", "registry", "pulled"),
     [
         ("llama3.1:8b", "", "llama3.1:8b"),
-        ("Llama3.1", "", "llama3.1:latest"),
+        ("Llama3.1", "", "Llama3.1:latest"),  # as Ollama shows it: a store keeps the case of a first pull
+        ("library/Qwen3:0.6B", "10.0.0.5:5000", "10.0.0.5:5000/library/qwen3:0.6b"),
         ("llama3.1:8b", "10.0.0.5:5000", "10.0.0.5:5000/library/llama3.1:8b"),
         ("team/coder:7b", "reg.example", "reg.example/team/coder:7b"),
         ("other.example/team/coder:7b", "reg.example", "other.example/team/coder:7b"),

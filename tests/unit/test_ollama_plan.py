@@ -299,6 +299,21 @@ REJECTIONS = {
         config(instances=seeds_with(**{"0": {"models": "llama3.1:8b"}})),
         "instance 'small', field models: must be a list of model names",
     ),
+    "a name Ollama refuses": (
+        "l20x8",
+        config(instances=seeds_with(**{"2": {"models": ["qwen3:0.6b", "team.x/coder"]}})),
+        "host gpu1, instance 'solo', field models: 'team.x/coder' is not a model name: its namespace must be",
+    ),
+    "a cloud model": (
+        "l20x8",
+        config(instances=seeds_with(**{"2": {"models": ["gpt-oss:120b-cloud"]}})),
+        "instance 'solo', field models: 'gpt-oss:120b-cloud' is a cloud model, which Ollama sends on to ollama.com",
+    ),
+    "one model spelled twice": (
+        "l20x8",
+        config(instances=seeds_with(**{"2": {"models": ["qwen3:0.6b", "library/Qwen3:0.6B"]}})),
+        "instance 'solo', field models: 'library/Qwen3:0.6B' and 'qwen3:0.6b' are one model to Ollama",
+    ),
     "fewer loaded models than pinned": (
         "l20x8",
         config(instances=seeds_with(**{"2": {"max_loaded_models": 2, "models": ["a:1b", "b:1b", "c:1b"]}})),
@@ -354,6 +369,14 @@ def test_each_instance_may_open_only_its_own_gpus_device_nodes():
         ["mig0-0", "mig0-1", "mig0-2"], ["/dev/nvidia3"]
     )
     assert all(i["device_nodes"] == [] for i in ollama_plan(gpus("l20x8"), "gpu1", config(instances=SEEDS)))
+
+
+def test_models_are_named_as_ollama_shows_them_whatever_the_spelling():
+    """The plan, and so status, the gateway and the pulls, names a model as Ollama shows it (model_names.display):
+    defaults and :local dropped, :latest added, the case kept (a store keeps the case of a first pull)."""
+    pins = {"0": {"models": ["registry.ollama.ai/library/llama3.1:8b"]}, "2": {"models": ["library/Qwen3:0.6B:local"]}}
+    plan = ollama_plan(gpus("l20x8"), "gpu1", config(instances=seeds_with(**pins)))
+    assert [i["models"] for i in plan] == [["llama3.1:8b"], ["llama3.3:70b"], ["Qwen3:0.6B"]]
 
 
 def test_max_loaded_models_follows_the_pinned_models():

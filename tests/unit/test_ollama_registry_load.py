@@ -288,13 +288,14 @@ def test_names_are_read_like_ollama(name, parts):
     assert (lower["host"], lower["namespace"], lower["model"], lower["tag"]) == parts
 
 
+# every other spelling: tests/model_names.json, for the core this module reads names with
 @pytest.mark.parametrize(
     ("name", "message"),
     [
-        ("a/b/c/d", "a/b/c/d: not a model name: more than host/namespace/model"),
-        ("my.org/coder", "my.org/coder: not a model name: invalid namespace"),
-        ("tiny:", "tiny:: not a model name: invalid tag"),
-        ("-x", "-x: not a model name: invalid model"),
+        ("a/b/c/d", "'a/b/c/d' is not a model name: its host must be"),
+        ("my.org/coder", "'my.org/coder' is not a model name: its namespace must be"),
+        ("tiny:", "'tiny:' is not a model name: its tag must be"),
+        ("-x", "'-x' is not a model name: its model must be"),
     ],
 )
 def test_bad_names_are_refused_with_the_part(name, message):

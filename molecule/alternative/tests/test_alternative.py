@@ -78,5 +78,7 @@ def test_adjusted_parallel_is_the_same_in_env_gateway_and_status(host):
     run = playbook("playbooks/status.yml", EDITED)
     assert run.returncode == 0, run.stdout[-3000:]
     assert status_rows(run)[("olt-alt-gpu1", "large")][4] == "4"
+    # converge pulled LLAMA3.1:70B into a store that held llama3.1:8b: as Ollama's does (getExistingName), the
+    # store spells each part as it already had it, else as pulled, and /api/ps names the model so
     (loaded,) = json.loads(host.check_output("curl -sf http://127.0.0.1:11436/api/ps"))["models"]
-    assert (loaded["name"], loaded["context_length"], loaded["size_vram"]) == ("llama3.1:70b", 131072, loaded["size"])
+    assert (loaded["name"], loaded["context_length"], loaded["size_vram"]) == ("llama3.1:70B", 131072, loaded["size"])

@@ -59,6 +59,7 @@ import urllib.request
 from collections import deque
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.ollama.fleet.plugins.module_utils.model_names import key
 
 
 def call(url, path, body=None, method=None, timeout=60):
@@ -142,7 +143,8 @@ def main():
             call(p["url"], "/api/copy", {"source": p["source"], "destination": p["model"]}).close()
             call(p["url"], "/api/delete", {"model": p["source"]}, method="DELETE").close()
         with call(p["url"], "/api/tags") as response:
-            stored = {m["name"]: m for m in json.load(response)["models"]}
+            # the store names a model as first pulled; Ollama finds it by any spelling (model_names.key)
+            stored = {key(m["name"]): m for m in json.load(response)["models"]}
     except urllib.error.HTTPError as e:
         detail = e.read().decode(errors="replace").strip()
         progress.write(done=True, error=f"HTTP {e.code}: {detail}")
@@ -150,7 +152,7 @@ def main():
     except (OSError, ValueError, RuntimeError) as e:
         progress.write(done=True, error=str(e))
         module.fail_json(msg=f"{where}: {e}{hint}")
-    entry = stored.get(p["model"]) or stored.get(p["model"].lower())
+    entry = stored.get(key(p["model"]))
     if entry is None:
         progress.write(done=True, error="not in the store after the pull")
         module.fail_json(msg=f"{where}: the pull succeeded but {p['model']} is not in /api/tags")

@@ -77,39 +77,72 @@ function keysFolding(object, field) {
 
 // types/model/name.go isValidPart: the first character [A-Za-z0-9_], then also - and _; "." except in the
 // namespace, ":" only in the host; host up to 350 characters, the other parts up to 80.
+// Ollama's rule for model names, as plugins/module_utils/model_names.py writes it for the Python side; one table
+// of spellings (tests/model_names.json) checks both. Every part: ASCII letters, digits and '_' first, then '_',
+// '-', '.' (not in a namespace), ':' (only in a host); 1-80 bytes, a host 1-350 (types/model/name.go isValidPart).
 const NAME_PARTS = {
     host: /^[A-Za-z0-9_][A-Za-z0-9_.:-]{0,349}$/,
     namespace: /^[A-Za-z0-9_][A-Za-z0-9_-]{0,79}$/,
     model: /^[A-Za-z0-9_][A-Za-z0-9_.-]{0,79}$/,
     tag: /^[A-Za-z0-9_][A-Za-z0-9_.-]{0,79}$/,
 };
+// Go's strings.TrimSpace (unicode.IsSpace), not String.prototype.trim: Go trims U+0085 and keeps U+FEFF
+const GO_SPACE = '[\\t\\n\\v\\f\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]+';
+const GO_TRIM = new RegExp('^' + GO_SPACE + '|' + GO_SPACE + '$', 'g');
 
-// Ollama's full name of a model, lower case: [scheme://][host/][namespace/]model[:tag] with registry.ollama.ai,
-// library and latest filled in (types/model/name.go ParseNameBare, Merge), after internal/modelref ParseRef
-// trims spaces and a ":local" suffix. Lower case because Ollama finds a model whatever the case of its name
-// (server/routes.go getExistingName, EqualFold per part). null when Ollama would answer "invalid model name"
-// (a digest "@sha256:..." included: v0.33 parses none).
+// internal/modelref parseSourceSuffix: [base, 'local' | 'cloud' | null]
+function sourceSuffix(raw) {
+    const at = raw.lastIndexOf(':');
+    if (at < 0) {
+        return [raw, null];
+    }
+    const suffix = raw.slice(at + 1).replace(GO_TRIM, '');
+    const word = suffix.toLowerCase();
+    if (word === 'cloud' || word === 'local') {
+        return [raw.slice(0, at), word];
+    }
+    if (raw.slice(at + 1).indexOf('/') < 0 && /-cloud$/.test(word)) {
+        return [raw.slice(0, at + 1) + suffix.slice(0, -6), 'cloud'];
+    }
+    return [raw, null];
+}
+
+// types/model/name.go cutPromised: split at the last SEP; an empty side is a part never valid
+function cutLast(text, sep) {
+    const at = text.lastIndexOf(sep);
+    return at < 0 ? null : [text.slice(0, at) || '!MISSING!', text.slice(at + 1) || '!MISSING!'];
+}
+
+// A model's identity, its full name in lower case: [scheme://][host/][namespace/]model[:tag] with
+// registry.ollama.ai, library and latest filled in (types/model/name.go ParseNameBare, Merge), after
+// internal/modelref ParseRef trims spaces and a ":local" suffix. Lower case because Ollama finds a model
+// whatever the case of each part (server/routes.go getExistingName, Name.EqualFold). null when Ollama would
+// answer "invalid model name" (a digest "@sha256:..." included: v0.33 parses none) or would send the model
+// on to ollama.com (":cloud", a "-cloud" tag, and both suffixes at once, which ParseRef refuses).
 function canonical(name) {
-    let s = name.trim().replace(/:local$/i, '');
-    let tag = 'latest';
-    if (s.lastIndexOf(':') > s.lastIndexOf('/')) {
-        tag = s.slice(s.lastIndexOf(':') + 1);
-        s = s.slice(0, s.lastIndexOf(':'));
-    }
-    const parts = s.split('/');
-    const model = parts.pop();
-    const namespace = parts.length ? parts.pop() : 'library';
-    let host = parts.length ? parts.join('/') : 'registry.ollama.ai';
-    if (host.indexOf('://') >= 0) {
-        host = host.slice(host.indexOf('://') + 3);
-    }
-    // x:cloud and x:tag-cloud are proxied by Ollama to ollama.com (modelref): never served here
-    if (/(^|-)cloud$/i.test(tag)) {
+    const ref = sourceSuffix(String(name).replace(GO_TRIM, ''));
+    if (ref[1] === 'cloud' || (ref[1] && sourceSuffix(ref[0])[1])) {
         return null;
     }
-    const full = { host: host, namespace: namespace, model: model, tag: tag };
+    let rest = ref[0];
+    const full = { host: 'registry.ollama.ai', namespace: 'library', tag: 'latest' };
+    if (rest.lastIndexOf(':') > rest.lastIndexOf('/')) {
+        const tagged = cutLast(rest, ':');
+        rest = tagged[0];
+        full.tag = tagged[1];
+    }
+    const model = cutLast(rest, '/');
+    full.model = model ? model[1] : rest;
+    const namespace = model && cutLast(model[0], '/');
+    if (model) {
+        full.namespace = namespace ? namespace[1] : model[0];
+    }
+    if (namespace) {
+        const scheme = namespace[0].indexOf('://');
+        full.host = scheme < 0 ? namespace[0] : namespace[0].slice(scheme + 3);
+    }
     const bad = Object.keys(NAME_PARTS).filter(function (p) { return !NAME_PARTS[p].test(full[p]); });
-    return bad.length ? null : (host + '/' + namespace + '/' + model + ':' + tag).toLowerCase();
+    return bad.length ? null : (full.host + '/' + full.namespace + '/' + full.model + ':' + full.tag).toLowerCase();
 }
 
 // Pinned models by their full name: { model (the plan's name), upstream, context, affine (the upstream that

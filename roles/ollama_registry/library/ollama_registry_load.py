@@ -139,22 +139,13 @@ import urllib.parse
 import urllib.request
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.ollama.fleet.plugins.module_utils import model_names
 
-DEFAULT_HOST = "registry.ollama.ai"
-DEFAULT_NAMESPACE = "library"
-DEFAULT_TAG = "latest"
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 MANIFEST_ACCEPT = f"{DOCKER_MANIFEST}, {OCI_MANIFEST}"
 DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 CHUNK = 1 << 20
-# Ollama's isValidPart: a first character alphanumeric or "_", then these; namespaces take no ".".
-PART = {
-    "host": re.compile(r"^[a-z0-9_][a-z0-9_.:-]{0,349}$"),
-    "namespace": re.compile(r"^[a-z0-9_][a-z0-9_-]{0,79}$"),
-    "model": re.compile(r"^[a-z0-9_][a-z0-9_.-]{0,79}$"),
-    "tag": re.compile(r"^[a-z0-9_][a-z0-9_.-]{0,79}$"),
-}
 
 
 class LoadError(Exception):
@@ -162,28 +153,15 @@ class LoadError(Exception):
 
 
 def parse_name(name):
-    """Split an Ollama model name like Ollama's ParseName: host/namespace/model:tag, defaults filled in.
+    """Split an Ollama model name as Ollama does (model_names.parse): host/namespace/model:tag, defaults filled in.
 
     Returns the parts lower-cased, and as written (a store written by a recent Ollama keeps the case).
     """
-    given = {"host": DEFAULT_HOST, "namespace": DEFAULT_NAMESPACE, "tag": DEFAULT_TAG}
-    rest = name.strip()
-    if rest.rfind(":") > rest.rfind("/"):
-        rest, given["tag"] = rest.rsplit(":", 1)
-    parts = rest.split("/")
-    if len(parts) > 3 and "://" in rest:  # "https://host/ns/model": the scheme is not part of the store path
-        parts = rest.split("://", 1)[1].split("/")
-    if len(parts) > 3:
-        raise LoadError(f"{name}: not a model name: more than host/namespace/model")
-    given.update(zip(("host", "namespace", "model")[3 - len(parts) :], parts, strict=True))
-    lower = {key: value.lower() for key, value in given.items()}
-    bad = [key for key, pattern in PART.items() if not pattern.match(lower[key])]
-    if bad:
-        raise LoadError(
-            f"{name}: not a model name: invalid {', '.join(bad)} (letters, digits, '_', '-'"
-            f" and, except in the namespace, '.'; starting with a letter, digit or '_')"
-        )
-    return lower, given
+    try:
+        given = model_names.parse(name)._asdict()
+    except model_names.InvalidModelName as exc:
+        raise LoadError(str(exc)) from None
+    return {part: value.lower() for part, value in given.items()}, given
 
 
 def _error_body(response):
