@@ -3,17 +3,15 @@ rule: the Python core that the filters and modules import, the gateway's njs rou
 and Node.js) and the stand-in. A spelling added to the table is checked everywhere."""
 
 import json
-import shutil
-import subprocess
 import urllib.error
 from pathlib import Path
 
 import pytest
 import standin_store
 from ansible_collections.ollama.fleet.plugins.module_utils import model_names
+from helpers import router_js
 
 TESTS = Path(__file__).resolve().parents[1]
-ROUTER = TESTS.parent / "roles" / "ollama_gateway" / "files" / "ollama_gateway.js"
 CASES = json.loads((TESTS / "model_names.json").read_text())["names"]
 SERVED = [c for c in CASES if "key" in c]
 REFUSED = [c for c in CASES if "refused" in c]
@@ -46,24 +44,12 @@ def test_the_table_holds_every_kind_of_spelling():
     assert any(c["display"] != c["display"].lower() for c in SERVED)
 
 
-@pytest.fixture(params=["njs", "node"])
+@pytest.fixture(params=router_js.ENGINES)
 def router_keys(request, tmp_path):
     """canonical() of the router over every name in the table, under njs or Node.js."""
-    engine = shutil.which(request.param) or shutil.which("nodejs" if request.param == "node" else "njs")
-    if engine is None:
-        pytest.fail(f"{request.param} is missing: make test-packages installs it")
-    (tmp_path / "ollama_gateway.js").write_text(ROUTER.read_text())
     names = json.dumps([c["name"] for c in CASES])
-    # a line each: njs's console.log breaks a longer one at 2048 bytes
     program = f"{names}.forEach(function (n) {{ console.log(JSON.stringify(gw.canonical(n))); }});\n"
-    if request.param == "njs":
-        (tmp_path / "run.mjs").write_text("import gw from 'ollama_gateway.js';\n" + program)
-        args = [engine, "-t", "module", "-p", str(tmp_path), str(tmp_path / "run.mjs")]
-    else:
-        module = json.dumps(str(tmp_path / "ollama_gateway.js"))
-        args = [engine, "--input-type=module", "-e", f"import gw from {module};\n" + program]
-    done = subprocess.run(args, capture_output=True, text=True, check=True, cwd=tmp_path, timeout=60)
-    return [json.loads(line) for line in done.stdout.splitlines()]
+    return router_js.run(request.param, tmp_path, program, timeout=60)
 
 
 def test_the_router_names_every_spelling_as_the_core_does(router_keys):

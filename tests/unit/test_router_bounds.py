@@ -5,13 +5,10 @@ object stood in for: what it refuses, where it sends a body and what it forwards
 bounds hold to are measured in nginx by molecule/default/tests/test_hostile.py."""
 
 import json
-import shutil
-import subprocess
-from pathlib import Path
 
 import pytest
+from helpers import router_js
 
-ROUTER = Path(__file__).resolve().parents[2] / "roles" / "ollama_gateway" / "files" / "ollama_gateway.js"
 MiB = 2**20
 PINNED = "llama3.1:8b"
 FLEET = {
@@ -45,32 +42,19 @@ PROGRAM = """function route(uri, file) {
 """
 
 
-@pytest.fixture(params=["njs", "node"])
+@pytest.fixture(params=router_js.ENGINES)
 def route(request, tmp_path):
     """route(uri, {name: body bytes}) → {name: what route() did}, under njs or Node.js."""
-    engine = shutil.which(request.param) or shutil.which("nodejs" if request.param == "node" else "njs")
-    if engine is None:
-        pytest.fail(f"{request.param} is missing: make test-packages installs it")
     (tmp_path / "fleet.json").write_text(json.dumps(FLEET))
-    (tmp_path / "ollama_gateway.js").write_text(ROUTER.read_text())
-    (tmp_path / "router.mjs").write_text(ROUTER.read_text())
 
     def run(uri: str, bodies: dict[str, bytes]) -> dict:
         calls = []
         for n, (name, body) in enumerate(bodies.items()):
             (tmp_path / f"body{n}").write_bytes(body)
             file = json.dumps(str(tmp_path / f"body{n}"))
-            # a line each: njs's console.log breaks a longer one at 2048 bytes
             calls.append(f"console.log(JSON.stringify([{json.dumps(name)}, route({json.dumps(uri)}, {file})]));")
         program = PROGRAM % {"fleet": json.dumps(str(tmp_path / "fleet.json")), "calls": "\n".join(calls)}
-        if request.param == "njs":
-            (tmp_path / "run.mjs").write_text("import gw from 'ollama_gateway.js';\n" + program)
-            args = [engine, "-t", "module", "-p", str(tmp_path), str(tmp_path / "run.mjs")]
-        else:
-            module = json.dumps(str(tmp_path / "router.mjs"))
-            args = [engine, "--input-type=module", "-e", f"import gw from {module};\n" + program]
-        done = subprocess.run(args, capture_output=True, text=True, check=True, cwd=tmp_path, timeout=120)
-        return dict(json.loads(line) for line in done.stdout.splitlines())
+        return dict(router_js.run(request.param, tmp_path, program))
 
     return run
 
