@@ -270,6 +270,7 @@ def ollama_gateway_fleet(
     request_metrics="",
     affinity=True,
     affinity_exclude=(),
+    up=None,
 ):
     """The gateway's one data file (fleet.json): what the router, the health checker and the drain tool
     (which renders the upstreams from it) read. Pinned models: upstream, planned context per instance, and
@@ -302,6 +303,8 @@ def ollama_gateway_fleet(
         "unpinned": "ollama_on_demand" if on_demand else "reject",
         "context_policy": context_policy,
         "drained_dir": drained_dir,
+        # when an instance is up, for the router's /healthz, the metrics and the health checker alike
+        "up": up or {"path": "/api/version", "timeout": 2, "fails": 2, "interval": 3},
         "stub_status": stub_status,
         # where mtail serves the per-request metrics it reads from the request log ("" for none)
         "request_metrics": request_metrics,

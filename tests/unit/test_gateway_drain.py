@@ -35,7 +35,7 @@ def drain(tmp_path, monkeypatch):
 
     def call(*argv):
         monkeypatch.setattr("sys.argv", ["ollama-gateway-drain", *argv])
-        tool.main()
+        tool.status = tool.main()
         return tool
 
     return call
@@ -46,19 +46,33 @@ def marks(tool):
 
 
 def test_a_mark_holds_its_instance_out_until_lifted(drain, capsys):
-    tool = drain("127.0.0.1:11436", "on", "--reason", "health")
+    """An instance is named as the plan names it, HOST/INSTANCE; the tool finds its server lines in fleet.json."""
+    tool = drain("gpu1/large", "on", "--reason", "health")
     assert marks(tool) == ["127.0.0.1:11436@health"]
     assert "server 127.0.0.1:11436 max_conns=1 max_fails=0 down;" in tool.UPSTREAMS.read_text()
     assert "server 127.0.0.1:11435 max_conns=1 max_fails=0;" in tool.UPSTREAMS.read_text()
-    drain("127.0.0.1:11436", "off", "--reason", "health")
+    drain("gpu1/large", "off", "--reason", "health")
     assert marks(tool) == [] and " down" not in tool.UPSTREAMS.read_text()
+
+
+def test_an_instance_the_fleet_lacks_is_named_with_those_it_has(drain, capsys):
+    """Exit status 3, nothing marked: rotate.yml lets a gateway whose fleet predates the instance pass."""
+    tool = drain("gpu1/gone", "on")
+    assert tool.status == 3 and not tool.MARKS.exists()
+    assert "no instance gpu1/gone in " in capsys.readouterr().err
+    drain("127.0.0.1:11436", "on")  # an address is no name
+    assert tool.status == 3 and "its instances: gpu1/large, gpu1/small" in capsys.readouterr().err
 
 
 def test_sync_forgets_the_marks_of_instances_gone_from_the_fleet_and_keeps_the_others(drain, capsys):
     """orphan.yml drains a removed instance and nothing lifts that mark: without sync forgetting it, it held out
     whatever instance took that port next, and status.yml showed nothing (it lists the fleet's instances)."""
-    drain("127.0.0.1:11437", "on", "--reason", "restart")  # an instance since removed from the plan
-    tool = drain("127.0.0.1:11436", "on", "--reason", "manual")
+    tool = drain("gpu1/large", "on", "--reason", "manual")
+    fleet = json.loads(tool.FLEET.read_text())
+    removed = instance(11437, "removed")
+    tool.FLEET.write_text(json.dumps(dict(fleet, instances=[*fleet["instances"], removed])))
+    drain("gpu1/removed", "on", "--reason", "restart")  # orphan.yml, then site.yml writes the fleet without it
+    tool.FLEET.write_text(json.dumps(fleet))
     capsys.readouterr()
     drain("sync", "--no-reload")
     assert marks(tool) == ["127.0.0.1:11436@manual"]
@@ -69,7 +83,7 @@ def test_sync_forgets_the_marks_of_instances_gone_from_the_fleet_and_keeps_the_o
 
 def test_an_affine_upstream_hashes_the_conversation_over_the_same_instances_without_backups(drain):
     """nginx 1.22 refuses backup with hash; a down mark holds an instance out of both upstreams of a model."""
-    tool = drain("127.0.0.1:11436", "on", "--reason", "health")
+    tool = drain("gpu1/large", "on", "--reason", "health")
     fleet = json.loads(tool.FLEET.read_text())
     fleet["affine_upstreams"] = {"ollama_pinned_x_affine": fleet["instances"]}
     tool.FLEET.write_text(json.dumps(fleet))
@@ -81,3 +95,53 @@ def test_an_affine_upstream_hashes_the_conversation_over_the_same_instances_with
     assert "backup" not in affine
     assert "server 127.0.0.1:11435 max_conns=1 max_fails=0;" in affine
     assert "server 127.0.0.1:11436 max_conns=1 max_fails=0 down;" in affine
+
+
+def test_the_upstreams_render_whole(drain):
+    """The whole file for one pinned model on both instances, one drained: least_conn at the model's slots with
+    the same instances as unlimited backups (a burst queues), and the affine upstream hashing conversations."""
+    tool = drain("gpu1/large", "on")
+    fleet = json.loads(tool.FLEET.read_text())
+    pinned = [dict(i, max_conns=2, gpu_label="GPU 0") for i in fleet["instances"]]
+    fleet["upstreams"] = {"ollama_pinned_x": pinned}
+    fleet["affine_upstreams"] = {"ollama_pinned_x_affine": pinned}
+    assert tool.render(fleet, tool.drained()).splitlines()[3:] == [
+        "js_var $ollama_gateway_affinity;",
+        "",
+        "upstream ollama_pinned_x {",
+        "    zone ollama_pinned_x 128k;",
+        "    least_conn;",
+        "    server 127.0.0.1:11435 max_conns=2 max_fails=0;  # gpu1/small GPU 0",
+        "    server 127.0.0.1:11436 max_conns=2 max_fails=0 down;  # gpu1/large GPU 0",
+        "    server 127.0.0.1:11435 backup max_fails=0;",
+        "    server 127.0.0.1:11436 backup max_fails=0 down;",
+        "    keepalive 16;",
+        "}",
+        "",
+        "upstream ollama_pinned_x_affine {",
+        "    zone ollama_pinned_x_affine 128k;",
+        "    hash $ollama_gateway_affinity consistent;",
+        "    server 127.0.0.1:11435 max_conns=2 max_fails=0;  # gpu1/small",
+        "    server 127.0.0.1:11436 max_conns=2 max_fails=0 down;  # gpu1/large",
+        "    keepalive 16;",
+        "}",
+    ]
+
+
+def test_the_health_checker_counts_an_instance_out_only_once_the_drain_tool_took_it_out(tmp_path, monkeypatch, capsys):
+    """It used to note an instance as out before calling the drain tool and never looked at its exit status: a
+    failed drain left the instance in rotation for good, the checker believing otherwise."""
+    loader = SourceFileLoader("ollama_gateway_health", str(TOOL.with_name("ollama-gateway-health")))
+    health = importlib.util.module_from_spec(importlib.util.spec_from_loader(loader.name, loader))
+    loader.exec_module(health)
+    closed = instance(9, "small")  # port 9 (discard): nothing listens on loopback
+    fleet = {"instances": [closed], "up": {"path": "/api/version", "timeout": 1, "fails": 2, "interval": 3}}
+    failures, out = {}, set()
+    monkeypatch.setattr(health, "DRAIN", "false")
+    health.check(fleet, failures, out)
+    assert out == set() and failures == {"gpu1/small": 1}  # one failed probe of two: still in
+    health.check(fleet, failures, out)
+    assert out == set() and "ollama-gateway-drain on failed (1)" in capsys.readouterr().out
+    monkeypatch.setattr(health, "DRAIN", "true")
+    health.check(fleet, failures, out)
+    assert out == {"gpu1/small"}  # the next round drains it again, and now it took

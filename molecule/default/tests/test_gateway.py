@@ -200,7 +200,7 @@ def test_site_yml_with_an_instance_drained_changes_nothing(host):
     """The drain tool used to rewrite the nginx file the template owns, so every run with an instance drained
     reported a change (and put the instance back). Now site.yml writes fleet.json and the drain tool alone
     renders the upstreams from it and the marks: a rerun leaves the drained instance out and changes nothing."""
-    host.check_output("/usr/local/sbin/ollama-gateway-drain 127.0.0.1:11437 on --reason manual")
+    host.check_output("/usr/local/sbin/ollama-gateway-drain olt-default-gpu1/solo on --reason manual")
     try:
         run = site()
         assert run.returncode == 0, run.stdout[-3000:]
@@ -212,4 +212,4 @@ def test_site_yml_with_an_instance_drained_changes_nothing(host):
         ]
         assert solo and all(line.rstrip().split(";")[0].endswith(" down") for line in solo)
     finally:
-        host.check_output("/usr/local/sbin/ollama-gateway-drain 127.0.0.1:11437 off --reason manual")
+        host.check_output("/usr/local/sbin/ollama-gateway-drain olt-default-gpu1/solo off --reason manual")

@@ -138,7 +138,7 @@ def test_a_full_or_drained_instance_passes_its_conversations_on_and_gets_them_ba
 
     # drained on both gateways: both send it to the same other instance; back home once the mark is lifted (the
     # drain tool reloads nginx, whose new workers take the next connections: waited for)
-    drain = f"/usr/local/sbin/ollama-gateway-drain {home['address']}:{home['port']}"
+    drain = f"/usr/local/sbin/ollama-gateway-drain {home['host']}/{home['instance']}"
     answered_by = lambda: {turn(messages, gw).headers["x-ollama-instance"] for gw in GATEWAYS}  # noqa: E731
     for gw in GATEWAYS:
         host(gw).check_output(f"{drain} on --reason manual")

@@ -127,8 +127,8 @@ def test_a_real_prometheus_scrapes_the_fleet_and_every_dashboard_query_returns_s
     config["rule_files"] = [str(tmp_path / "ollama-fleet-alerts.yml")]
     (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
     # ollama_gateway_instance_drained exists only while an instance is held out: hold one out meanwhile
-    target = metrics(host(GW))["ollama_gateway_instance_up"][0].labels["target"]
-    drain = "/usr/local/sbin/ollama-gateway-drain " + target
+    held = metrics(host(GW))["ollama_gateway_instance_up"][0].labels
+    drain = f"/usr/local/sbin/ollama-gateway-drain {held['host']}/{held['ollama_instance']}"
     host(GW).check_output(drain + " on --reason manual")
     server = subprocess.Popen(
         ["prometheus", f"--config.file={tmp_path / 'prometheus.yml'}", f"--storage.tsdb.path={tmp_path / 'data'}",

@@ -869,6 +869,7 @@ async function tags(r) {
 // Every loaded model of every instance, with its host, instance and GPU UUIDs.
 async function ps(r) {
     const f = fleet(r);
+    const up = instancesUp(f);
     const answers = await Promise.all(f.instances.map(function (i) { return fetchJSON(i, '/api/ps'); }));
     const models = [];
     const missing = [];
@@ -928,10 +929,12 @@ async function v1Models(r) {
 
 // ------------------------------------------------------------------------------------ health
 
+// Whether each instance is up, as fleet.json's "up" defines it for the health checker too: its path answers 200
+// within the timeout (js_fetch_timeout, rendered from the same setting).
 async function instancesUp(f) {
     return Promise.all(f.instances.map(function (i) {
-        return ngx.fetch('http://' + i.address + ':' + i.port + '/api/version')
-            .then(function (res) { return res.ok; }, function () { return false; });
+        return ngx.fetch('http://' + i.address + ':' + i.port + f.up.path)
+            .then(function (res) { return res.status === 200; }, function () { return false; });
     }));
 }
 
@@ -1086,7 +1089,7 @@ function requestFamilies(out, text) {
     });
 }
 
-function exposition(f, answers, stub, marks, requests) {
+function exposition(f, up, answers, stub, marks, requests) {
     const out = [];
     const instances = f.instances;
     if (f.gateway) {
@@ -1098,9 +1101,9 @@ function exposition(f, answers, stub, marks, requests) {
         family(out, 'ollama_gateway_request_limit', 'gauge', 'Requests the gateway admits at once: every slot plus its queue (beyond it: 503).');
         out.push('ollama_gateway_request_limit ' + f.request_limit);
     }
-    family(out, 'ollama_gateway_instance_up', 'gauge', 'Whether the instance answered /api/ps to the gateway (1) or not (0).');
+    family(out, 'ollama_gateway_instance_up', 'gauge', 'Whether the instance is up (1: it answered ' + f.up.path + ' in ' + f.up.timeout + ' s) or not (0).');
     instances.forEach(function (i, n) {
-        out.push('ollama_gateway_instance_up' + labels(who(i, { target: i.address + ':' + i.port })) + ' ' + (answers[n] ? 1 : 0));
+        out.push('ollama_gateway_instance_up' + labels(who(i, { target: i.address + ':' + i.port })) + ' ' + (up[n] ? 1 : 0));
     });
     family(out, 'ollama_gateway_instance_slots', 'gauge', 'Requests the gateway sends the instance at once (OLLAMA_NUM_PARALLEL).');
     instances.forEach(function (i) { out.push('ollama_gateway_instance_slots' + labels(who(i)) + ' ' + i.max_conns); });
@@ -1146,7 +1149,7 @@ async function metrics(r) {
     const stub = await text(f.stub_status);
     const requests = await text(f.request_metrics);
     r.headersOut['Content-Type'] = 'text/plain; version=0.0.4; charset=utf-8';
-    r.return(200, exposition(f, answers, stub, drainMarks(f.drained_dir), requests));
+    r.return(200, exposition(f, await up, answers, stub, drainMarks(f.drained_dir), requests));
 }
 
 export default { route, measure, tags, ps, v1Models, healthz, healthzDetail, metrics, canonical, guard, optionsAsGo, formField, readRequest, readWhole, affinity };
