@@ -114,42 +114,60 @@ def _where(host, instance=None):
     return f"host {host}" + (f", instance '{instance}'" if instance is not None else "")
 
 
+# Per kind of setting: (normalise(value, spec): the value, None when invalid; what is valid (spec, value)).
+def _as_int(value, spec):
+    # Decimal strings are accepted: `-e ollama_num_parallel=4` arrives as "4".
+    if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, str) and value.isdigit())):
+        return None
+    low, high = spec
+    number = int(value)
+    return number if low <= number and (high is None or number <= high) else None
+
+
+def _int_range(spec, value):
+    if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, str) and value.isdigit())):
+        return "must be an integer"
+    low, high = spec
+    return f"must be an integer from {low}" + (f" to {high}" if high is not None else " up")
+
+
+def _as_duration(value, _spec):
+    valid = not isinstance(value, bool) and (
+        isinstance(value, int) or (isinstance(value, str) and DURATION.match(value))
+    )
+    return value if valid else None
+
+
+def _as_list(value, _spec):
+    value = [v for v in value.split(",") if v] if isinstance(value, str) else value
+    return value if isinstance(value, list) and all(isinstance(v, str) for v in value) else None
+
+
+KINDS = {
+    "int": (_as_int, _int_range),
+    "bool": (
+        lambda value, _spec: value if isinstance(value, bool) else None,
+        lambda _spec, _value: "must be true or false",
+    ),
+    "choice": (
+        lambda value, spec: value if value in spec else None,
+        lambda spec, _value: f"must be one of {', '.join(spec)}",
+    ),
+    "duration": (
+        _as_duration,
+        lambda _spec, _value: 'must be a duration like "5m", "1h30m", "-1" (forever) or seconds',
+    ),
+    "list": (_as_list, lambda _spec, _value: "must be a list of strings"),
+}
+
+
 def _check_value(where, field, kind, spec, value):
     """Return the value normalised for its kind, or raise naming the field and what is valid."""
-
-    def bad(valid):
-        raise PlanError(f"{where}, field {field}: {valid}, got {value!r} ({type(value).__name__})")
-
-    if kind == "int":
-        # Decimal strings are accepted: `-e ollama_num_parallel=4` arrives as "4".
-        if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, str) and value.isdigit())):
-            bad("must be an integer")
-        low, high = spec
-        number = int(value)
-        if number < low or (high is not None and number > high):
-            bad(f"must be an integer from {low}" + (f" to {high}" if high is not None else " up"))
-        return number
-    if kind == "bool":
-        if not isinstance(value, bool):
-            bad("must be true or false")
-        return value
-    if kind == "choice":
-        if value not in spec:
-            bad(f"must be one of {', '.join(spec)}")
-        return value
-    if kind == "duration":
-        if isinstance(value, bool) or not (
-            isinstance(value, int) or (isinstance(value, str) and DURATION.match(value))
-        ):
-            bad('must be a duration like "5m", "1h30m", "-1" (forever) or seconds')
-        return value
-    if kind == "list":
-        if isinstance(value, str):
-            value = [v for v in value.split(",") if v]
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            bad("must be a list of strings")
-        return value
-    raise AssertionError(kind)
+    normalise, valid = KINDS[kind]
+    checked = normalise(value, spec)
+    if checked is None:
+        raise PlanError(f"{where}, field {field}: {valid(spec, value)}, got {value!r} ({type(value).__name__})")
+    return checked
 
 
 def _check_settings(where, prefix, settings):
@@ -351,7 +369,7 @@ def _check_overlaps(host, planned):
             owner[unit["uuid"]] = name
 
 
-def ollama_plan(gpus, host, config):
+def _check_gpus(host, gpus, config):
     if not isinstance(gpus, list):
         raise PlanError(f"{_where(host)}, field ollama_gpus: must be a list of GPUs, got {type(gpus).__name__}")
     for gpu in gpus:
@@ -364,91 +382,122 @@ def ollama_plan(gpus, host, config):
             f"{_where(host)}: no GPU found ({config.get('discovery_reason') or 'empty list'}); install the NVIDIA "
             "driver, or pin ollama_gpus in inventory, or remove the host from ollama_gpu_hosts"
         )
-    units = _units(gpus)
-    host_settings = _check_settings(_where(host), "ollama_", config.get("settings", {}))
-    host_env = _check_extra_env(_where(host), "ollama_extra_env", config.get("extra_env") or {})
-    by = config.get("cuda_devices_by", "uuid")
-    if by not in ("uuid", "index"):
-        raise PlanError(f"{_where(host)}, field ollama_cuda_devices_by: {by!r}; valid: uuid, index")
-    gateway_ports = {int(p) for p in config.get("gateway_ports") or []}
-    base_port = _check_value(_where(host), "ollama_base_port", "int", (1024, 65535), config.get("base_port", 11435))
 
+
+class _Ports:
+    """Ports for a host's instances: an instance's own, else the next free one from the base port, never the
+    gateway's nor another instance's."""
+
+    def __init__(self, host, config, specs):
+        self.gateway = {int(p) for p in config.get("gateway_ports") or []}
+        self.next = _check_value(_where(host), "ollama_base_port", "int", (1024, 65535), config.get("base_port", 11435))
+        self.explicit = {spec["port"] for spec, _ in specs if isinstance(spec.get("port"), int)}
+        self.taken = set()
+
+    def take(self, where, spec):
+        if "port" in spec:
+            port = _check_value(where, "port", "int", (1024, 65535), spec["port"])
+        else:
+            while self.next in self.explicit | self.taken | self.gateway:
+                self.next += 1
+            port = self.next
+        if port in self.gateway:
+            raise PlanError(f"{where}, field port: {port} is the gateway's port on this host; pick another")
+        if port in self.taken:
+            raise PlanError(f"{where}, field port: {port} is used by another instance on this host")
+        self.taken.add(port)
+        return port
+
+
+def _instance_name(host, spec, units_of, names):
+    name = spec.get("name") or _auto_name(units_of)
+    where = _where(host, name)
+    if not isinstance(name, str) or not NAME.match(name):
+        raise PlanError(f"{where}, field name: must be 1-32 of a-z, 0-9, '-' and '_', starting with a letter or digit")
+    if name in names:
+        raise PlanError(f"{where}, field name: used by another instance on this host; names must be unique")
+    names.add(name)
+    return name, where
+
+
+def _instance_models(where, spec, config):
+    models = spec.get("models", config.get("models") or [])
+    if not isinstance(models, list) or not all(isinstance(m, str) and m for m in models):
+        raise PlanError(f"{where}, field models: must be a list of model names like llama3.1:8b")
+    return _pinned_names(where, models)
+
+
+def _environment(settings, extra, base):
+    """The instance's environment file: BASE (address, store, devices), every setting as its OLLAMA_* variable,
+    then the operator's extra variables."""
+    env = dict(base)
+    for field, value in sorted(settings.items()):
+        variable = KNOBS[field][0]
+        if isinstance(value, bool):
+            env[variable] = "true" if value else "false"
+        elif isinstance(value, list):
+            if value:  # an empty list leaves Ollama's default
+                env[variable] = ",".join(value)
+        else:
+            env[variable] = str(value)
+    return dict(env, **extra)
+
+
+def _instance(host, spec, units_of, names, ports, shared):
+    """One instance of the plan from its SPEC (the inventory's entry, or {} for a strategy's group) and its GPUs."""
+    name, where = _instance_name(host, spec, units_of, names)
+    port = ports.take(where, spec)
+    own = {k: v for k, v in spec.items() if k in KNOBS}
+    settings = dict(shared["settings"], **_check_settings(where, "", own))
+    extra = dict(shared["extra_env"], **_check_extra_env(where, "extra_env", spec.get("extra_env") or {}))
+    models = _instance_models(where, spec, shared["config"])
+    settings = _keep_alive(_loaded_models(where, settings, models, units_of), models)
+    warm = spec.get("warm", shared["config"].get("warm", True))
+    if not isinstance(warm, bool):
+        raise PlanError(f"{where}, field warm: must be true or false, got {warm!r}")
+    by_index = shared["by"] == "index"
+    devices = ",".join(str(u["index"]) if by_index and not u["mig"] else u["uuid"] for u in units_of)
+    address = shared["config"].get("bind_address", "127.0.0.1")
+    base = {
+        "OLLAMA_HOST": f"{address}:{port}",
+        "OLLAMA_MODELS": shared["config"].get("models_dir", "/var/lib/ollama/models"),
+        "CUDA_VISIBLE_DEVICES": devices,
+    }
+    return {
+        "host": host,
+        "name": name,
+        "port": port,
+        "address": address,
+        "gpus": [{k: u.get(k) for k in ("index", "uuid", "name", "memory_total", "mig")} for u in units_of],
+        "gpu_label": _label(units_of),
+        "vram_total": sum(u["memory_total"] for u in units_of),
+        "cuda_visible_devices": devices,
+        "device_nodes": _device_nodes(units_of),
+        "settings": settings,
+        "env": _environment(settings, extra, base),
+        "models": models,
+        "warm": warm,
+    }
+
+
+def ollama_plan(gpus, host, config):
+    _check_gpus(host, gpus, config)
+    units = _units(gpus)
+    shared = {
+        "config": config,
+        "settings": _check_settings(_where(host), "ollama_", config.get("settings", {})),
+        "extra_env": _check_extra_env(_where(host), "ollama_extra_env", config.get("extra_env") or {}),
+        "by": config.get("cuda_devices_by", "uuid"),
+    }
+    if shared["by"] not in ("uuid", "index"):
+        raise PlanError(f"{_where(host)}, field ollama_cuda_devices_by: {shared['by']!r}; valid: uuid, index")
     if config.get("instances"):
         specs = _instances_from_config(host, units, gpus, config)
     else:
         specs = [({}, group) for group in _strategy_groups(host, units, config) if group]
     _check_overlaps(host, [(spec.get("name") or _auto_name(u), u) for spec, u in specs])
-
-    taken_ports, names, plan = set(), set(), []
-    explicit_ports = {spec["port"] for spec, _ in specs if isinstance(spec.get("port"), int)}
-    next_port = base_port
-    for spec, units_of in specs:
-        name = spec.get("name") or _auto_name(units_of)
-        where = _where(host, name)
-        if not isinstance(name, str) or not NAME.match(name):
-            raise PlanError(
-                f"{where}, field name: must be 1-32 of a-z, 0-9, '-' and '_', starting with a letter or digit"
-            )
-        if name in names:
-            raise PlanError(f"{where}, field name: used by another instance on this host; names must be unique")
-        names.add(name)
-        if "port" in spec:
-            port = _check_value(where, "port", "int", (1024, 65535), spec["port"])
-        else:
-            while next_port in explicit_ports or next_port in taken_ports or next_port in gateway_ports:
-                next_port += 1
-            port = next_port
-        if port in gateway_ports:
-            raise PlanError(f"{where}, field port: {port} is the gateway's port on this host; pick another")
-        if port in taken_ports:
-            raise PlanError(f"{where}, field port: {port} is used by another instance on this host")
-        taken_ports.add(port)
-        own = {k: v for k, v in spec.items() if k in KNOBS}
-        settings = dict(host_settings, **_check_settings(where, "", own))
-        extra = dict(host_env, **_check_extra_env(where, "extra_env", spec.get("extra_env") or {}))
-        models = spec.get("models", config.get("models") or [])
-        if not isinstance(models, list) or not all(isinstance(m, str) and m for m in models):
-            raise PlanError(f"{where}, field models: must be a list of model names like llama3.1:8b")
-        models = _pinned_names(where, models)
-        settings = _keep_alive(_loaded_models(where, settings, models, units_of), models)
-        warm = spec.get("warm", config.get("warm", True))
-        if not isinstance(warm, bool):
-            raise PlanError(f"{where}, field warm: must be true or false, got {warm!r}")
-        devices = ",".join(u["uuid"] if by == "uuid" or u["mig"] else str(u["index"]) for u in units_of)
-        address = config.get("bind_address", "127.0.0.1")
-        env = {
-            "OLLAMA_HOST": f"{address}:{port}",
-            "OLLAMA_MODELS": config.get("models_dir", "/var/lib/ollama/models"),
-            "CUDA_VISIBLE_DEVICES": devices,
-        }
-        for field, value in sorted(settings.items()):
-            variable = KNOBS[field][0]
-            if isinstance(value, bool):
-                env[variable] = "true" if value else "false"
-            elif isinstance(value, list):
-                if value:  # an empty list leaves Ollama's default
-                    env[variable] = ",".join(value)
-            else:
-                env[variable] = str(value)
-        env.update(extra)
-        plan.append(
-            {
-                "host": host,
-                "name": name,
-                "port": port,
-                "address": address,
-                "gpus": [{k: u.get(k) for k in ("index", "uuid", "name", "memory_total", "mig")} for u in units_of],
-                "gpu_label": _label(units_of),
-                "vram_total": sum(u["memory_total"] for u in units_of),
-                "cuda_visible_devices": devices,
-                "device_nodes": _device_nodes(units_of),
-                "settings": settings,
-                "env": env,
-                "models": models,
-                "warm": warm,
-            }
-        )
-    return plan
+    ports, names = _Ports(host, config, specs), set()
+    return [_instance(host, spec, units_of, names, ports, shared) for spec, units_of in specs]
 
 
 def ollama_plan_table(plan, headroom=0.10):

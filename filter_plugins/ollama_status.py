@@ -187,72 +187,87 @@ def _row(host, instance, **fields):
     return row
 
 
+def _problems(row, version_probe):
+    """What is wrong with an instance's ROW: its unit, its API, CPU spill, and what its gateways see."""
+    problems = []
+    if row["unit"] != "running":
+        problems.append(f"unit ollama@{row['instance']}.service is {row['unit']}")
+    if _json(version_probe) is None:
+        problems.append(f"API on port {row['port']} does not answer ({_why(version_probe)})")
+    for m in row["models"]:
+        if m["loaded"] and m["size_vram"] < m["size"]:
+            share = round(100 * (m["size"] - m["size_vram"]) / m["size"]) if m["size"] else 0
+            problems.append(f"{m['name']} spills {share}% to system memory (CPU)")
+    for view in row["gateways"]:
+        if "health" in view["drained"]:
+            problems.append(f"gateway {view['gateway']} holds it out after failed health probes")
+        elif view["up"] is False:
+            problems.append(f"gateway {view['gateway']} cannot reach {view['target']}")
+    return problems
+
+
+def _planned_row(host, instance, service, probe, gateways):
+    """The row of a planned INSTANCE from its unit (SERVICE), its API (PROBE: version and ps) and the gateways."""
+    name = instance["name"]
+    version = _json(probe.get("version"))
+    row = _row(
+        host,
+        name,
+        port=instance["port"],
+        gpus=instance["gpus"],
+        gpu_label=instance["gpu_label"],
+        vram_total=instance["vram_total"],
+        settings=instance["settings"],
+        slots={f["model"]: f["slots"] for f in instance.get("fit", []) if "slots" in f},
+        unit=service.get("state", "absent"),
+        enabled=service.get("status", "absent"),
+        version=version.get("version") if version else None,
+        models=_models(instance, _json(probe.get("ps"))),
+        together=planned_use(instance)[1] if len(instance.get("models", [])) > 1 else None,
+        gateways=[v for g in gateways if (v := _gateway_view(g, host, name))],
+    )
+    row["problems"] += _problems(row, probe.get("version"))
+    return row
+
+
+def _host_rows(hv, gateways):
+    """The rows of one GPU host: its planned instances, then instances on it the plan no longer has."""
+    host, status = hv["inventory_hostname"], hv.get("_ollama_status")
+    if status is None:
+        return [
+            _row(
+                host,
+                "-",
+                problems=["host unreachable or its status could not be read (see the task that failed above)"],
+            )
+        ]
+    services, probes = status.get("services", {}), {}
+    for kind in ("version", "ps"):
+        for result in status.get(kind, []):
+            probes.setdefault(result["__instance"]["name"], {})[kind] = result
+    planned = hv.get("ollama_plan", [])
+    rows = [
+        _planned_row(host, i, services.get(f"ollama@{i['name']}.service", {}), probes.get(i["name"], {}), gateways)
+        for i in planned
+    ]
+    for name in sorted(set(status.get("env_instances", [])) - {i["name"] for i in planned}):
+        service = services.get(f"ollama@{name}.service", {})
+        rows.append(
+            _row(
+                host,
+                name,
+                unit=service.get("state", "absent"),
+                enabled=service.get("status", "absent"),
+                problems=["not in the plan (site.yml removes it)"],
+            )
+        )
+    return rows
+
+
 def ollama_status(gpu_hosts, gateways=()):
     if not isinstance(gpu_hosts, list):
         raise AnsibleFilterError("ollama_status: expects the hostvars of the GPU hosts as a list")
-    rows = []
-    for hv in gpu_hosts:
-        host = hv["inventory_hostname"]
-        status = hv.get("_ollama_status")
-        if status is None:
-            problem = "host unreachable or its status could not be read (see the task that failed above)"
-            rows.append(_row(host, "-", problems=[problem]))
-            continue
-        services = status.get("services", {})
-        probes = {}
-        for kind in ("version", "ps"):
-            for result in status.get(kind, []):
-                probes.setdefault(result["__instance"]["name"], {})[kind] = result
-        planned = hv.get("ollama_plan", [])
-        for instance in planned:
-            name = instance["name"]
-            service = services.get(f"ollama@{name}.service", {})
-            probe = probes.get(name, {})
-            version = _json(probe.get("version"))
-            ps = _json(probe.get("ps"))
-            row = _row(
-                host,
-                name,
-                port=instance["port"],
-                gpus=instance["gpus"],
-                gpu_label=instance["gpu_label"],
-                vram_total=instance["vram_total"],
-                settings=instance["settings"],
-                slots={f["model"]: f["slots"] for f in instance.get("fit", []) if "slots" in f},
-                unit=service.get("state", "absent"),
-                enabled=service.get("status", "absent"),
-                version=version.get("version") if version else None,
-                models=_models(instance, ps),
-                together=planned_use(instance)[1] if len(instance.get("models", [])) > 1 else None,
-                gateways=[v for g in gateways if (v := _gateway_view(g, host, name))],
-            )
-            problems = row["problems"]
-            if row["unit"] != "running":
-                problems.append(f"unit ollama@{name}.service is {row['unit']}")
-            if version is None:
-                problems.append(f"API on port {instance['port']} does not answer ({_why(probe.get('version'))})")
-            for m in row["models"]:
-                if m["loaded"] and m["size_vram"] < m["size"]:
-                    share = round(100 * (m["size"] - m["size_vram"]) / m["size"]) if m["size"] else 0
-                    problems.append(f"{m['name']} spills {share}% to system memory (CPU)")
-            for view in row["gateways"]:
-                if "health" in view["drained"]:
-                    problems.append(f"gateway {view['gateway']} holds it out after failed health probes")
-                elif view["up"] is False:
-                    problems.append(f"gateway {view['gateway']} cannot reach {view['target']}")
-            rows.append(row)
-        for name in sorted(set(status.get("env_instances", [])) - {i["name"] for i in planned}):
-            service = services.get(f"ollama@{name}.service", {})
-            rows.append(
-                _row(
-                    host,
-                    name,
-                    unit=service.get("state", "absent"),
-                    enabled=service.get("status", "absent"),
-                    problems=["not in the plan (site.yml removes it)"],
-                )
-            )
-    return rows
+    return [row for hv in gpu_hosts for row in _host_rows(hv, gateways)]
 
 
 def _gateway_cell(views):
@@ -359,6 +374,69 @@ def _pct(part, whole):
     return round(100 * part / whole, 2) if whole else 0
 
 
+def _device_views(hv, plan, colour):
+    """The host's GPUs and MIG devices, each sized by its memory and coloured by the instance that has it."""
+    owner = {g["uuid"]: inst["name"] for inst in plan for g in inst["gpus"]}
+    return [
+        {
+            "label": d["label"],
+            "model": d["model"],
+            "uuid": d["uuid"],
+            "memory": d["memory_total"],
+            "gib": _gib(d["memory_total"]),
+            "instance": owner.get(d["uuid"], ""),
+            "colour": colour.get(owner.get(d["uuid"]), "#d9d9d9"),
+        }
+        for d in _devices(hv.get("_ollama_gpus") or [])
+    ]
+
+
+def _model_bar(model, vram_total):
+    """A model's bars against its instance's VRAM: the plan's estimate, what is loaded, and any CPU spill."""
+    size, vram = model.get("size", 0), model.get("size_vram", 0)
+    return {
+        "name": model["name"],
+        "estimate_gib": _gib(model["estimate"]) if model.get("estimate") else None,
+        "estimate_pct": min(100, _pct(model.get("estimate") or 0, vram_total)),
+        "loaded": model.get("loaded"),
+        "vram_gib": _gib(vram),
+        "vram_pct": min(100, _pct(vram, vram_total)),
+        "spill_gib": _gib(size - vram),
+        "spill": size > vram,
+    }
+
+
+def _instance_view(inst, row, colour, room):
+    """An instance as the picture draws it; with its status ROW (or None: the plan alone) what runs."""
+    estimates, total = planned_use(inst)
+    models = (
+        row["models"] if row else [{"name": m, "loaded": None, "estimate": estimates.get(m)} for m in inst["models"]]
+    )
+    settings = inst["settings"]
+    status = (
+        {"unit": row["unit"], "version": row["version"], "gateways": _gateway_cell(row["gateways"])} if row else None
+    )
+    return {
+        "name": inst["name"],
+        "colour": colour,
+        "port": inst["port"],
+        "gpu_label": inst["gpu_label"],
+        "gib": _gib(inst["vram_total"]),
+        # every pinned model loaded at once, with the reserve (the plan's check of them together)
+        "together_gib": _gib(total) if len(inst.get("models", [])) > 1 and total else None,
+        "settings": [
+            f"parallel {settings.get('num_parallel', '?')}",
+            f"context {settings.get('context_length') or 'auto'}",
+            f"flash attention {'on' if settings.get('flash_attention') else 'off'}",
+            f"KV {settings.get('kv_cache_type', 'f16')}",
+            f"keep alive {settings.get('keep_alive', '5m')}",
+        ],
+        "usable_pct": _pct(1 - room, 1),
+        "status": dict(status, problems=row["problems"]) if row else None,
+        "models": [_model_bar(m, inst["vram_total"]) for m in models],
+    }
+
+
 def ollama_fleet_view(gpu_hosts, rows=None, headroom=None):
     """Per host what the fleet picture draws: devices sized by memory and coloured by instance, and per
     instance its port, settings and models as bars (estimate, and with rows from ollama_status what is
@@ -366,73 +444,13 @@ def ollama_fleet_view(gpu_hosts, rows=None, headroom=None):
     by_instance = {(r["host"], r["instance"]): r for r in rows or []}
     hosts = []
     for hv in gpu_hosts:
-        host = hv["inventory_hostname"]
-        plan = hv.get("ollama_plan") or []
+        host, plan = hv["inventory_hostname"], hv.get("ollama_plan") or []
         room = float(hv.get("ollama_fit_headroom", 0.10) if headroom is None else headroom)
         colour = {inst["name"]: PALETTE[n % len(PALETTE)] for n, inst in enumerate(plan)}
-        owner = {g["uuid"]: inst["name"] for inst in plan for g in inst["gpus"]}
-        devices = [
-            {
-                "label": d["label"],
-                "model": d["model"],
-                "uuid": d["uuid"],
-                "memory": d["memory_total"],
-                "gib": _gib(d["memory_total"]),
-                "instance": owner.get(d["uuid"], ""),
-                "colour": colour.get(owner.get(d["uuid"]), "#d9d9d9"),
-            }
-            for d in _devices(hv.get("_ollama_gpus") or [])
+        devices = _device_views(hv, plan, colour)
+        instances = [
+            _instance_view(inst, by_instance.get((host, inst["name"])), colour[inst["name"]], room) for inst in plan
         ]
-        instances = []
-        for inst in plan:
-            row = by_instance.get((host, inst["name"]))
-            estimates, total = planned_use(inst)
-            models = (
-                row["models"]
-                if row
-                else [{"name": m, "loaded": None, "estimate": estimates.get(m)} for m in inst["models"]]
-            )
-            settings = inst["settings"]
-            instances.append(
-                {
-                    "name": inst["name"],
-                    "colour": colour[inst["name"]],
-                    "port": inst["port"],
-                    "gpu_label": inst["gpu_label"],
-                    "gib": _gib(inst["vram_total"]),
-                    # every pinned model loaded at once, with the reserve (the plan's check of them together)
-                    "together_gib": _gib(total) if len(inst.get("models", [])) > 1 and total else None,
-                    "settings": [
-                        f"parallel {settings.get('num_parallel', '?')}",
-                        f"context {settings.get('context_length') or 'auto'}",
-                        f"flash attention {'on' if settings.get('flash_attention') else 'off'}",
-                        f"KV {settings.get('kv_cache_type', 'f16')}",
-                        f"keep alive {settings.get('keep_alive', '5m')}",
-                    ],
-                    "usable_pct": _pct(1 - room, 1),
-                    "status": None
-                    if row is None
-                    else {
-                        "unit": row["unit"],
-                        "version": row["version"],
-                        "gateways": _gateway_cell(row["gateways"]),
-                        "problems": row["problems"],
-                    },
-                    "models": [
-                        {
-                            "name": m["name"],
-                            "estimate_gib": _gib(m["estimate"]) if m.get("estimate") else None,
-                            "estimate_pct": min(100, _pct(m.get("estimate") or 0, inst["vram_total"])),
-                            "loaded": m.get("loaded"),
-                            "vram_gib": _gib(m.get("size_vram", 0)),
-                            "vram_pct": min(100, _pct(m.get("size_vram", 0), inst["vram_total"])),
-                            "spill_gib": _gib(m.get("size", 0) - m.get("size_vram", 0)),
-                            "spill": m.get("size", 0) > m.get("size_vram", 0),
-                        }
-                        for m in models
-                    ],
-                }
-            )
         hosts.append(
             {
                 "host": host,

@@ -331,57 +331,41 @@ def _gpu_memory(instance):
     return [int(g.get("memory_total") or instance["vram_total"] // len(gpus)) for g in gpus]
 
 
-def together(instance, entries, headroom):
-    """An instance's pinned models loaded one after another, in the warm-up's order (the plan's), as Ollama's
-    scheduler places them (server/sched.go, v0.33): a model whose prediction fits in 80 % of one GPU's free
-    memory goes to the GPU with the most free (bestSingleGPUFit; OLLAMA_SCHED_SPREAD skips that), else it
-    spreads over all the instance's GPUs (bestGPUGroupByAvailableMemory); once a model is loaded, the next
-    loads beside it only if its prediction fits in 80 % of the free memory left where it goes, else Ollama
-    evicts one (Scheduler.load). Free memory is each GPU's memory less what the loaded runners allocate (our
-    estimate less the fit margin, split over their GPUs by free memory: updateFreeSpace).
+def _place(settings, free, predicted):
+    """The GPUs (indices into FREE) Ollama's scheduler loads a model predicted at PREDICTED bytes on."""
+    single = [i for i in range(len(free)) if predicted <= free[i] * SCHEDULER_SHARE]
+    if single and len(free) > 1 and not settings.get("sched_spread"):
+        return [max(single, key=lambda i: (free[i], -i))]
+    return list(range(len(free)))
 
-    ENTRIES: [(model, info)] of known models. Returns {status (fits, misfit), total (every model's allocation
-    plus one fit margin per GPU), capacity (VRAM less headroom), shares: [{model, bytes, gpus (indices into
-    the instance's gpus)}], evicts: None or {model, predicted, free}, message}."""
+
+def _load(instance, info, free):
+    """One model loaded beside those already in FREE (each GPU's free bytes, lowered here by what it
+    allocates): (its prediction, its GPUs, the bytes it allocates)."""
     settings = instance["settings"]
-    memory = _gpu_memory(instance)
-    free = list(memory)
-    shares, evicts = [], None
-    for model, info in entries:
-        slots = model_slots(info, settings.get("num_parallel", 1))
-        context = effective_context(settings, instance["vram_total"])
-        predicted = ollama_load_prediction(info, context, slots)
-        single = [i for i in range(len(free)) if predicted <= free[i] * SCHEDULER_SHARE]
-        where = (
-            [max(single, key=lambda i: (free[i], -i))]
-            if single and len(free) > 1 and not settings.get("sched_spread")
-            else list(range(len(free)))
-        )
-        room = sum(free[i] for i in where)
-        if shares and evicts is None and predicted > room * SCHEDULER_SHARE:
-            evicts = {"model": model, "predicted": predicted, "free": room}
-        est = ollama_vram_estimate(
-            info["model_info"],
-            int(info["size"]),
-            num_ctx=context,
-            num_parallel=slots,
-            kv_cache_type=settings.get("kv_cache_type", "f16"),
-            flash_attention=settings.get("flash_attention", True),
-            gpu_count=len(where),
-        )
-        allocated = est["total"] - est["overhead"]
-        # llama.cpp splits a model over its GPUs by their free memory
-        spare = [max(free[i], 0) for i in where]
-        for i, part in zip(where, spare, strict=True):
-            free[i] -= allocated * part // sum(spare) if sum(spare) else allocated // len(where)
-        shares.append({"model": model, "bytes": allocated, "gpus": where})
-    total = sum(s["bytes"] for s in shares) + FIT_MARGIN * len(memory)
-    capacity = int(instance["vram_total"] * (1 - headroom))
-    # each GPU keeps the fit margin and the headroom free
-    crowded = [
-        instance["gpus"][i].get("index", i) for i in range(len(memory)) if free[i] < FIT_MARGIN + memory[i] * headroom
-    ]
-    status = "fits" if total <= capacity and evicts is None and not crowded else "misfit"
+    slots = model_slots(info, settings.get("num_parallel", 1))
+    context = effective_context(settings, instance["vram_total"])
+    predicted = ollama_load_prediction(info, context, slots)
+    where = _place(settings, free, predicted)
+    est = ollama_vram_estimate(
+        info["model_info"],
+        int(info["size"]),
+        num_ctx=context,
+        num_parallel=slots,
+        kv_cache_type=settings.get("kv_cache_type", "f16"),
+        flash_attention=settings.get("flash_attention", True),
+        gpu_count=len(where),
+    )
+    allocated = est["total"] - est["overhead"]
+    # llama.cpp splits a model over its GPUs by their free memory
+    spare = [max(free[i], 0) for i in where]
+    for i, part in zip(where, spare, strict=True):
+        free[i] -= allocated * part // sum(spare) if sum(spare) else allocated // len(where)
+    return predicted, where, allocated
+
+
+def _together_message(instance, result, memory, crowded, headroom):
+    shares, total, capacity, evicts = result["shares"], result["total"], result["capacity"], result["evicts"]
     listed = ", ".join(f"{s['model']} {_gib(s['bytes'])}" for s in shares)
     message = (
         f"instance '{instance['name']}' on {instance['host']}: its {len(shares)} pinned models loaded together "
@@ -397,22 +381,45 @@ def together(instance, entries, headroom):
             f"{_gib(evicts['predicted'])} GiB, over 80 % of the {_gib(evicts['free'])} GiB they leave, and evicts one "
             "(server/sched.go Scheduler.load, findRunnerToUnload)"
         )
-    message += (
-        ": fits"
-        if status == "fits"
-        else (
-            ": does not fit together (pin fewer models on this instance, give it more GPUs, or lower num_parallel or "
-            "context_length; ollama_fit_policy: adjust lowers them)"
-        )
+    if result["status"] == "fits":
+        return message + ": fits"
+    return message + (
+        ": does not fit together (pin fewer models on this instance, give it more GPUs, or lower num_parallel or "
+        "context_length; ollama_fit_policy: adjust lowers them)"
     )
-    return {
-        "status": status,
-        "total": total,
-        "capacity": capacity,
-        "shares": shares,
-        "evicts": evicts,
-        "message": message,
-    }
+
+
+def together(instance, entries, headroom):
+    """An instance's pinned models loaded one after another, in the warm-up's order (the plan's), as Ollama's
+    scheduler places them (server/sched.go, v0.33): a model whose prediction fits in 80 % of one GPU's free
+    memory goes to the GPU with the most free (bestSingleGPUFit; OLLAMA_SCHED_SPREAD skips that), else it
+    spreads over all the instance's GPUs (bestGPUGroupByAvailableMemory); once a model is loaded, the next
+    loads beside it only if its prediction fits in 80 % of the free memory left where it goes, else Ollama
+    evicts one (Scheduler.load). Free memory is each GPU's memory less what the loaded runners allocate (our
+    estimate less the fit margin, split over their GPUs by free memory: updateFreeSpace).
+
+    ENTRIES: [(model, info)] of known models. Returns {status (fits, misfit), total (every model's allocation
+    plus one fit margin per GPU), capacity (VRAM less headroom), shares: [{model, bytes, gpus (indices into
+    the instance's gpus)}], evicts: None or {model, predicted, free}, message}."""
+    memory = _gpu_memory(instance)
+    free = list(memory)
+    shares, evicts = [], None
+    for model, info in entries:
+        before = list(free)
+        predicted, where, allocated = _load(instance, info, free)
+        room = sum(before[i] for i in where)
+        if shares and evicts is None and predicted > room * SCHEDULER_SHARE:
+            evicts = {"model": model, "predicted": predicted, "free": room}
+        shares.append({"model": model, "bytes": allocated, "gpus": where})
+    total = sum(s["bytes"] for s in shares) + FIT_MARGIN * len(memory)
+    capacity = int(instance["vram_total"] * (1 - headroom))
+    # each GPU keeps the fit margin and the headroom free
+    crowded = [
+        instance["gpus"][i].get("index", i) for i in range(len(memory)) if free[i] < FIT_MARGIN + memory[i] * headroom
+    ]
+    status = "fits" if total <= capacity and evicts is None and not crowded else "misfit"
+    result = {"status": status, "total": total, "capacity": capacity, "shares": shares, "evicts": evicts}
+    return dict(result, message=_together_message(instance, result, memory, crowded, headroom))
 
 
 def _by_pinned_name(plan, models):
@@ -428,6 +435,44 @@ def _by_pinned_name(plan, models):
     return {model: by_key[model_names.key(model)] for model in pinned if model_names.key(model) in by_key}
 
 
+def _fit_one(instance, model, info, headroom, policy):
+    """MODEL alone on INSTANCE: its fit entry, the instance's settings lowered in place where policy adjust
+    lowers them. INFO: its metadata, or None (unknown until pulled)."""
+    if not info:
+        return {
+            "model": model,
+            "status": "unknown",
+            "source": None,
+            "message": f"{model}: not known yet (pull it first)",
+        }
+    capacity = int(instance["vram_total"] * (1 - headroom))
+    est = _estimate_for(instance, info, instance["settings"])
+    message = _line(instance, model, info, instance["settings"], est, capacity, headroom)
+    status = "fits" if est["total"] <= capacity else "misfit"
+    adjusted = _adjust(instance, info, capacity) if status == "misfit" and policy == "adjust" else None
+    if adjusted is not None:
+        message += _apply(instance, adjusted)
+        status = "adjusted"
+    return {"model": model, "status": status, "message": message, "source": info.get("source", "catalogue")}
+
+
+def _settle(instance, models, headroom):
+    """Every known model's estimate, slots and context at the instance's final settings; where the check of the
+    models together lowered them, each model's line says so."""
+    capacity = int(instance["vram_total"] * (1 - headroom))
+    settings = instance["settings"]
+    lowered_together = instance.get("together", {}).get("status") == "adjusted"
+    for fit in (f for f in instance["fit"] if f["status"] != "unknown"):
+        info = models[fit["model"]]
+        fit["estimate"] = _estimate_for(instance, info, settings)
+        if lowered_together:
+            fit["message"] = _line(instance, fit["model"], info, settings, fit["estimate"], capacity, headroom)
+            fit["message"] += "; adjusted with the instance's other models"
+            fit["status"] = "adjusted"
+        fit["slots"] = model_slots(info, settings["num_parallel"])
+        fit["context"] = model_context(info, effective_context(settings, instance["vram_total"]))
+
+
 def ollama_fit_check(plan, models, headroom=0.10, policy="fail"):
     models = _by_pinned_name(plan, models)
     if policy not in ("fail", "warn", "adjust"):
@@ -437,48 +482,11 @@ def ollama_fit_check(plan, models, headroom=0.10, policy="fail"):
     checked, misfits = [], []
     for instance in plan:
         instance = dict(instance, settings=dict(instance["settings"]), fit=[])
-        capacity = int(instance["vram_total"] * (1 - headroom))
         for model in instance.get("models", []):
-            info = models.get(model)
-            if not info:
-                instance["fit"].append(
-                    {
-                        "model": model,
-                        "status": "unknown",
-                        "source": None,
-                        "message": f"{model}: not known yet (pull it first)",
-                    }
-                )
-                continue
-            est = _estimate_for(instance, info, instance["settings"])
-            message = _line(instance, model, info, instance["settings"], est, capacity, headroom)
-            status = "fits" if est["total"] <= capacity else "misfit"
-            if status == "misfit" and policy == "adjust":
-                adjusted = _adjust(instance, info, capacity)
-                if adjusted is not None:
-                    message += _apply(instance, adjusted)
-                    est = _estimate_for(instance, info, adjusted)
-                    status = "adjusted"
-            if status == "misfit":
-                misfits.append(message)
-            instance["fit"].append(
-                {"model": model, "status": status, "message": message, "source": info.get("source", "catalogue")}
-            )
+            instance["fit"].append(_fit_one(instance, model, models.get(model), headroom, policy))
+        misfits += [f["message"] for f in instance["fit"] if f["status"] == "misfit"]
         misfits += _check_together(instance, models, headroom, policy)
-        # the instance's settings as adjusted, for every model: its estimate, slots and context
-        lowered_together = instance.get("together", {}).get("status") == "adjusted"
-        for fit in instance["fit"]:
-            if fit["status"] != "unknown":
-                info = models[fit["model"]]
-                if lowered_together:
-                    settings = instance["settings"]
-                    est = _estimate_for(instance, info, settings)
-                    fit["message"] = _line(instance, fit["model"], info, settings, est, capacity, headroom)
-                    fit["message"] += "; adjusted with the instance's other models"
-                    fit["status"] = "adjusted"
-                fit["estimate"] = _estimate_for(instance, info, instance["settings"])
-                fit["slots"] = model_slots(info, instance["settings"]["num_parallel"])
-                fit["context"] = model_context(info, effective_context(instance["settings"], instance["vram_total"]))
+        _settle(instance, models, headroom)
         checked.append(instance)
     if misfits and policy == "fail":
         raise AnsibleFilterError(
