@@ -1149,7 +1149,8 @@ async function metrics(r) {
     const stub = await text(f.stub_status);
     const requests = await text(f.request_metrics);
     r.headersOut['Content-Type'] = 'text/plain; version=0.0.4; charset=utf-8';
-    r.return(200, exposition(f, await up, answers, stub, drainMarks(f.drained_dir), requests));
+    const states = await up;  // njs 0.7 takes no await inside a call's arguments
+    r.return(200, exposition(f, states, answers, stub, drainMarks(f.drained_dir), requests));
 }
 
 export default { route, measure, tags, ps, v1Models, healthz, healthzDetail, metrics, canonical, guard, optionsAsGo, formField, readRequest, readWhole, affinity };
