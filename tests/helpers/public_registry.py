@@ -72,83 +72,92 @@ def blob_bytes(path: Path | str) -> dict[tuple[str, str], int]:
     return dict(sent)
 
 
-def make_server(listen: str, log: Path | str, corrupt: tuple[str, ...] = ()) -> ThreadingHTTPServer:
-    """A server bound to HOST:PORT (port 0: any free one); serve_forever() runs it."""
-    catalogue = images()
+def tables(corrupt: tuple[str, ...]) -> tuple[dict, dict]:
+    """Manifests by (repository, tag or digest) and blobs by (repository, digest); CORRUPT models' weights with a
+    bit flipped."""
     models, blobs = {}, {}
-    for name, (digest, manifest, layers) in catalogue.items():
+    for name, (digest, manifest, layers) in images().items():
         model, tag = name.split(":")
         models[(f"library/{model}", tag)] = models[(f"library/{model}", digest)] = (name, digest, manifest)
         for blob_digest, data in layers.items():
             if name in corrupt and len(data) > 1000:  # the weights, not the config
                 data = bytes([data[0] ^ 1]) + data[1:]
             blobs[(f"library/{model}", blob_digest)] = (name, data)
-    lock = threading.Lock()
+    return models, blobs
 
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-        server_version = "public-registry"
 
-        def log_message(self, fmt, *args):
-            pass  # the JSON log is the record
+class Handler(BaseHTTPRequestHandler):
+    """The registry API's reads, from the tables on its server (Server.models, .blobs), each logged."""
 
-        def do_HEAD(self):
-            self.do_GET()
+    protocol_version = "HTTP/1.1"
+    server_version = "public-registry"
 
-        def do_GET(self):
-            match = PATH.match(self.path.split("?")[0])
-            if self.path.split("?")[0] in ("/v2", "/v2/"):
-                return self.answer(200, b"{}", "application/json")
-            if match is None:
-                return self.error(404, "NAME_UNKNOWN", "repository name not known to registry", None)
-            repo, kind, ref = match["repo"], match["kind"], match["ref"]
-            if kind == "manifests":
-                found = models.get((repo, ref))
-                if found is None:
-                    return self.error(404, "MANIFEST_UNKNOWN", "manifest unknown", {"Tag": ref})
-                name, digest, manifest = found
-                extra = {"Docker-Content-Digest": digest}
-                return self.answer(200, manifest, standin_store.DOCKER_MANIFEST, extra, name)
-            found = blobs.get((repo, ref))
+    def log_message(self, fmt, *args):
+        pass  # the JSON log is the record
+
+    def do_HEAD(self):
+        self.do_GET()
+
+    def do_GET(self):
+        match = PATH.match(self.path.split("?")[0])
+        if self.path.split("?")[0] in ("/v2", "/v2/"):
+            return self.answer(200, b"{}", "application/json")
+        if match is None:
+            return self.error(404, "NAME_UNKNOWN", "repository name not known to registry", None)
+        repo, kind, ref = match["repo"], match["kind"], match["ref"]
+        if kind == "manifests":
+            found = self.server.models.get((repo, ref))
             if found is None:
-                return self.error(404, "BLOB_UNKNOWN", "blob unknown to registry", ref)
-            name, data = found
-            self.answer(200, data, "application/octet-stream", {"Docker-Content-Digest": ref}, name)
+                return self.error(404, "MANIFEST_UNKNOWN", "manifest unknown", {"Tag": ref})
+            name, digest, manifest = found
+            extra = {"Docker-Content-Digest": digest}
+            return self.answer(200, manifest, standin_store.DOCKER_MANIFEST, extra, name)
+        found = self.server.blobs.get((repo, ref))
+        if found is None:
+            return self.error(404, "BLOB_UNKNOWN", "blob unknown to registry", ref)
+        name, data = found
+        self.answer(200, data, "application/octet-stream", {"Docker-Content-Digest": ref}, name)
 
-        def error(self, status, code, message, detail):
-            body = json.dumps({"errors": [{"code": code, "message": message, "detail": detail}]}).encode()
-            self.answer(status, body, "application/json; charset=utf-8")
+    def error(self, status, code, message, detail):
+        body = json.dumps({"errors": [{"code": code, "message": message, "detail": detail}]}).encode()
+        self.answer(status, body, "application/json; charset=utf-8")
 
-        def answer(self, status, body, content_type, extra=None, model=None):
-            sent = 0
-            try:
-                self.send_response(status)
-                self.send_header("Content-Type", content_type)
-                self.send_header("Content-Length", str(len(body)))
-                self.send_header("Docker-Distribution-Api-Version", "registry/2.0")
-                for key, value in (extra or {}).items():
-                    self.send_header(key, value)
-                self.end_headers()
-                if self.command != "HEAD":
-                    view = memoryview(body)
-                    while sent < len(body):  # counted as it goes: a client that leaves early got only this
-                        self.wfile.write(view[sent : sent + 65536])
-                        sent = min(len(body), sent + 65536)
-            except (BrokenPipeError, ConnectionResetError):
-                self.close_connection = True
-            finally:
-                entry = {"client": self.client_address[0], "method": self.command, "path": self.path}
-                entry |= {"status": status, "bytes": sent, "model": model}
-                with lock, open(log, "a") as out:
-                    out.write(json.dumps(entry) + "\n")
+    def answer(self, status, body, content_type, extra=None, model=None):
+        sent = 0
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Docker-Distribution-Api-Version", "registry/2.0")
+            for key, value in (extra or {}).items():
+                self.send_header(key, value)
+            self.end_headers()
+            if self.command != "HEAD":
+                view = memoryview(body)
+                while sent < len(body):  # counted as it goes: a client that leaves early got only this
+                    self.wfile.write(view[sent : sent + 65536])
+                    sent = min(len(body), sent + 65536)
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
+        finally:
+            entry = {"client": self.client_address[0], "method": self.command, "path": self.path}
+            entry |= {"status": status, "bytes": sent, "model": model}
+            with self.server.lock, open(self.server.log, "a") as out:
+                out.write(json.dumps(entry) + "\n")
 
+
+def make_server(listen: str, log: Path | str, corrupt: tuple[str, ...] = ()) -> ThreadingHTTPServer:
+    """A server bound to HOST:PORT (port 0: any free one); serve_forever() runs it."""
     host, _, port = listen.rpartition(":")
 
     class Server(ThreadingHTTPServer):
         daemon_threads = True
         address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
 
-    return Server((host.strip("[]") or "0.0.0.0", int(port)), Handler)
+    server = Server((host.strip("[]") or "0.0.0.0", int(port)), Handler)
+    server.models, server.blobs = tables(corrupt)
+    server.log, server.lock = log, threading.Lock()
+    return server
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -114,73 +114,93 @@ def human(size: float) -> str:
     return ""
 
 
+USAGE = (
+    "Usage:\n  ollama [flags]\n  ollama [command]\n\nAvailable Commands:\n"
+    "  serve  Start ollama\n  pull   Pull a model from a registry (--insecure: http)\n"
+    "  list   List models\n  ps     List running models\n\nFlags:\n  -v, --version"
+)
+
+
+def cmd_version(_args) -> int:
+    try:
+        server = json.load(client("/api/version"))["version"]
+        print(f"ollama version is {server}")
+        if server != VERSION:
+            print(f"Warning: client version is {VERSION}")
+    except (urlerror.URLError, OSError):
+        print("Warning: could not connect to a running Ollama instance")
+        print(f"Warning: client version is {VERSION}")
+    return 0
+
+
+def cmd_serve(_args) -> int:
+    serve(Config())
+    return 0
+
+
+def cmd_list(_args) -> int:
+    models = json.load(client("/api/tags"))["models"]
+    print(f"{'NAME':<32}{'ID':<16}{'SIZE':<10}MODIFIED")
+    for m in models:
+        print(f"{m['name']:<32}{m['digest'][:12]:<16}{human(m['size']):<10}recently")
+    return 0
+
+
+def cmd_ps(_args) -> int:
+    models = json.load(client("/api/ps"))["models"]
+    print(f"{'NAME':<28}{'ID':<16}{'SIZE':<10}{'PROCESSOR':<18}{'CONTEXT':<10}UNTIL")
+    for m in models:
+        share = round(100 * m["size_vram"] / m["size"]) if m["size"] else 0
+        proc = "100% GPU" if share == 100 else "100% CPU" if share == 0 else f"{100 - share}%/{share}% CPU/GPU"
+        print(
+            f"{m['name']:<28}{m['digest'][:12]:<16}{human(m['size']):<10}{proc:<18}"
+            f"{m['context_length']:<10}{m['expires_at']}"
+        )
+    return 0
+
+
+def cmd_pull(args) -> int:
+    names = [a for a in args if a != "--insecure"]
+    if len(names) != 1:
+        print(f"Error: accepts 1 arg(s), received {len(names)}", file=sys.stderr)
+        return 1
+    body = {"model": names[0], "insecure": "--insecure" in args, "stream": True}
+    with client("/api/pull", body) as resp:
+        for line in resp:
+            event = json.loads(line)
+            if "error" in event:
+                print(f"Error: {event['error']}", file=sys.stderr)
+                return 1
+            if "total" in event:
+                print(f"{event['status']}: {human(event['completed'])}/{human(event['total'])}")
+            else:
+                print(event["status"])
+    return 0
+
+
+COMMANDS = {"-v": cmd_version, "--version": cmd_version, "serve": cmd_serve, "list": cmd_list, "ls": cmd_list}
+COMMANDS |= {"ps": cmd_ps, "pull": cmd_pull}
+
+
 def cli(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help", "help"):
-        print(
-            "Usage:\n  ollama [flags]\n  ollama [command]\n\nAvailable Commands:\n"
-            "  serve  Start ollama\n  pull   Pull a model from a registry (--insecure: http)\n"
-            "  list   List models\n  ps     List running models\n\nFlags:\n  -v, --version"
-        )
+        print(USAGE)
         return 0
-    cmd, args = argv[0], argv[1:]
+    command = COMMANDS.get(argv[0])
+    if command is None:
+        print(
+            f'Error: unknown command "{argv[0]}" for "ollama" (the stand-in simulates serve, pull, list, ps)',
+            file=sys.stderr,
+        )
+        return 1
     try:
-        if cmd in ("-v", "--version"):
-            try:
-                server = json.load(client("/api/version"))["version"]
-                print(f"ollama version is {server}")
-                if server != VERSION:
-                    print(f"Warning: client version is {VERSION}")
-            except (urlerror.URLError, OSError):
-                print("Warning: could not connect to a running Ollama instance")
-                print(f"Warning: client version is {VERSION}")
-            return 0
-        if cmd == "serve":
-            serve(Config())
-            return 0
-        if cmd in ("list", "ls"):
-            models = json.load(client("/api/tags"))["models"]
-            print(f"{'NAME':<32}{'ID':<16}{'SIZE':<10}MODIFIED")
-            for m in models:
-                print(f"{m['name']:<32}{m['digest'][:12]:<16}{human(m['size']):<10}recently")
-            return 0
-        if cmd == "ps":
-            models = json.load(client("/api/ps"))["models"]
-            print(f"{'NAME':<28}{'ID':<16}{'SIZE':<10}{'PROCESSOR':<18}{'CONTEXT':<10}UNTIL")
-            for m in models:
-                share = round(100 * m["size_vram"] / m["size"]) if m["size"] else 0
-                proc = "100% GPU" if share == 100 else "100% CPU" if share == 0 else f"{100 - share}%/{share}% CPU/GPU"
-                print(
-                    f"{m['name']:<28}{m['digest'][:12]:<16}{human(m['size']):<10}{proc:<18}"
-                    f"{m['context_length']:<10}{m['expires_at']}"
-                )
-            return 0
-        if cmd == "pull":
-            names = [a for a in args if a != "--insecure"]
-            if len(names) != 1:
-                print(f"Error: accepts 1 arg(s), received {len(names)}", file=sys.stderr)
-                return 1
-            body = {"model": names[0], "insecure": "--insecure" in args, "stream": True}
-            with client("/api/pull", body) as resp:
-                for line in resp:
-                    event = json.loads(line)
-                    if "error" in event:
-                        print(f"Error: {event['error']}", file=sys.stderr)
-                        return 1
-                    if "total" in event:
-                        print(f"{event['status']}: {human(event['completed'])}/{human(event['total'])}")
-                    else:
-                        print(event["status"])
-            return 0
+        return command(argv[1:])
     except urlerror.HTTPError as exc:
         print(f"Error: {json.load(exc).get('error', exc.reason)}", file=sys.stderr)
         return 1
     except (urlerror.URLError, ConnectionError) as exc:
         print(f"Error: could not connect to ollama server, run 'ollama serve' to start it ({exc})", file=sys.stderr)
         return 1
-    print(
-        f'Error: unknown command "{cmd}" for "ollama" (the stand-in simulates serve, pull, list, ps)', file=sys.stderr
-    )
-    return 1
 
 
 if __name__ == "__main__":

@@ -555,27 +555,61 @@ class Handler(BaseHTTPRequestHandler):
             else (float("inf") if value < 0 else float(value))
         )
 
+    def _answered_unscheduled(self, m, prompt, keep_alive, options, emit_done, started) -> bool:
+        """What server/routes.go GenerateHandler/ChatHandler answer before scheduling a runner; True if answered.
+        An empty prompt with keep_alive 0 expires the runner (server/sched.go expireRunner) without scheduling, so
+        a model not loaded is not loaded first; this comes before the capability check, so it unloads an embedding
+        model too."""
+        if prompt is None and keep_alive == 0:
+            self.sched.expire(m["name"])
+            self.send_json(200, emit_done(m["name"], "", "unload", 0, started, 0, final=True))
+        elif "embedding" in m["entry"].get("capabilities", []) and "completion" not in m["entry"]["capabilities"]:
+            self.error(400, f'"{m["name"]}" does not support generate')
+        elif problem := self.option_error(options):
+            self.error(500, problem)  # scheduleRunner's error, answered by handleScheduleError
+        else:
+            return False
+        return True
+
+    def _words(self, data, prompt, options):
+        """The answer's words (the same for the same prompt) and its done_reason: "length" when the caller's
+        num_predict cut it, else a simulated end of text."""
+        n = int(options.get("num_predict") or data.get("max_tokens") or self.cfg.tokens)
+        n = self.cfg.tokens if n < 0 else n
+        seed = int(hashlib.sha256(prompt.encode()).hexdigest()[:6], 16)
+        words = [WORDS[(seed + i) % len(WORDS)] + " " for i in range(n)]
+        return words, "length" if options.get("num_predict") or data.get("max_tokens") else "stop"
+
+    def _send_answer(self, m, words, reason, tokens, stream, formats, started, load):
+        """The answer, whole or streamed a word at a time; self.context grows with each word sent."""
+        emit_token, emit_done, content_type = formats
+        if not stream:
+            for _ in words[1:]:
+                time.sleep(1 / self.cfg.tps)
+            self.context = tokens + tokenize("".join(words))
+            return self.send_json(
+                200, emit_done(m["name"], "".join(words), reason, len(words), started, load, final=True)
+            )
+        self.start_stream(content_type)
+        for i, word in enumerate(words):
+            if i:
+                time.sleep(1 / self.cfg.tps)
+            self.chunk(emit_token(m["name"], word))
+            self.context = (self.context or tokens) + tokenize(word)
+        self.chunk(emit_done(m["name"], "", reason, len(words), started, load, final=False))
+        self.end_stream()
+
     def _generate(self, data, text_of, emit_token, emit_done, content_type, stream_default=True):
         """Shared by /api/generate, /api/chat and the OpenAI routes."""
         m = self._model(data)
         if m is None:
             return
-        prompt = text_of(data)
-        keep_alive = self._keep_alive(data)
+        prompt, keep_alive, options = text_of(data), self._keep_alive(data), data.get("options") or {}
         started = time.monotonic()
         # what the answer's counts say of the prompt (set once it is evaluated) and its tokens with the answer's
         self.prompt_count, self.prompt_seconds, self.context = 0, 0.0, []
-        # server/routes.go GenerateHandler/ChatHandler: an empty prompt with keep_alive 0 expires the runner
-        # (server/sched.go expireRunner) without scheduling, so a model not loaded is not loaded first; this
-        # comes before the capability check, so it unloads an embedding model too
-        if prompt is None and keep_alive == 0:
-            self.sched.expire(m["name"])
-            return self.send_json(200, emit_done(m["name"], "", "unload", 0, started, 0, final=True))
-        if "embedding" in m["entry"].get("capabilities", []) and "completion" not in m["entry"]["capabilities"]:
-            return self.error(400, f'"{m["name"]}" does not support generate')
-        options = data.get("options") or {}
-        if problem := self.option_error(options):
-            return self.error(500, problem)  # scheduleRunner's error, answered by handleScheduleError
+        if self._answered_unscheduled(m, prompt, keep_alive, options, emit_done, started):
+            return
         try:
             runner, load = self.sched.acquire(m, options, keep_alive)
         except Busy as exc:
@@ -586,39 +620,20 @@ class Handler(BaseHTTPRequestHandler):
         try:
             if prompt is None:  # an empty request only loads
                 return self.send_json(200, emit_done(m["name"], "", "load", 0, started, load, final=True))
-            n = int(options.get("num_predict") or data.get("max_tokens") or self.cfg.tokens)
-            n = self.cfg.tokens if n < 0 else n
-            seed = int(hashlib.sha256(prompt.encode()).hexdigest()[:6], 16)
-            words = [WORDS[(seed + i) % len(WORDS)] + " " for i in range(n)]
-            stream = data.get("stream", stream_default)
-            # "length" when the caller's num_predict cut the answer; else a simulated end of text
-            reason = "length" if options.get("num_predict") or data.get("max_tokens") else "stop"
+            words, reason = self._words(data, prompt, options)
             # the prompt cache (standin_cache): only what no slot holds is evaluated; prompt_eval_count counts
             # every prompt token, cached or not (llm/llama_server.go promptEvalCount: cache_n + prompt_n)
             tokens = fit_prompt(prompt_tokens(data), runner.num_ctx)
             slot, cached = runner.cache.take(tokens)
             self.prompt_count, self.prompt_seconds = len(tokens), self.cfg.prompt_seconds(len(tokens) - cached)
             time.sleep(self.prompt_seconds)
-            if not stream:
-                for _ in words[1:]:
-                    time.sleep(1 / self.cfg.tps)
-                tokens = self.context = tokens + tokenize("".join(words))
-                return self.send_json(
-                    200, emit_done(m["name"], "".join(words), reason, len(words), started, load, final=True)
-                )
-            self.start_stream(content_type)
-            for i, word in enumerate(words):
-                if i:
-                    time.sleep(1 / self.cfg.tps)
-                self.chunk(emit_token(m["name"], word))
-                tokens = self.context = tokens + tokenize(word)
-            self.chunk(emit_done(m["name"], "", reason, len(words), started, load, final=False))
-            self.end_stream()
+            formats = (emit_token, emit_done, content_type)
+            self._send_answer(m, words, reason, tokens, data.get("stream", stream_default), formats, started, load)
         except (BrokenPipeError, ConnectionResetError):
             log("INFO", "client went away, generation stopped", model=m["name"])
         finally:
             if slot is not None:
-                runner.cache.give_back(slot, tokens)
+                runner.cache.give_back(slot, self.context or tokens)
             self.sched.release(runner)
 
     def _done_fields(self, reason, count, started, load):
@@ -686,61 +701,8 @@ class Handler(BaseHTTPRequestHandler):
         # openai/openai.go FromChatRequest / FromCompleteRequest build the native request from OpenAI's fields:
         # a client's keep_alive or options never reach the scheduler there (the gateway leaves /v1 unguarded)
         data = {k: v for k, v in data.items() if k not in ("keep_alive", "options")}
-        ident = "chatcmpl-" + hashlib.sha1(str(time.time()).encode()).hexdigest()[:8]
-        obj = "chat.completion" if chat else "text_completion"
-
-        def text_of(d):
-            if chat:
-                return " ".join(str(m.get("content", "")) for m in d.get("messages") or []) or None
-            return d.get("prompt") or None
-
-        def choice(t, reason, stream):
-            if not chat:
-                return {"index": 0, "text": t, "finish_reason": reason}
-            key = "delta" if stream else "message"
-            return {"index": 0, key: {"role": "assistant", "content": t}, "finish_reason": reason}
-
-        # stream_options.include_usage (middleware/openai.go): a last chunk with no choices and the usage; a
-        # completions stream also carries an empty usage on every chunk
-        include_usage = bool((data.get("stream_options") or {}).get("include_usage"))
-
-        def usage(count):
-            return {"prompt_tokens": self.prompt_count, "completion_tokens": count,
-                    "total_tokens": self.prompt_count + count}  # fmt: skip
-
-        def token(model, t):
-            chunk = {
-                "id": ident,
-                "object": obj + (".chunk" if chat else ""),
-                "created": int(time.time()),
-                "model": model,
-                "system_fingerprint": "fp_ollama",
-                "choices": [choice(t, None, True)],
-            }
-            if include_usage and not chat:
-                chunk["usage"] = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
-            return b"data: " + dumps(chunk).encode() + b"\n\n"
-
-        def done(model, text, reason, count, started, load, final):
-            body = {
-                "id": ident,
-                "object": obj if final else obj + (".chunk" if chat else ""),
-                "created": int(time.time()),
-                "model": model,
-                "system_fingerprint": "fp_ollama",
-                "choices": [choice(text, "stop" if reason in ("load", "unload") else reason, not final)],
-            }
-            if final:
-                body["usage"] = usage(count)
-                return body
-            if include_usage and not chat:
-                body["usage"] = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
-            out = b"data: " + dumps(body).encode() + b"\n\n"
-            if include_usage:
-                out += b"data: " + dumps(body | {"choices": [], "usage": usage(count)}).encode() + b"\n\n"
-            return out + b"data: [DONE]\n\n"
-
-        self._generate(data, text_of, token, done, "text/event-stream", stream_default=False)
+        answer = OpenAIAnswer(self, data, chat)
+        self._generate(data, answer.text_of, answer.token, answer.done, "text/event-stream", stream_default=False)
 
     @staticmethod
     def _from_client(data, **fields) -> dict:
@@ -944,3 +906,57 @@ def serve(cfg: Config) -> None:
         context_length=cfg.context_length,
     )
     httpd.serve_forever()
+
+
+class OpenAIAnswer:
+    """A chat or text completion as openai/openai.go writes it, whole or as server-sent events; the prompt's count
+    is the handler's (set once the prompt is evaluated)."""
+
+    def __init__(self, handler, data, chat: bool):
+        self.handler, self.chat = handler, chat
+        self.ident = "chatcmpl-" + hashlib.sha1(str(time.time()).encode()).hexdigest()[:8]
+        self.obj = "chat.completion" if chat else "text_completion"
+        # stream_options.include_usage (middleware/openai.go): a last chunk with no choices and the usage; a
+        # completions stream also carries an empty usage on every chunk
+        self.include_usage = bool((data.get("stream_options") or {}).get("include_usage"))
+
+    def text_of(self, d):
+        if self.chat:
+            return " ".join(str(m.get("content", "")) for m in d.get("messages") or []) or None
+        return d.get("prompt") or None
+
+    def choice(self, t, reason, stream):
+        if not self.chat:
+            return {"index": 0, "text": t, "finish_reason": reason}
+        return {
+            "index": 0,
+            "delta" if stream else "message": {"role": "assistant", "content": t},
+            "finish_reason": reason,
+        }
+
+    def usage(self, count):
+        prompt = self.handler.prompt_count
+        return {"prompt_tokens": prompt, "completion_tokens": count, "total_tokens": prompt + count}
+
+    def head(self, model, final):
+        chunk = "" if final or not self.chat else ".chunk"
+        return {"id": self.ident, "object": self.obj + chunk, "created": int(time.time()), "model": model,
+                "system_fingerprint": "fp_ollama"}  # fmt: skip
+
+    def token(self, model, t):
+        chunk = self.head(model, final=False) | {"choices": [self.choice(t, None, True)]}
+        if self.include_usage and not self.chat:
+            chunk["usage"] = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+        return b"data: " + dumps(chunk).encode() + b"\n\n"
+
+    def done(self, model, text, reason, count, started, load, final):
+        reason = "stop" if reason in ("load", "unload") else reason
+        body = self.head(model, final) | {"choices": [self.choice(text, reason, not final)]}
+        if final:
+            return body | {"usage": self.usage(count)}
+        if self.include_usage and not self.chat:
+            body["usage"] = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+        out = b"data: " + dumps(body).encode() + b"\n\n"
+        if self.include_usage:
+            out += b"data: " + dumps(body | {"choices": [], "usage": self.usage(count)}).encode() + b"\n\n"
+        return out + b"data: [DONE]\n\n"
