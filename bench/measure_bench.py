@@ -234,6 +234,40 @@ def start_gateways(procs):
     )
 
 
+def rows_of(runs):
+    """The table's rows of time to first token and tokens/s per phase: medians, measured next to not measured."""
+    rows = []
+    for kind, label in (("one", "1 stream"), ("many", f"{MANY['streams']} streams")):
+        med = {
+            name: {k: statistics.median(r[k] for r in runs[name][kind]) for k in runs[name][kind][0]}
+            for name in GATEWAYS
+        }
+        m, n = med["measured"], med["not measured"]
+        rows += [
+            (f"time to first token p50, {label} (ms)", f"{m['p50']:.1f} ({m['p50'] - n['p50']:+.1f})", f"{n['p50']:.1f}", "≤ +1 ms"),
+            (f"time to first token p99, {label} (ms)", f"{m['p99']:.1f} ({m['p99'] - n['p99']:+.1f})", f"{n['p99']:.1f}", "≤ +5 ms"),
+            (f"tokens/s, {label}", f"{m['tokens/s']:.0f} ({m['tokens/s'] / n['tokens/s']:.3f}×)", f"{n['tokens/s']:.0f}", "≥ 0.97×"),
+        ]  # fmt: skip
+        if kind == "many":
+            rows.append((f"nginx CPU per 1,000 tokens, {label} (ms)", f"{m['cpu/1k'] * 1000:.1f}", f"{n['cpu/1k'] * 1000:.1f}", "—"))  # fmt: skip
+    return rows
+
+
+def report(rows, lines, evals):
+    print(
+        f"\nMeasuring benchmark, {time.strftime('%Y-%m-%d')}: one upstream streaming as Ollama's /api/chat "
+        f"({TTFT_S * 1000:.0f} ms to first token; {ONE['streams']} stream of {ONE['tokens']} tokens at {ONE['rate']}/s, "
+        f"then {MANY['streams']} at once of {MANY['tokens']} tokens at {MANY['rate']}/s; time to first token of "
+        f"{PROBES} single-token requests sent one after another while they run), "
+        f"nginx with 2 workers, median of {ROUNDS} rounds (each gateway first in turn), loopback; `.venv/bin/python bench/measure_bench.py`. "
+        f"The measured gateway logged {lines} lines, mtail counted {evals:.0f} tokens of them.\n"
+    )
+    print("| measure | measured (log, counts, mtail) | not measured (log off) | target |")
+    print("|---|---|---|---|")
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+
+
 def main():
     if os.geteuid() != 0:
         raise SystemExit("run as root (nginx and apt)")
@@ -254,20 +288,7 @@ def main():
         lines = sum(1 for _ in open(WORK / str(GATEWAYS["measured"]) / "logs" / "requests.log"))
         counted = sh("curl", "-s", f"http://127.0.0.1:{MTAIL_PORT}/metrics").stdout
         evals = sum(float(x.split()[-1]) for x in counted.splitlines() if x.startswith("ollama_eval_total{"))
-        rows = []
-        for kind, label in (("one", "1 stream"), ("many", f"{MANY['streams']} streams")):
-            med = {
-                name: {k: statistics.median(r[k] for r in runs[name][kind]) for k in runs[name][kind][0]}
-                for name in GATEWAYS
-            }
-            m, n = med["measured"], med["not measured"]
-            rows += [
-                (f"time to first token p50, {label} (ms)", f"{m['p50']:.1f} ({m['p50'] - n['p50']:+.1f})", f"{n['p50']:.1f}", "≤ +1 ms"),
-                (f"time to first token p99, {label} (ms)", f"{m['p99']:.1f} ({m['p99'] - n['p99']:+.1f})", f"{n['p99']:.1f}", "≤ +5 ms"),
-                (f"tokens/s, {label}", f"{m['tokens/s']:.0f} ({m['tokens/s'] / n['tokens/s']:.3f}×)", f"{n['tokens/s']:.0f}", "≥ 0.97×"),
-            ]  # fmt: skip
-            if kind == "many":
-                rows.append((f"nginx CPU per 1,000 tokens, {label} (ms)", f"{m['cpu/1k'] * 1000:.1f}", f"{n['cpu/1k'] * 1000:.1f}", "—"))  # fmt: skip
+        rows = rows_of(runs)
         rows.append(
             (
                 "nginx memory while 20 streams of 4,000 tokens run (MiB added)",
@@ -276,18 +297,7 @@ def main():
                 "— (ollama_gateway_count_tokens)",
             )
         )
-        print(
-            f"\nMeasuring benchmark, {time.strftime('%Y-%m-%d')}: one upstream streaming as Ollama's /api/chat "
-            f"({TTFT_S * 1000:.0f} ms to first token; {ONE['streams']} stream of {ONE['tokens']} tokens at {ONE['rate']}/s, "
-            f"then {MANY['streams']} at once of {MANY['tokens']} tokens at {MANY['rate']}/s; time to first token of "
-            f"{PROBES} single-token requests sent one after another while they run), "
-            f"nginx with 2 workers, median of {ROUNDS} rounds (each gateway first in turn), loopback; `.venv/bin/python bench/measure_bench.py`. "
-            f"The measured gateway logged {lines} lines, mtail counted {evals:.0f} tokens of them.\n"
-        )
-        print("| measure | measured (log, counts, mtail) | not measured (log off) | target |")
-        print("|---|---|---|---|")
-        for row in rows:
-            print("| " + " | ".join(row) + " |")
+        report(rows, lines, evals)
     finally:
         for p in reversed(procs):
             p.send_signal(signal.SIGQUIT if p.args[0] == "nginx" else signal.SIGTERM)

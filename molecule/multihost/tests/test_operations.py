@@ -113,9 +113,9 @@ def test_only_the_listed_prometheus_may_read_the_gateways_metrics():
         assert b"ollama_gateway_instance_up" in answer.read()
 
 
-def test_a_real_prometheus_scrapes_the_fleet_and_every_dashboard_query_returns_series(tmp_path):
-    """playbooks/prometheus.yml's scrape file and alert rules in Debian's Prometheus on the controller; each GPU
-    host runs a dcgm-exporter stand-in on :9400 (tests/helpers/dcgm_standin.py) for the GPU panels' joins."""
+def prometheus_config(tmp_path):
+    """dcgm-exporter stand-ins on the GPU hosts (tests/helpers/dcgm_standin.py, :9400), and tmp_path/prometheus.yml:
+    playbooks/prometheus.yml's scrape file and alert rules, scraped and evaluated every second."""
     standin = base64.b64encode((REPO / "tests/helpers/dcgm_standin.py").read_bytes()).decode()
     for h in GPU_HOSTS:
         host(h).check_output(f"echo {standin} | base64 -d > /run/olt-dcgm-standin.py")
@@ -126,6 +126,25 @@ def test_a_real_prometheus_scrapes_the_fleet_and_every_dashboard_query_returns_s
     config["global"] = {"scrape_interval": "1s", "evaluation_interval": "1s"}
     config["rule_files"] = [str(tmp_path / "ollama-fleet-alerts.yml")]
     (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
+
+
+def scraped_targets(seconds):
+    """Prometheus's active targets once all five are up, or as they are after SECONDS."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            targets = prometheus_api("targets")["activeTargets"]
+        except OSError:
+            targets = []
+        if len(targets) == 5 and all(t["health"] == "up" for t in targets) or time.monotonic() > deadline:
+            return targets
+        time.sleep(0.5)
+
+
+def test_a_real_prometheus_scrapes_the_fleet_and_every_dashboard_query_returns_series(tmp_path):
+    """playbooks/prometheus.yml's scrape file and alert rules in Debian's Prometheus on the controller; each GPU
+    host runs a dcgm-exporter stand-in on :9400 (tests/helpers/dcgm_standin.py) for the GPU panels' joins."""
+    prometheus_config(tmp_path)
     # ollama_gateway_instance_drained exists only while an instance is held out: hold one out meanwhile
     held = metrics(host(GW))["ollama_gateway_instance_up"][0].labels
     drain = f"/usr/local/sbin/ollama-gateway-drain {held['host']}/{held['ollama_instance']}"
@@ -136,15 +155,7 @@ def test_a_real_prometheus_scrapes_the_fleet_and_every_dashboard_query_returns_s
         stdout=subprocess.DEVNULL, stderr=open(tmp_path / "prometheus.log", "w"),
     )  # fmt: skip
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                targets = prometheus_api("targets")["activeTargets"]
-            except OSError:
-                targets = []
-            if len(targets) == 5 and all(t["health"] == "up" for t in targets) or time.monotonic() > deadline:
-                break
-            time.sleep(0.5)
+        targets = scraped_targets(60)
         assert sorted((t["labels"]["job"], t["health"]) for t in targets) == [
             ("gpu", "up"), ("gpu", "up"), ("ollama-gateway", "up"), ("ollama-gateway", "up"),
             ("ollama-gateway-vip", "up")
