@@ -20,7 +20,7 @@ name: ollama_status
 short_description: One row per instance (plan, unit, API, loaded models, gateways' view) and its problems
 description:
   - Input is the hostvars of the GPU hosts after the ollama role's C(status) tasks (C(ollama_plan),
-    C(_ollama_status)); C(gateways) the hostvars of the gateways after the ollama_gateway role's C(status) tasks.
+    C(ollama_status_report)); C(gateways) the hostvars of the gateways after the ollama_gateway role's C(status) tasks.
   - An instance has a problem when its unit is not running, its API does not answer, a gateway cannot reach it
     or holds it out after failed health probes, or one of its models is partly in system memory (CPU spill).
     An instance drained by hand or by a rolling restart is shown, not counted as a problem.
@@ -232,7 +232,7 @@ def _planned_row(host, instance, service, probe, gateways):
 
 def _host_rows(hv, gateways):
     """The rows of one GPU host: its planned instances, then instances on it the plan no longer has."""
-    host, status = hv["inventory_hostname"], hv.get("_ollama_status")
+    host, status = hv["inventory_hostname"], hv.get("ollama_status_report")
     if status is None:
         return [
             _row(
@@ -387,7 +387,7 @@ def _device_views(hv, plan, colour):
             "instance": owner.get(d["uuid"], ""),
             "colour": colour.get(owner.get(d["uuid"]), "#d9d9d9"),
         }
-        for d in _devices(hv.get("_ollama_gpus") or [])
+        for d in _devices(hv.get("ollama_gpus_found") or [])
     ]
 
 
@@ -454,7 +454,7 @@ def ollama_fleet_view(gpu_hosts, rows=None, headroom=None):
         hosts.append(
             {
                 "host": host,
-                "source": hv.get("_ollama_gpu_source", ""),
+                "source": hv.get("ollama_gpus_source", ""),
                 "headroom_pct": _pct(room, 1),
                 "gib": _gib(sum(d["memory"] for d in devices)),
                 "devices": devices,

@@ -96,7 +96,7 @@ def test_a_progress_line_has_percent_size_rate_and_time():
 
 def status(name, store, pinned, digests=None):
     models = [{"name": n, "digest": d} for n, d in store.items()]
-    return {"inventory_hostname": name, "_ollama_status": {"store": {"models": models}, "pinned": pinned,
+    return {"inventory_hostname": name, "ollama_status_report": {"store": {"models": models}, "pinned": pinned,
                                                            "digests": digests or {}}}  # fmt: skip
 
 
@@ -112,7 +112,7 @@ def test_status_flags_hosts_that_disagree_and_hosts_off_the_pin():
         ("llama3.1:8b", B[:12], ["gpu2"], "hosts disagree"),
         ("qwen3:0.6b", B[:12], ["gpu1"], ""),
     ]
-    hosts[0]["_ollama_status"]["digests"] = {"llama3.1:8b": "sha256:" + A}
+    hosts[0]["ollama_status_report"]["digests"] = {"llama3.1:8b": "sha256:" + A}
     problems = {(r["digest"], r["problem"]) for r in ollama_store_digests(hosts) if r["problem"]}
     assert problems == {(B[:12], f"pinned {A[:12]}")}
     table = ollama_store_digest_table(ollama_store_digests(hosts))

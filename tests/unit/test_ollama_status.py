@@ -48,10 +48,10 @@ def gpu_host(services, version, ps, env_instances=("a", "b")):
     return {
         "inventory_hostname": "gpu1",
         "ollama_plan": plan,
-        "_ollama_gpus": [GPU, gpu2],
-        "_ollama_gpu_source": "nvml",
+        "ollama_gpus_found": [GPU, gpu2],
+        "ollama_gpus_source": "nvml",
         "ollama_fit_headroom": 0.1,
-        "_ollama_status": {
+        "ollama_status_report": {
             "services": services,
             "env_instances": list(env_instances),
             "version": [dict(version[i], __instance=p) for i, p in enumerate(plan)],
@@ -195,7 +195,7 @@ def test_fleet_view_draws_mig_devices_as_their_own_boxes():
         "mig_devices": migs,
     }
     plan = [instance("mig0-0", 11435, [dict(migs[0], mig=True)])]
-    hv = {"inventory_hostname": "h1", "ollama_plan": plan, "_ollama_gpus": [h100], "_ollama_gpu_source": "nvml"}
+    hv = {"inventory_hostname": "h1", "ollama_plan": plan, "ollama_gpus_found": [h100], "ollama_gpus_source": "nvml"}
     (view,) = ollama_fleet_view([hv])
     assert [(d["label"], d["gib"], d["instance"]) for d in view["devices"]] == [
         ("MIG 0/0", "40.0", "mig0-0"),
