@@ -1,17 +1,13 @@
 """GPUs + the operator's settings → a validated plan: one Ollama instance per GPU group."""
 
 import re
-import sys
-from pathlib import Path
 
 from ansible.errors import AnsibleFilterError
 from ansible_collections.ollama.fleet.plugins.module_utils import addresses, model_names
+from ansible_collections.ollama.fleet.plugins.module_utils.plan import planned_use
 from ansible_collections.ollama.fleet.plugins.module_utils.report import gib as _gib
 from ansible_collections.ollama.fleet.plugins.module_utils.report import text_table
 
-# What the fit check planned per instance, one reading for the plan's table and status.yml: the check's own.
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ollama_vram import planned_use  # noqa: E402
 
 DOCUMENTATION = r"""
 name: ollama_plan

@@ -3,17 +3,13 @@
 import json
 import math
 import re
-import sys
 from datetime import datetime
-from pathlib import Path
 
 from ansible.errors import AnsibleFilterError
 from ansible_collections.ollama.fleet.plugins.module_utils.model_names import key
+from ansible_collections.ollama.fleet.plugins.module_utils.plan import planned_use
 from ansible_collections.ollama.fleet.plugins.module_utils.report import gib as _gib
 from ansible_collections.ollama.fleet.plugins.module_utils.report import text_table
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ollama_vram import planned_use  # noqa: E402
 
 DOCUMENTATION = r"""
 name: ollama_status
