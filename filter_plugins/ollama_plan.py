@@ -8,7 +8,6 @@ from ansible_collections.ollama.fleet.plugins.module_utils.plan import planned_u
 from ansible_collections.ollama.fleet.plugins.module_utils.report import gib as _gib
 from ansible_collections.ollama.fleet.plugins.module_utils.report import text_table
 
-
 DOCUMENTATION = r"""
 name: ollama_plan
 short_description: Group a host's GPUs into Ollama instances, with ports and OLLAMA_* settings, validated
