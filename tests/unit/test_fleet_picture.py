@@ -2,14 +2,10 @@
 memory and coloured by instance, estimate bars against each instance's VRAM and the headroom line."""
 
 import re
-import sys
 
 import pytest
-from conftest import REPO
+from helpers import browser
 from test_plan_playbook import plan
-
-sys.path.insert(0, str(REPO / "tests"))
-from helpers import browser  # noqa: E402
 
 MIB = 2**20
 # An uneven host: one 80 GiB GPU, three 24 GiB ones, the last left without an instance.

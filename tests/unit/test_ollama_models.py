@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 from ansible.errors import AnsibleFilterError
-from conftest import REPO, TESTS
+from conftest import REPO
+from helpers import public_registry
 from ollama_models import (
     ollama_digest_mismatches,
     ollama_models_to_remove,
@@ -21,9 +22,6 @@ from ollama_models import (
     ollama_store_digest_table,
     ollama_store_digests,
 )
-
-sys.path.insert(0, str(TESTS))
-from helpers import public_registry  # noqa: E402
 
 A, B = "a" * 64, "b" * 64
 

@@ -1,6 +1,7 @@
 """ollama_registry_load against real registries (Debian's docker-registry, distribution 2.8) on loopback."""
 
 import hashlib
+import importlib.util
 import json
 import os
 import re
@@ -18,8 +19,10 @@ LIBRARY = REPO / "roles/ollama_registry/library"
 REGISTRY_BIN = "/usr/bin/docker-registry"
 MANIFEST_TYPES = "application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json"
 
-sys.path.insert(0, str(LIBRARY))
-import ollama_registry_load as mod  # noqa: E402
+# the module's file, loaded as Ansible runs it: by its path, not as a package
+_spec = importlib.util.spec_from_file_location("ollama_registry_load", LIBRARY / "ollama_registry_load.py")
+mod = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(mod)
 
 needs_registry = pytest.mark.skipif(
     not os.access(REGISTRY_BIN, os.X_OK), reason=f"{REGISTRY_BIN} absent (apt-get install docker-registry)"

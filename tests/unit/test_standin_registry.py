@@ -5,7 +5,6 @@ import hashlib
 import json
 import os
 import subprocess
-import sys
 import threading
 import time
 import urllib.error
@@ -14,10 +13,8 @@ from pathlib import Path
 
 import pytest
 import standin_store
-from conftest import REPO, free_port
-
-sys.path.insert(0, str(REPO / "tests"))
-from helpers import public_registry  # noqa: E402
+from conftest import free_port
+from helpers import public_registry
 
 REGISTRY_BIN = "/usr/bin/docker-registry"
 needs_registry = pytest.mark.skipif(

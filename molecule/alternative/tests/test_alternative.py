@@ -1,14 +1,10 @@
 """After the edit: only the changed unit restarted, the removed one is gone, the rest untouched."""
 
 import json
-import sys
-from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "tests"))
-from helpers.day2 import status_rows, units_left  # noqa: E402
-from helpers.fleet import playbook  # noqa: E402
+from helpers.day2 import status_rows, units_left
+from helpers.fleet import playbook
 
 
 @pytest.fixture(scope="module")

@@ -1,12 +1,8 @@
 """ollama_common's retire_units, which orphan removal and uninstall.yml use, in every state systemd can
 leave a unit in: file present and enabled, file gone but still running, file gone and failed."""
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "tests"))
-from helpers.day2 import units_left  # noqa: E402
-from helpers.fleet import playbook, recap  # noqa: E402
+from helpers.day2 import units_left
+from helpers.fleet import playbook, recap
 
 PLANT = r"""
 cd /etc/systemd/system

@@ -3,16 +3,12 @@ the deployed gateway, every endpoint users touch, as users call them. The test s
 
 import asyncio
 import http.client
-import sys
-from pathlib import Path
 
 import httpx
 import ollama
 import openai
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "tests"))
-from helpers.ollama_client import call  # noqa: E402
+from helpers.ollama_client import call
 
 GATEWAY = "http://10.213.0.11:11434"
 ADMIN = "olt-test-admin-key-0001"

@@ -3,12 +3,9 @@
 import json
 import re
 import socket
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "tests"))
-from helpers.fleet import recap, site  # noqa: E402
-from helpers.ollama_client import burst, call  # noqa: E402
+from helpers.fleet import recap, site
+from helpers.ollama_client import burst, call
 
 GATEWAY = "http://10.213.0.11:11434"
 ADMIN = "olt-test-admin-key-0001"

@@ -10,13 +10,11 @@ import resource
 import shlex
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "tests"))
-from helpers.fleet import wait_until  # noqa: E402
-from helpers.ollama_client import call  # noqa: E402
+from helpers.fleet import wait_until
+from helpers.ollama_client import call
 
 ADDRESS = "10.213.0.11"
 GATEWAY = f"http://{ADDRESS}:11434"

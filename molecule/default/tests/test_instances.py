@@ -2,14 +2,10 @@
 
 import json
 import re
-import sys
-from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "tests"))
-from helpers.fleet import wait_for_full_rotation  # noqa: E402
-from helpers.ollama_client import call  # noqa: E402
+from helpers.fleet import wait_for_full_rotation
+from helpers.ollama_client import call
 
 NAME = "olt-default-gpu1"  # GPU host and gateway
 

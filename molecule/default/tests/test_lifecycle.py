@@ -2,15 +2,11 @@
 metrics Prometheus scrapes, uninstall.yml (twice) and site.yml restoring service after it."""
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
-
-REPO = Path(__file__).resolve().parents[3]
-sys.path.insert(0, str(REPO / "tests"))
-from helpers import browser  # noqa: E402
-from helpers.day2 import (  # noqa: E402
+from helpers import browser
+from helpers.day2 import (
     GATEWAY_PATHS,
     GPU_HOST_PATHS,
     footprint,
@@ -19,8 +15,10 @@ from helpers.day2 import (  # noqa: E402
     status_rows,
     units_left,
 )
-from helpers.fleet import MARKS, health, host, playbook, recap, site, wait_for_full_rotation  # noqa: E402
-from helpers.ollama_client import call  # noqa: E402
+from helpers.fleet import MARKS, health, host, playbook, recap, site, wait_for_full_rotation
+from helpers.ollama_client import call
+
+REPO = Path(__file__).resolve().parents[3]
 
 NAME = "olt-default-gpu1"
 GATEWAY = "http://10.213.0.11:11434"

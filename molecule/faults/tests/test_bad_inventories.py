@@ -2,15 +2,13 @@
 change on any host, with a message naming host, instance and field."""
 
 import re
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from helpers.fleet import site, snapshot
 
 REPO = Path(__file__).resolve().parents[3]
-sys.path.insert(0, str(REPO / "tests"))
-from helpers.fleet import site, snapshot  # noqa: E402
 
 HOSTS = ["olt-ft-gpu1", "olt-ft-gpu2", "olt-ft-gw"]
 STEADY = {"ollama_keep_alive": "10m", "ollama_gateway_retry_after": 4}

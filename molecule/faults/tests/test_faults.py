@@ -11,11 +11,10 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers.fleet import health, host, site
+from helpers.load import Load
 
 REPO = Path(__file__).resolve().parents[3]
-sys.path.insert(0, str(REPO / "tests"))
-from helpers.fleet import health, host, site  # noqa: E402
-from helpers.load import Load  # noqa: E402
 
 GATEWAY = "http://10.213.0.33:11434"
 MODEL = "qwen3:0.6b"
@@ -267,7 +266,6 @@ def test_a_hung_instance_leaves_the_rotation():
 
 
 def test_rolling_upgrade_of_ollama_under_load():
-    sys.path.insert(0, str(REPO / "tests" / "ollama_standin"))
     import build_archive
 
     archive = build_archive.build("0.33.1", REPO / ".cache" / "artifacts" / "release-0.33.1")

@@ -4,7 +4,6 @@ turns evaluate only their new tokens; a full or drained instance passes its conv
 when every instance is full, least_conn's queue takes the request; a client can turn it off per request."""
 
 import json
-import sys
 import threading
 import uuid
 from pathlib import Path
@@ -12,11 +11,10 @@ from pathlib import Path
 import httpx
 import ollama
 import openai
+from helpers.fleet import host, wait_until
+from helpers.ollama_client import burst, call
 
 REPO = Path(__file__).resolve().parents[3]
-sys.path.insert(0, str(REPO / "tests"))
-from helpers.fleet import host, wait_until  # noqa: E402
-from helpers.ollama_client import burst, call  # noqa: E402
 
 CA = str(REPO / ".cache/artifacts/tls/gateway.crt")
 USER = "olt-test-user-key-0001"

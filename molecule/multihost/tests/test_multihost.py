@@ -2,7 +2,6 @@
 
 import hashlib
 import json
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -10,12 +9,11 @@ import httpx
 import ollama
 import openai
 import pytest
+from helpers.day2 import metrics
+from helpers.fleet import health, host, wait_until
+from helpers.ollama_client import burst, call
 
 REPO = Path(__file__).resolve().parents[3]
-sys.path.insert(0, str(REPO / "tests"))
-from helpers.day2 import metrics  # noqa: E402
-from helpers.fleet import health, host, wait_until  # noqa: E402
-from helpers.ollama_client import burst, call  # noqa: E402
 
 GATEWAY = "https://10.213.0.23:11434"
 CA = str(REPO / ".cache/artifacts/tls/gateway.crt")

@@ -5,7 +5,6 @@ import base64
 import json
 import re
 import subprocess
-import sys
 import time
 import urllib.parse
 import urllib.request
@@ -13,11 +12,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-REPO = Path(__file__).resolve().parents[3]
-sys.path.insert(0, str(REPO / "tests"))
-from helpers import browser  # noqa: E402
-from helpers.day2 import (  # noqa: E402
+from helpers import browser
+from helpers.day2 import (
     GATEWAY_PATHS,
     GPU_HOST_PATHS,
     REGISTRY_PATHS,
@@ -27,8 +23,10 @@ from helpers.day2 import (  # noqa: E402
     metrics,
     status_rows,
 )
-from helpers.fleet import health, host, playbook, recap, site, wait_until  # noqa: E402
-from helpers.load import Load  # noqa: E402
+from helpers.fleet import health, host, playbook, recap, site, wait_until
+from helpers.load import Load
+
+REPO = Path(__file__).resolve().parents[3]
 
 GATEWAY = "https://10.213.0.23:11434"
 CA = str(REPO / ".cache/artifacts/tls/gateway.crt")
@@ -235,7 +233,6 @@ def rolling_change(extra, case):
 
 
 def test_rolling_upgrade_under_load_fails_no_request_and_meets_no_cold_model():
-    sys.path.insert(0, str(REPO / "tests" / "ollama_standin"))
     import build_archive
 
     archive = build_archive.build("0.33.1", REPO / ".cache" / "artifacts" / "release-0.33.1")

@@ -10,17 +10,15 @@ store while gpu1, which still pins it, keeps it."""
 import os
 import re
 import ssl
-import sys
 import urllib.request
 from pathlib import Path
 
 import pytest
+from helpers import public_registry
+from helpers.fleet import host, playbook, site, snapshot
+from helpers.ollama_client import call
 
 REPO = Path(__file__).resolve().parents[3]
-sys.path.insert(0, str(REPO / "tests"))
-from helpers import public_registry  # noqa: E402
-from helpers.fleet import host, playbook, site, snapshot  # noqa: E402
-from helpers.ollama_client import call  # noqa: E402
 
 GPU_HOSTS = {"olt-mh-gpu1": "10.213.0.21", "olt-mh-gpu2": "10.213.0.22"}
 ALL_HOSTS = [*GPU_HOSTS, "olt-mh-gw", "olt-mh-gw2"]

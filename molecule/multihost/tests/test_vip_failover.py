@@ -11,10 +11,10 @@ import sys
 import time
 from pathlib import Path
 
+from helpers.fleet import host, wait_until
+from helpers.load import Load
+
 REPO = Path(__file__).resolve().parents[3]
-sys.path.insert(0, str(REPO / "tests"))
-from helpers.fleet import host, wait_until  # noqa: E402
-from helpers.load import Load  # noqa: E402
 
 VIP = "10.213.0.30"
 URL = f"https://{VIP}:11434"
