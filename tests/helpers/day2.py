@@ -33,6 +33,7 @@ REGISTRY_PATHS = [
 ]
 GATEWAY_PATHS = [
     "/etc/nginx/conf.d/ollama-gateway.conf",
+    "/etc/systemd/system/nginx.service.d/ollama-gateway.conf",
     "/etc/nginx/ollama-gateway",
     "/etc/systemd/system/ollama-gateway-health.service",
     "/etc/systemd/system/ollama-gateway-requests.service",

@@ -179,7 +179,7 @@ def test_stub_status_only_on_the_host(host):
 def test_nginx_config_is_ours_and_tested(host):
     conf = host.file("/etc/nginx/conf.d/ollama-gateway.conf")
     assert conf.content_string.startswith("#\n# Ansible managed")
-    assert host.run("nginx -t").rc == 0
+    assert host.run("nginx -t -c /etc/nginx/ollama-gateway/nginx.conf").rc == 0
     keys = host.file("/etc/nginx/ollama-gateway/admin_keys.map")
     assert keys.mode == 0o600 and ADMIN in keys.content_string
 

@@ -431,5 +431,8 @@ def test_a_thousand_clients_at_once_each_get_an_answer():
 def test_the_gateway_host_serves_nothing_but_the_gateway(host):
     assert host.run(f"curl -s --max-time 5 http://{ADDRESS}:80/").rc == 7  # Debian's default site is off
     assert not host.file("/etc/nginx/sites-enabled/default").exists
-    conf = host.check_output("cat /etc/nginx/nginx.conf")
+    # the gateway's own main configuration, which nginx.service runs; Debian's stays the package's
+    conf = host.check_output("cat /etc/nginx/ollama-gateway/nginx.conf")
     assert "worker_connections 3100;" in conf and "worker_rlimit_nofile 6200;" in conf  # 4 × (7 + 512) + 1024
+    assert "-c /etc/nginx/ollama-gateway/nginx.conf" in host.check_output("systemctl show -p ExecStart nginx")
+    assert host.run("dpkg --verify nginx-common 2>&1 | grep -q /etc/nginx/nginx.conf").rc != 0  # unmodified
