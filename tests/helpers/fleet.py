@@ -49,6 +49,13 @@ def wait_until(check, timeout: float, what: str, step: float = 0.5):
         time.sleep(step)
 
 
+def seconds_until(check, timeout: float, what: str, step: float = 0.2) -> float:
+    """How long CHECK took to come true (wait_until), for the tables that record how long a recovery took."""
+    started = time.monotonic()
+    wait_until(check, timeout, what, step)
+    return time.monotonic() - started
+
+
 def rotation(gateway: str) -> dict:
     """What the gateway serves from: its instances' answers (health) and the drain marks that hold some out."""
     listed = host(gateway).run(f"ls -A {MARKS}")

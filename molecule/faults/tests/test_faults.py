@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers.fleet import health, host, site
+from helpers.fleet import health, host, seconds_until, site
 from helpers.load import Load
 
 REPO = Path(__file__).resolve().parents[3]
@@ -39,15 +39,6 @@ def record(case, happened, load, **counts):
     RESULTS.write_text(json.dumps(results, indent=2))
 
 
-def wait_until(check, timeout, step=0.2):
-    started = time.monotonic()
-    while time.monotonic() - started < timeout:
-        if check():
-            return time.monotonic() - started
-        time.sleep(step)
-    raise AssertionError(f"not reached in {timeout} s")
-
-
 def healthy():
     seen = health(GW)
     return seen.get("up") == seen.get("total") == 4
@@ -56,7 +47,7 @@ def healthy():
 @pytest.fixture(scope="module", autouse=True)
 def fresh_results():
     RESULTS.unlink(missing_ok=True)
-    wait_until(healthy, 60)
+    seconds_until(healthy, 60, "every instance up")
 
 
 def test_kill_9_of_an_instance():
@@ -67,7 +58,9 @@ def test_kill_9_of_an_instance():
         # answer with "Input/output error" for processes already gone
         gpu1.check_output("kill -KILL $(systemctl show -p MainPID --value ollama@a.service)")
         killed = time.monotonic()  # once the command has returned: whatever starts from here meets it dead
-        back = wait_until(lambda: gpu1.run("curl -sf -m 1 http://10.213.0.31:11435/api/version").rc == 0, 30)
+        back = seconds_until(
+            lambda: gpu1.run("curl -sf -m 1 http://10.213.0.31:11435/api/version").rc == 0, 30, "the instance answering"
+        )
         time.sleep(2)
     late = [o for o in load.outcomes if o.started > killed + 0.1 and o.result != "ok"]
     cut = load.count("cut") + load.count("failed")
@@ -118,7 +111,7 @@ def test_reboot_of_a_gpu_host():
         time.sleep(1)
         started = time.monotonic()
         subprocess.run([sys.executable, str(harness), "reboot", GPU2], check=True, capture_output=True)
-        wait_until(healthy, 90)
+        seconds_until(healthy, 90, "every instance up")
         recovered = time.monotonic() - started
         time.sleep(2)
     gpu2 = host(GPU2)
@@ -192,7 +185,7 @@ def test_a_gpu_disappears():
     assert unchanged, "a failed plan must not change any host"
     assert adapted.returncode == 0, adapted.stdout[-3000:]
     assert units == ["ollama@gpu0-3.service", "ollama@gpu4-6.service"]
-    assert restored.returncode == 0 and wait_until(healthy, 60) >= 0
+    assert restored.returncode == 0 and seconds_until(healthy, 60, "every instance up") >= 0
 
 
 # Another process takes all but 100 MiB of what llama.cpp may use on GPUs 0-3 (instance a of GPU1).
@@ -233,7 +226,7 @@ def test_a_model_that_spills_to_the_cpu_stops_site():
     assert "nvidia-smi --query-compute-apps" in message and "instance 'b'" not in message
     assert "Traceback" not in message
     assert restored.returncode == 0, restored.stdout[-3000:]
-    assert wait_until(healthy, 60) >= 0
+    assert seconds_until(healthy, 60, "every instance up") >= 0
 
 
 def test_a_hung_instance_leaves_the_rotation():
@@ -245,11 +238,11 @@ def test_a_hung_instance_leaves_the_rotation():
         gpu2.check_output(f"kill -STOP {pid}")
         stopped = time.monotonic()
         try:
-            out = wait_until(lambda: gw.file(mark).exists, 30)
+            out = seconds_until(lambda: gw.file(mark).exists, 30, "the instance held out")
             time.sleep(4)
         finally:
             gpu2.check_output(f"kill -CONT {pid}")  # whatever failed: the next tests need it running
-        back = wait_until(lambda: not gw.file(mark).exists, 30)
+        back = seconds_until(lambda: not gw.file(mark).exists, 30, "the instance back in rotation")
         time.sleep(1)
     # the drain tool makes the mark first, then tests the upstreams and reloads nginx: a request started in
     # that second or two may still go to the stopped instance; one started after it may not

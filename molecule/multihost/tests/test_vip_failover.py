@@ -55,13 +55,11 @@ def watch_for_vip(name):
 
 
 def moved_at(name, timeout=30):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        answer = host(name).run("cat /run/olt-vip-moved")
-        if answer.rc == 0 and answer.stdout.strip():
-            return float(answer.stdout)
-        time.sleep(0.2)
-    raise AssertionError(f"{VIP} did not move to {name} in {timeout} s")
+    """When the shared address arrived on NAME, as its watcher wrote it."""
+    moved = wait_until(
+        lambda: host(name).run("cat /run/olt-vip-moved").stdout.strip(), timeout, f"{VIP} on {name}", 0.2
+    )
+    return float(moved)
 
 
 def lost(load, since=None, until=None):
