@@ -3,6 +3,7 @@ and the health checker run it, with its paths in a temporary directory and a con
 
 import importlib.util
 import json
+import subprocess
 from importlib.machinery import SourceFileLoader
 from pathlib import Path
 
@@ -128,20 +129,54 @@ def test_the_upstreams_render_whole(drain):
     ]
 
 
-def test_the_health_checker_counts_an_instance_out_only_once_the_drain_tool_took_it_out(tmp_path, monkeypatch, capsys):
+FAKE_DRAIN = """#!/bin/sh
+# ollama-gateway-drain as the checker sees it: the mark of 127.0.0.1:9, kept only when rendering works
+[ -e "%(dir)s/broken" ] && { echo "nginx -t failed" >&2; exit 1; }
+if [ "$2" = on ]; then touch "%(dir)s/marks/127.0.0.1:9@health"; else rm -f "%(dir)s/marks/127.0.0.1:9@health"; fi
+"""
+
+
+def test_the_health_checker_holds_out_what_the_drain_tool_marked_and_retries_a_failed_drain(
+    tmp_path, monkeypatch, capsys
+):
     """It used to note an instance as out before calling the drain tool and never looked at its exit status: a
-    failed drain left the instance in rotation for good, the checker believing otherwise."""
+    failed drain (the tool could not render the upstreams) left the checker sure it was out, and the mark for
+    good. Now the marks on disk are its state, and a drain that failed is tried again the next round."""
     loader = SourceFileLoader("ollama_gateway_health", str(TOOL.with_name("ollama-gateway-health")))
     health = importlib.util.module_from_spec(importlib.util.spec_from_loader(loader.name, loader))
     loader.exec_module(health)
-    closed = instance(9, "small")  # port 9 (discard): nothing listens on loopback
-    fleet = {"instances": [closed], "up": {"path": "/api/version", "timeout": 1, "fails": 2, "interval": 3}}
-    failures, out = {}, set()
-    monkeypatch.setattr(health, "DRAIN", "false")
-    health.check(fleet, failures, out)
-    assert out == set() and failures == {"gpu1/small": 1}  # one failed probe of two: still in
-    health.check(fleet, failures, out)
-    assert out == set() and "ollama-gateway-drain on failed (1)" in capsys.readouterr().out
-    monkeypatch.setattr(health, "DRAIN", "true")
-    health.check(fleet, failures, out)
-    assert out == {"gpu1/small"}  # the next round drains it again, and now it took
+    (tmp_path / "marks").mkdir()
+    fake = tmp_path / "drain"
+    fake.write_text(FAKE_DRAIN % {"dir": tmp_path})
+    fake.chmod(0o755)
+    monkeypatch.setattr(health, "DRAIN", str(fake))
+    monkeypatch.setattr(health, "MARKS", tmp_path / "marks")
+    state = {"up": False}
+    monkeypatch.setattr(health, "is_up", lambda instance, up: state["up"])
+    fleet = {
+        "instances": [instance(9, "small")],
+        "up": {"path": "/api/version", "timeout": 1, "fails": 2, "interval": 3},
+    }
+    failures = {}
+    held = lambda: sorted(m.name for m in (tmp_path / "marks").iterdir())  # noqa: E731
+    health.check(fleet, failures)
+    assert held() == [] and failures == {"gpu1/small": 1}  # one failed probe of two: still in
+    (tmp_path / "broken").touch()
+    health.check(fleet, failures)
+    assert held() == [] and "gpu1/small: ollama-gateway-drain on failed (1): nginx -t failed" in capsys.readouterr().out
+    (tmp_path / "broken").unlink()
+    health.check(fleet, failures)
+    assert held() == ["127.0.0.1:9@health"]  # tried again, and now it took
+    state["up"] = True
+    health.check(fleet, failures)
+    assert held() == [] and failures == {"gpu1/small": 0}  # up again: back in
+
+
+def test_a_failed_render_leaves_the_marks_as_they_were(drain, monkeypatch, capsys):
+    """The marks are what nginx runs: a mark whose upstreams could not be rendered goes again."""
+    tool = drain("gpu1/large", "on", "--reason", "manual")
+    monkeypatch.setattr(tool, "CHECK", "false")
+    tool.UPSTREAMS.unlink()  # so that the next call must render
+    with pytest.raises(subprocess.CalledProcessError):
+        drain("gpu1/small", "on", "--reason", "health")
+    assert marks(tool) == ["127.0.0.1:11436@manual"]

@@ -869,7 +869,6 @@ async function tags(r) {
 // Every loaded model of every instance, with its host, instance and GPU UUIDs.
 async function ps(r) {
     const f = fleet(r);
-    const up = instancesUp(f);
     const answers = await Promise.all(f.instances.map(function (i) { return fetchJSON(i, '/api/ps'); }));
     const models = [];
     const missing = [];
@@ -1142,6 +1141,7 @@ function exposition(f, up, answers, stub, marks, requests) {
 
 async function metrics(r) {
     const f = fleet(r);
+    const states = await instancesUp(f);
     const answers = await Promise.all(f.instances.map(function (i) { return fetchJSON(i, '/api/ps'); }));
     const text = function (url) {
         return url ? ngx.fetch(url).then(function (res) { return res.ok ? res.text() : ''; }, function () { return ''; }) : '';
@@ -1149,7 +1149,6 @@ async function metrics(r) {
     const stub = await text(f.stub_status);
     const requests = await text(f.request_metrics);
     r.headersOut['Content-Type'] = 'text/plain; version=0.0.4; charset=utf-8';
-    const states = await up;  // njs 0.7 takes no await inside a call's arguments
     r.return(200, exposition(f, states, answers, stub, drainMarks(f.drained_dir), requests));
 }
 
