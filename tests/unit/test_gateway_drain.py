@@ -172,6 +172,7 @@ def test_the_health_checker_holds_out_what_the_drain_tool_marked_and_retries_a_f
     assert held() == [] and failures == {"gpu1/small": 0}  # up again: back in
 
 
+
 def test_a_failed_render_leaves_the_marks_as_they_were(drain, monkeypatch, capsys):
     """The marks are what nginx runs: a mark whose upstreams could not be rendered goes again."""
     tool = drain("gpu1/large", "on", "--reason", "manual")
