@@ -65,6 +65,22 @@ def test_an_instance_the_fleet_lacks_is_named_with_those_it_has(drain, capsys):
     assert tool.status == 3 and "its instances: gpu1/large, gpu1/small" in capsys.readouterr().err
 
 
+def test_a_new_instance_on_a_retired_ones_port_lifts_the_mark_that_retirement_left(drain, capsys):
+    """An instance renamed (a GPU lost, a new group) retires the old one, drained by name, and starts on its port
+    before the gateway's fleet.json names it: its put-back, given its port, lifts the old drain. Without it the
+    old mark outlived the retirement and held the new instance out: the faults suite's rolling upgrade found
+    every instance of the fleet held out and got 502 for every request."""
+    tool = drain("gpu1/small", "on", "--reason", "restart")  # the retirement
+    drain("gpu1/gpu0-3", "on", "--reason", "restart", "--port", "11435")
+    assert tool.status == 0 and marks(tool) == ["127.0.0.1:11435@restart"]
+    drain("gpu1/gpu0-3", "off", "--reason", "restart", "--port", "11435")
+    assert tool.status == 0 and marks(tool) == [] and " down" not in tool.UPSTREAMS.read_text()
+    drain("gpu1/gpu0-3", "off", "--reason", "restart", "--port", "11499")  # a port no instance of gpu1 had
+    assert tool.status == 3
+    drain("gpu2/small", "off", "--reason", "restart", "--port", "11435")  # another host's instance is not it
+    assert tool.status == 3
+
+
 def test_sync_forgets_the_marks_of_instances_gone_from_the_fleet_and_keeps_the_others(drain, capsys):
     """orphan.yml drains a removed instance and nothing lifts that mark: without sync forgetting it, it held out
     whatever instance took that port next, and status.yml showed nothing (it lists the fleet's instances)."""
@@ -170,7 +186,6 @@ def test_the_health_checker_holds_out_what_the_drain_tool_marked_and_retries_a_f
     state["up"] = True
     health.check(fleet, failures)
     assert held() == [] and failures == {"gpu1/small": 0}  # up again: back in
-
 
 
 def test_a_failed_render_leaves_the_marks_as_they_were(drain, monkeypatch, capsys):
