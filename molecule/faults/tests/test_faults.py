@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers.fleet import health, host, seconds_until, site
+from helpers.fleet import host, rotation, seconds_until, site
 from helpers.load import Load
 
 REPO = Path(__file__).resolve().parents[3]
@@ -40,8 +40,10 @@ def record(case, happened, load, **counts):
 
 
 def healthy():
-    seen = health(GW)
-    return seen.get("up") == seen.get("total") == 4
+    """Every instance answers and none is held out: a mark a test's site.yml run left behind would hold an
+    instance out for the rest of the suite (every one held out: the load of each later case got only 502s)."""
+    seen = rotation(GW)
+    return seen["health"].get("up") == seen["health"].get("total") == 4 and not seen["marks"]
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -246,7 +248,8 @@ def test_a_hung_instance_leaves_the_rotation():
         time.sleep(1)
     # the drain tool makes the mark first, then tests the upstreams and reloads nginx: a request started in
     # that second or two may still go to the stopped instance; one started after it may not
-    late = [o for o in load.outcomes if o.started > stopped + out + 3 and o.result != "ok"]
+    after = [o for o in load.outcomes if o.started > stopped + out + 3]
+    late = [o for o in after if o.result != "ok"]
     record(
         "an instance hangs (SIGSTOP, port kept)",
         f"out of the rotation after {out:.1f} s (probe every 1 s, "
@@ -255,7 +258,8 @@ def test_a_hung_instance_leaves_the_rotation():
         out_s=round(out, 1),
         failed_after_out=len(late),
     )
-    assert out <= 10 and late == []
+    # served after it left (a load that ran out of requests early, on 502s, proves nothing)
+    assert out <= 10 and after and late == []
 
 
 def test_rolling_upgrade_of_ollama_under_load():
