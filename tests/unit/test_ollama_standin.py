@@ -9,16 +9,7 @@ import urllib.error
 import pytest
 import standin_config
 import standin_sched
-
-
-def wait_for(predicate, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError("condition not reached in time")
+from helpers.waiting import wait_until
 
 
 def pulled(server, model="qwen3:0.6b"):
@@ -40,10 +31,10 @@ def test_num_parallel_4_serves_four_streams_while_the_fifth_waits(standin):
     threads = [threading.Thread(target=stream, args=(i,)) for i in range(4)]
     for t in threads:
         t.start()
-    wait_for(lambda: len(first_token_at) == 4)
+    wait_until(lambda: len(first_token_at) == 4, 10, "four first tokens", 0.02)
     fifth = threading.Thread(target=stream, args=(4,))
     fifth.start()
-    wait_for(lambda: server.get("/standin/stats")["waiting"] == {"qwen3:0.6b": 1})
+    wait_until(lambda: server.get("/standin/stats")["waiting"] == {"qwen3:0.6b": 1}, 10, "one request waiting", 0.02)
     stats = server.get("/standin/stats")
     assert stats["active"] == {"qwen3:0.6b": 4} and stats["pending"] == 0
     assert [m["slots"] for m in server.get("/standin/ps")["models"]] == [4]
@@ -87,7 +78,7 @@ def test_requests_for_a_loaded_model_wait_for_a_slot_without_bound(standin):
         {"model": "qwen3:0.6b", "prompt": f"p{i}", "stream": False, "options": {"num_predict": 5}} for i in range(8)
     ]
     threads, results = statuses_of(server, bodies)
-    wait_for(lambda: server.get("/standin/stats")["waiting"].get("qwen3:0.6b", 0) >= 3)
+    wait_until(lambda: server.get("/standin/stats")["waiting"].get("qwen3:0.6b", 0) >= 3, 10, "three waiting", 0.02)
     for t in threads:
         t.join(timeout=20)
     assert results == [200] * 8, "a loaded model's queue has no bound: OLLAMA_MAX_QUEUE is for loads"
@@ -97,9 +88,10 @@ def test_max_queue_bounds_the_requests_waiting_for_a_load_with_503(standin):
     server = pulled(standin(OLLAMA_MAX_QUEUE="1", OLLAMA_STANDIN_LOAD_MS="1500"))
     body = {"model": "qwen3:0.6b", "prompt": "p", "stream": False, "options": {"num_predict": 1}}
     first, results = statuses_of(server, [body])
-    wait_for(lambda: server.get("/standin/stats")["loading"] == "qwen3:0.6b")  # taken off the queue, loading
+    # taken off the queue, loading
+    wait_until(lambda: server.get("/standin/stats")["loading"] == "qwen3:0.6b", 10, "the model loading", 0.02)
     second, more = statuses_of(server, [body])
-    wait_for(lambda: server.get("/standin/stats")["pending"] == 1)  # the queue (1) is full
+    wait_until(lambda: server.get("/standin/stats")["pending"] == 1, 10, "the queue (1) full", 0.02)
     with pytest.raises(urllib.error.HTTPError) as refused:
         server.post("/api/generate", body)
     assert refused.value.code == 503
@@ -213,7 +205,8 @@ def test_keep_alive_zero_unloads_once_the_request_is_done(standin):
         resp.readline()
         assert [m["name"] for m in server.get("/api/ps")["models"]] == ["qwen3:0.6b"], "not while it runs"
         resp.read()
-    wait_for(lambda: server.get("/api/ps")["models"] == [], timeout=1)  # not the 5m default keep_alive
+    # not the 5m default keep_alive
+    wait_until(lambda: server.get("/api/ps")["models"] == [], 1, "the model unloaded", 0.02)
 
 
 PS_FIELDS = {"name", "model", "size", "digest", "details", "expires_at", "size_vram", "context_length"}
@@ -273,10 +266,10 @@ def test_another_num_ctx_reloads_once_the_runner_is_idle(standin):
 
     running = threading.Thread(target=generate, args=("running", {"num_predict": 20}))
     running.start()
-    wait_for(lambda: server.get("/standin/stats")["active"] == {"qwen3:0.6b": 1})
+    wait_until(lambda: server.get("/standin/stats")["active"] == {"qwen3:0.6b": 1}, 10, "one request active", 0.02)
     other = threading.Thread(target=generate, args=("other", {"num_ctx": 4096, "num_predict": 1}))
     other.start()
-    wait_for(lambda: server.get("/standin/stats")["loading"] == "qwen3:0.6b")
+    wait_until(lambda: server.get("/standin/stats")["loading"] == "qwen3:0.6b", 10, "the model loading", 0.02)
     assert server.get("/api/ps")["models"][0]["context_length"] == 8192, "the runner in use is not unloaded"
     running.join(timeout=20)
     other.join(timeout=20)
@@ -323,7 +316,9 @@ def test_embedding_models_get_one_slot_whatever_num_parallel(standin):
     server = pulled(standin(OLLAMA_NUM_PARALLEL="4", OLLAMA_STANDIN_TTFT_MS="500"), "nomic-embed-text")
     name = "nomic-embed-text:latest"
     threads, results = statuses_of(server, [{"model": name, "input": f"t{i}"} for i in range(2)], "/api/embed")
-    wait_for(lambda: server.get("/standin/stats")["waiting"].get(name) == 1)
+    wait_until(
+        lambda: server.get("/standin/stats")["waiting"].get(name) == 1, 10, f"one request for {name} waiting", 0.02
+    )
     assert server.get("/standin/stats")["active"] == {name: 1}, "the second request waits for the one slot"
     assert [m["slots"] for m in server.get("/standin/ps")["models"]] == [1]
     for t in threads:

@@ -13,8 +13,8 @@ import subprocess
 import time
 from pathlib import Path
 
-from helpers.fleet import wait_until
 from helpers.ollama_client import call
+from helpers.waiting import wait_until
 
 ADDRESS = "10.213.0.11"
 GATEWAY = f"http://{ADDRESS}:11434"

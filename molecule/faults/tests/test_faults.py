@@ -11,8 +11,9 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers.fleet import host, rotation, seconds_until, site
+from helpers.fleet import host, rotation, site
 from helpers.load import Load
+from helpers.waiting import seconds_until
 
 REPO = Path(__file__).resolve().parents[3]
 

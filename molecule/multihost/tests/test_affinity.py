@@ -11,8 +11,9 @@ from pathlib import Path
 import httpx
 import ollama
 import openai
-from helpers.fleet import host, wait_until
+from helpers.fleet import host
 from helpers.ollama_client import burst, call
+from helpers.waiting import wait_until
 
 REPO = Path(__file__).resolve().parents[3]
 

@@ -10,8 +10,9 @@ import ollama
 import openai
 import pytest
 from helpers.day2 import metrics
-from helpers.fleet import health, host, wait_until
+from helpers.fleet import health, host
 from helpers.ollama_client import burst, call
+from helpers.waiting import wait_until
 
 REPO = Path(__file__).resolve().parents[3]
 

@@ -23,8 +23,9 @@ from helpers.day2 import (
     metrics,
     status_rows,
 )
-from helpers.fleet import health, host, playbook, recap, site, wait_until
+from helpers.fleet import health, host, playbook, recap, site
 from helpers.load import Load
+from helpers.waiting import wait_until
 
 REPO = Path(__file__).resolve().parents[3]
 

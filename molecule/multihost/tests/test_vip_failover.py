@@ -11,8 +11,9 @@ import sys
 import time
 from pathlib import Path
 
-from helpers.fleet import host, wait_until
+from helpers.fleet import host
 from helpers.load import Load
+from helpers.waiting import wait_until
 
 REPO = Path(__file__).resolve().parents[3]
 
