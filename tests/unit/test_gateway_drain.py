@@ -81,6 +81,26 @@ def test_a_new_instance_on_a_retired_ones_port_lifts_the_mark_that_retirement_le
     assert tool.status == 3
 
 
+def test_an_instance_moved_to_a_retired_ones_port_is_drained_and_put_back_on_both(drain, capsys):
+    """Automatic ports: removing `small` (11435) moves `large` from 11436 to 11435. Its rotation runs while the
+    fleet still has it on 11436: it drains and puts back both addresses, so the retirement's mark on 11435, the
+    address the next fleet.json gives `large`, does not hold it out for good."""
+    tool = drain("gpu1/small", "on", "--reason", "restart")  # the retirement
+    drain("gpu1/large", "on", "--reason", "restart", "--port", "11435")
+    assert marks(tool) == ["127.0.0.1:11435@restart", "127.0.0.1:11436@restart"]
+    drain("gpu1/large", "off", "--reason", "restart", "--port", "11435")
+    assert tool.status == 0 and marks(tool) == []
+
+
+def test_without_a_fleet_every_instance_is_unknown(drain, capsys):
+    """A gateway whose first run stopped before it wrote fleet.json sends nothing to anyone: exit 3, as rotate.yml
+    lets pass, not a traceback that fails every restart."""
+    tool = drain("gpu1/small", "on")
+    tool.FLEET.unlink()
+    drain("gpu1/small", "off")
+    assert tool.status == 3 and "Traceback" not in capsys.readouterr().err
+
+
 def test_sync_forgets_the_marks_of_instances_gone_from_the_fleet_and_keeps_the_others(drain, capsys):
     """orphan.yml drains a removed instance and nothing lifts that mark: without sync forgetting it, it held out
     whatever instance took that port next, and status.yml showed nothing (it lists the fleet's instances)."""
