@@ -4,7 +4,7 @@ import json
 
 import pytest
 from helpers.day2 import status_rows, units_left
-from helpers.fleet import playbook
+from helpers.fleet import playbook, wait_for_full_rotation
 
 
 @pytest.fixture(scope="module")
@@ -44,6 +44,12 @@ def test_the_removed_instance_and_its_files_are_gone(host):
         "ollama@large.service",
         "ollama@small.service",
     ]
+
+
+def test_the_gateway_holds_no_instance_out():
+    """The restart's drain and the removal's are gone: a mark left behind holds an instance out for good, and
+    status.yml counts a restart mark as no problem."""
+    wait_for_full_rotation("olt-alt-gpu1")
 
 
 # The instances after side_effect.yml; status.yml needs them as extra vars like site.yml got them.
