@@ -92,6 +92,13 @@ def site(*extra_vars: dict, timeout: float = 600) -> subprocess.CompletedProcess
     return playbook("site.yml", *extra_vars, timeout=timeout)
 
 
+def process_env(h, name: str) -> dict:
+    """The environment instance NAME's process runs with (/proc/PID/environ), on testinfra host H."""
+    pid = h.check_output(f"systemctl show -p MainPID --value ollama@{name}.service")
+    raw = h.check_output(f"tr '\\0' '\\n' < /proc/{pid}/environ")
+    return dict(line.split("=", 1) for line in raw.splitlines() if "=" in line)
+
+
 def recap(run: subprocess.CompletedProcess) -> dict[str, dict[str, int]]:
     """PLAY RECAP counts per host: {"host": {"ok": 5, "changed": 0, ...}}."""
     counts = {}

@@ -4,7 +4,7 @@ import json
 import re
 
 import pytest
-from helpers.fleet import wait_for_full_rotation
+from helpers.fleet import process_env, wait_for_full_rotation
 from helpers.ollama_client import call
 
 NAME = "olt-default-gpu1"  # GPU host and gateway
@@ -33,12 +33,6 @@ MODELS = {"small": "llama3.1:8b", "large": "llama3.3:70b", "solo": "qwen3:0.6b"}
 @pytest.fixture(scope="module")
 def uuids(host):
     return [g["uuid"] for g in json.loads(host.check_output("cat /etc/nvidia-sim/gpus.json"))["gpus"]]
-
-
-def process_env(host, name):
-    pid = host.check_output(f"systemctl show -p MainPID --value ollama@{name}.service")
-    raw = host.check_output(f"tr '\\0' '\\n' < /proc/{pid}/environ")
-    return dict(line.split("=", 1) for line in raw.splitlines() if "=" in line)
 
 
 def ps(host, port):

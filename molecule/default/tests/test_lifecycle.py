@@ -15,7 +15,7 @@ from helpers.day2 import (
     status_rows,
     units_left,
 )
-from helpers.fleet import MARKS, health, host, playbook, recap, site, wait_for_full_rotation
+from helpers.fleet import MARKS, health, host, playbook, process_env, recap, site, wait_for_full_rotation
 from helpers.ollama_client import call
 
 REPO = Path(__file__).resolve().parents[3]
@@ -128,6 +128,43 @@ def test_status_fails_and_names_a_stopped_instance():
     finally:
         h.check_output("systemctl start ollama@solo.service")
         wait_for_full_rotation(NAME)
+
+
+# What an operator or an accident changes on a host behind site.yml's back, after the no-change run (molecule's
+# idempotence step): each is found and put right by the next run, however the no-change path is made cheaper.
+DRIFTS = {
+    "a hand-edited env file": "sed -i 's/^OLLAMA_NUM_PARALLEL=.*/OLLAMA_NUM_PARALLEL=9/' /etc/ollama/instances/small.env",
+    "a stopped instance": "systemctl stop ollama@solo.service",
+    "a removed device drop-in": "rm /etc/systemd/system/ollama@large.service.d/devices.conf && systemctl daemon-reload",
+    "a deleted pinned model": 'curl -sf -X DELETE http://127.0.0.1:11435/api/delete -d \'{"model": "qwen3:0.6b"}\'',
+}
+
+
+def test_site_finds_and_repairs_each_drift():
+    h = host(NAME)
+    env_before = h.check_output("sha256sum /etc/ollama/instances/small.env")
+    devices_before = h.check_output("systemctl show -p DeviceAllow --value ollama@large.service")
+    assert devices_before  # the drop-in's allow-list is what the unit runs with
+    large_since = h.check_output("systemctl show -p ActiveEnterTimestampMonotonic --value ollama@large.service")
+    for what, command in DRIFTS.items():
+        assert h.run(command).rc == 0, what
+    assert "qwen3:0.6b" not in h.check_output("curl -sf http://127.0.0.1:11435/api/tags")
+    run = site()
+    assert run.returncode == 0, run.stdout[-3000:]
+    assert recap(run)[NAME]["changed"] > 0
+    # the env file is the plan's again, and the instance runs with it
+    assert h.check_output("sha256sum /etc/ollama/instances/small.env") == env_before
+    assert process_env(h, "small")["OLLAMA_NUM_PARALLEL"] == "4"
+    assert h.service("ollama@solo.service").is_running
+    assert h.file("/etc/systemd/system/ollama@large.service.d/devices.conf").exists
+    assert h.check_output("systemctl show -p DeviceAllow --value ollama@large.service") == devices_before
+    # restarted, so that its process runs under the allow-list again
+    assert h.check_output("systemctl show -p ActiveEnterTimestampMonotonic --value ollama@large.service") != large_since
+    tags = json.loads(h.check_output("curl -sf http://127.0.0.1:11437/api/tags"))
+    assert "qwen3:0.6b" in [m["name"] for m in tags["models"]]
+    ps = json.loads(h.check_output("curl -sf http://127.0.0.1:11437/api/ps"))
+    assert [m["name"] for m in ps["models"]] == ["qwen3:0.6b"]  # warm again, as site.yml leaves a pinned model
+    wait_for_full_rotation(NAME)
 
 
 def test_uninstall_asks_for_confirmation_first():
