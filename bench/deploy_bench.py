@@ -11,7 +11,8 @@ ansible-playbook's wall clock:
   rolling change   site.yml -e ollama_keep_alive=10m: every instance restarts, drained first and warm before
                    it rejoins
 It prints one Markdown table for the README: seconds and the ratio to one host, and the controller's CPU seconds
-(user + system of ansible-playbook and everything it ran: its workers, ssh) for each run.
+(user + system of ansible-playbook and everything it ran: its workers, ssh) for each run. The no-change run's
+cost per task (bench/callback_plugins/task_times.py) goes to .cache/bench/deploy/no-change-tasks-SIZE.json.
 """
 
 from __future__ import annotations
@@ -65,9 +66,10 @@ def inventory(size, key):
     }
 
 
-def playbook(path, inv, *extra):
+def playbook(path, inv, *extra, times_out=None):
     env = {
         **os.environ,
+        **(task_times(times_out) if times_out else {}),
         "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
         "ANSIBLE_ROLES_PATH": f"{REPO / 'roles'}:{REPO / 'tests' / 'roles'}",
         "ANSIBLE_HOST_KEY_CHECKING": "false",
@@ -84,6 +86,15 @@ def playbook(path, inv, *extra):
         sys.exit(f"{path} failed:\n{run.stdout[-4000:]}\n{run.stderr[-2000:]}")
     changed = sum(int(n) for n in re.findall(r"changed=(\d+)", run.stdout.split("PLAY RECAP", 1)[-1]))
     return seconds, changed, cpu
+
+
+def task_times(out):
+    """The environment that has the run write each task's wall and CPU seconds to OUT."""
+    return {
+        "ANSIBLE_CALLBACK_PLUGINS": str(REPO / "bench" / "callback_plugins"),
+        "ANSIBLE_CALLBACKS_ENABLED": "task_times",
+        "TASK_TIMES_OUT": str(out),
+    }
 
 
 def cpu_of_children():
@@ -103,7 +114,7 @@ def measure(size, key):
                            check=True, capture_output=True)  # fmt: skip
         playbook("molecule/resources/prepare.yml", inv)
         first, _, first_cpu = playbook("site.yml", inv)
-        again, changed, again_cpu = playbook("site.yml", inv)
+        again, changed, again_cpu = playbook("site.yml", inv, times_out=WORK / f"no-change-tasks-{size}.json")
         rolling, _, rolling_cpu = playbook("site.yml", inv, {"ollama_keep_alive": "10m"})
         return {"hosts": size, "instances": 4 * size, "first": first, "first_cpu": first_cpu, "again": again,
                 "again_changed": changed, "again_cpu": again_cpu, "rolling": rolling, "rolling_cpu": rolling_cpu}  # fmt: skip
