@@ -124,6 +124,20 @@ def ollama_models_to_warm(instance, loaded, keep_alive="-1"):
     return [m for m in instance.get("models", []) if not pinned(model_key(m))]
 
 
+def ollama_warm_misses(results, keep_alive="-1"):
+    """For the no-change path (host_state.yml): what warm.yml would load, one message per model, from RESULTS
+    shaped as ollama_plan_misses reads them (an instance as C(__instance), its /api/ps as C(status) and C(json))."""
+    misses = []
+    for result in results:
+        instance = result["__instance"]
+        loaded = result.get("json", {}).get("models", []) if result.get("status") == 200 else []
+        misses += [
+            f"instance {instance['name']}: {model} is not loaded as pinned"
+            for model in ollama_models_to_warm(instance, loaded, keep_alive)
+        ]
+    return misses
+
+
 # Why a pinned model goes when another loads, and where the plan said so.
 EVICTED = (
     "Ollama loads a model beside the loaded ones only when its prediction fits in 80 % of the memory they leave, "
@@ -167,4 +181,8 @@ def ollama_plan_misses(results, keep_alive="-1", loads=()):
 
 class FilterModule:
     def filters(self):
-        return {"ollama_plan_misses": ollama_plan_misses, "ollama_models_to_warm": ollama_models_to_warm}
+        return {
+            "ollama_plan_misses": ollama_plan_misses,
+            "ollama_models_to_warm": ollama_models_to_warm,
+            "ollama_warm_misses": ollama_warm_misses,
+        }

@@ -1,0 +1,351 @@
+#!/usr/bin/python
+"""Read, in one call, whether a GPU host already holds what the role would write (issue 28's no-change path)."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: ollama_host_state
+short_description: Compare everything the ollama role manages on a host with what it would write, read-only
+description:
+  - One read of the files, directories, links, units, packages, account and Python package the role manages,
+    each compared with what the role's tasks would make of it, plus each instance's C(/api/ps).
+  - Returns the differences as messages. The role takes its full path (every task) when there is one, and
+    skips it when there is none, so a run that changes nothing costs one module call instead of a hundred.
+  - Never changes anything; runs in check mode as well.
+options:
+  files:
+    description:
+      - Regular files with their content's sha1 (as C(ansible.builtin.template) or C(copy) would write it), owner,
+        group and mode. An entry with C(only_if) is judged only where that path exists.
+    type: list
+    elements: dict
+    default: []
+  directories:
+    description: Directories with their owner, group and mode.
+    type: list
+    elements: dict
+    default: []
+  links:
+    description: Symbolic links (C(path)) and the C(target) each must point at, which must exist.
+    type: list
+    elements: dict
+    default: []
+  not_files:
+    description: Paths that must not be regular files (a link or nothing is fine).
+    type: list
+    elements: path
+    default: []
+  absent:
+    description: Paths that must not exist.
+    type: list
+    elements: path
+    default: []
+  only:
+    description:
+      - Directories that hold exactly the listed C(names) among their files ending in C(suffix); any other such
+        file is a difference (an instance no longer planned).
+    type: list
+    elements: dict
+    default: []
+  units:
+    description:
+      - systemd units with what each must be, C(enabled), C(active) and C(masked) (true or false; left out, not
+        judged). Every unit must be loaded from its current files (no pending daemon-reload). C(only_if) as for files.
+    type: list
+    elements: dict
+    default: []
+  packages:
+    description: Debian packages that must be installed.
+    type: list
+    elements: str
+    default: []
+  account:
+    description:
+      - The service account, C(user) with primary C(group), C(shell), C(home), and membership in each of C(groups)
+        that exists on the host.
+    type: dict
+  owned_tree:
+    description: A directory whose every file and directory must belong to C(owner) and C(group).
+    type: dict
+  python_package:
+    description: A Python distribution C(name) that must be installed at C(version) in the virtualenv C(venv).
+    type: dict
+  instances:
+    description: Instances of the plan (C(name), C(address) and C(port)) whose C(/api/ps) to read; one that does not
+      answer is a difference.
+    type: list
+    elements: dict
+    default: []
+"""
+
+EXAMPLES = r"""
+- name: Read how this host differs from the plan
+  ollama_host_state:
+    files:
+      - {path: /etc/ollama/instances/a.env, checksum: "{{ lookup('template', 'instance.env.j2') | hash('sha1') }}",
+         owner: root, group: root, mode: "0640"}
+    units:
+      - {name: ollama@a.service, enabled: true, active: true}
+    instances: "{{ ollama_plan }}"
+  register: __ollama_state
+"""
+
+RETURN = r"""
+drift:
+  description: One message per difference, e.g. "file /etc/ollama/instances/a.env: content differs"; empty when
+    the host holds exactly what the role would write.
+  type: list
+  elements: str
+  returned: always
+loaded:
+  description:
+    - Per instance (the input as C(__instance)), C(status) and C(json) of its C(/api/ps), or C(msg) when it did not
+      answer: the shape of an C(ansible.builtin.uri) loop over the plan, which the proof's filters read.
+  type: list
+  elements: dict
+  returned: always
+"""
+
+import glob
+import grp
+import hashlib
+import json
+import os
+import pwd
+import stat
+import urllib.request
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.ollama.fleet.plugins.module_utils.addresses import local_url
+
+
+def _sha1(path):
+    digest = hashlib.sha1(usedforsecurity=False)  # the checksum Ansible's copy and template compare
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _name(lookup, number):
+    try:
+        return lookup(number)[0]
+    except KeyError:
+        return str(number)
+
+
+def _owner_mode(kind, path, info, want):
+    found = []
+    owner, group = _name(pwd.getpwuid, info.st_uid), _name(grp.getgrgid, info.st_gid)
+    if want.get("owner") and owner != want["owner"]:
+        found.append(f"{kind} {path}: owner {owner}, not {want['owner']}")
+    if want.get("group") and group != want["group"]:
+        found.append(f"{kind} {path}: group {group}, not {want['group']}")
+    if want.get("mode") and stat.S_IMODE(info.st_mode) != int(str(want["mode"]), 8):
+        found.append(f"{kind} {path}: mode {stat.S_IMODE(info.st_mode):04o}, not {want['mode']}")
+    return found
+
+
+def _applies(entry):
+    return not entry.get("only_if") or os.path.exists(entry["only_if"])
+
+
+def check_files(files):
+    found = []
+    for want in filter(_applies, files):
+        path = want["path"]
+        try:
+            info = os.lstat(path)
+        except FileNotFoundError:
+            found.append(f"file {path}: missing")
+            continue
+        if not stat.S_ISREG(info.st_mode):
+            found.append(f"file {path}: not a regular file")
+            continue
+        if _sha1(path) != want["checksum"]:
+            found.append(f"file {path}: content differs")
+        found += _owner_mode("file", path, info, want)
+    return found
+
+
+def check_directories(directories):
+    found = []
+    for want in directories:
+        path = want["path"]
+        try:
+            info = os.lstat(path)
+        except FileNotFoundError:
+            found.append(f"directory {path}: missing")
+            continue
+        if not stat.S_ISDIR(info.st_mode):
+            found.append(f"directory {path}: not a directory")
+            continue
+        found += _owner_mode("directory", path, info, want)
+    return found
+
+
+def check_paths(links, not_files, absent, only):
+    found = []
+    for link in links:
+        if not os.path.islink(link["path"]) or os.readlink(link["path"]) != link["target"]:
+            found.append(f"link {link['path']}: does not point at {link['target']}")
+        elif not os.path.exists(link["target"]):
+            found.append(f"link {link['path']}: {link['target']} is missing")
+    found += [f"file {path}: a regular file, set aside by the role" for path in not_files if os.path.isfile(path)]
+    found += [f"path {path}: present, removed by the role" for path in absent if os.path.lexists(path)]
+    for want in only:
+        present = glob.glob(os.path.join(glob.escape(want["path"]), "*" + want["suffix"]))
+        extra = sorted(os.path.basename(p)[: -len(want["suffix"])] for p in present)
+        extra = [name for name in extra if name not in want["names"]]
+        found += [f"file {os.path.join(want['path'], name + want['suffix'])}: not in the plan" for name in extra]
+    return found
+
+
+UNIT_PROPERTIES = ("LoadState", "ActiveState", "UnitFileState", "NeedDaemonReload")
+
+
+def _unit_states(module, names):
+    """systemctl show for every unit in one call: a block of properties per unit, in the order asked."""
+    if not names:
+        return []
+    command = ["systemctl", "show", "--property=" + ",".join(UNIT_PROPERTIES), "--", *names]
+    rc, out, err = module.run_command(command)
+    if rc != 0:
+        module.fail_json(msg=f"systemctl show failed: {err.strip() or out.strip()}")
+    blocks = [dict(line.split("=", 1) for line in block.splitlines() if "=" in line) for block in out.split("\n\n")]
+    return [block for block in blocks if block]
+
+
+def check_units(module, units):
+    units = [unit for unit in units if _applies(unit)]
+    found = []
+    for want, have in zip(units, _unit_states(module, [u["name"] for u in units]), strict=True):
+        name, file_state = want["name"], have.get("UnitFileState", "")
+        if want.get("masked") is not None and (file_state == "masked") != want["masked"]:
+            found.append(f"unit {name}: {'not ' if want['masked'] else ''}masked")
+        if want.get("enabled") is not None and (file_state == "enabled") != want["enabled"]:
+            found.append(f"unit {name}: {file_state or 'unknown'}, not {'enabled' if want['enabled'] else 'disabled'}")
+        active = have.get("ActiveState") == "active"
+        if want.get("active") is not None and active != want["active"]:
+            found.append(
+                f"unit {name}: {have.get('ActiveState', 'unknown')}, not {'' if want['active'] else 'in'}active"
+            )
+        if have.get("NeedDaemonReload") == "yes":
+            found.append(f"unit {name}: its files changed since systemd loaded them")
+    return found
+
+
+def check_packages(module, packages):
+    if not packages:
+        return []
+    rc, out, _ = module.run_command(["dpkg-query", "-W", "-f=${Package} ${db:Status-Abbrev}\n", "--", *packages])
+    installed = {line.split()[0] for line in out.splitlines() if line.split()[1:2] == ["ii"]}
+    return [f"package {name}: not installed" for name in packages if name not in installed]
+
+
+def check_account(want):
+    if not want:
+        return []
+    try:
+        user = pwd.getpwnam(want["user"])
+    except KeyError:
+        return [f"account {want['user']}: missing"]
+    found = []
+    try:
+        if user.pw_gid != grp.getgrnam(want["group"]).gr_gid:
+            found.append(f"account {want['user']}: primary group is not {want['group']}")
+    except KeyError:
+        found.append(f"group {want['group']}: missing")
+    if want.get("shell") and user.pw_shell != want["shell"]:
+        found.append(f"account {want['user']}: shell {user.pw_shell}, not {want['shell']}")
+    if want.get("home") and user.pw_dir != want["home"]:
+        found.append(f"account {want['user']}: home {user.pw_dir}, not {want['home']}")
+    for name in want.get("groups", []):
+        try:
+            members = grp.getgrnam(name).gr_mem
+        except KeyError:
+            continue  # the role adds the account only to the groups the host has
+        if want["user"] not in members:
+            found.append(f"account {want['user']}: not in group {name}")
+    return found
+
+
+def check_tree(want):
+    if not want or not os.path.isdir(want["path"]):
+        return []  # check_directories reports a missing store
+    try:
+        uid, gid = pwd.getpwnam(want["owner"]).pw_uid, grp.getgrnam(want["group"]).gr_gid
+    except KeyError:  # a store kept by uninstall.yml, its account removed
+        return [f"path {want['path']}: its owner {want['owner']}:{want['group']} does not exist"]
+    for root, dirs, files in os.walk(want["path"]):
+        for name in dirs + files:
+            info = os.lstat(os.path.join(root, name))
+            if (info.st_uid, info.st_gid) != (uid, gid):
+                return [f"path {os.path.join(root, name)}: not owned by {want['owner']}:{want['group']}"]
+    return []
+
+
+def check_python_package(want):
+    if not want:
+        return []
+    dist = want["name"].replace("-", "_")
+    pattern = os.path.join(glob.escape(want["venv"]), "lib", "python3*", "site-packages", f"{dist}-*.dist-info")
+    versions = sorted(os.path.basename(p)[len(dist) + 1 : -len(".dist-info")] for p in glob.glob(pattern))
+    if versions != [want["version"]]:
+        return [
+            f"python package {want['name']} in {want['venv']}: {', '.join(versions) or 'missing'}, not {want['version']}"
+        ]
+    return []
+
+
+def read_loaded(instances):
+    loaded = []
+    for instance in instances:
+        result = {"__instance": instance}
+        try:
+            url = local_url(instance["address"], instance["port"]) + "/api/ps"
+            with urllib.request.urlopen(url, timeout=10) as answer:
+                result.update(status=answer.status, json=json.loads(answer.read()))
+        except (OSError, ValueError) as error:
+            result.update(status=-1, msg=str(error))
+        loaded.append(result)
+    return loaded
+
+
+def main():
+    listed = {"type": "list", "elements": "dict", "default": []}
+    module = AnsibleModule(
+        argument_spec={
+            "files": listed,
+            "directories": listed,
+            "links": listed,
+            "not_files": {"type": "list", "elements": "path", "default": []},
+            "absent": {"type": "list", "elements": "path", "default": []},
+            "only": listed,
+            "units": listed,
+            "packages": {"type": "list", "elements": "str", "default": []},
+            "account": {"type": "dict"},
+            "owned_tree": {"type": "dict"},
+            "python_package": {"type": "dict"},
+            "instances": listed,
+        },
+        supports_check_mode=True,
+    )
+    p = module.params
+    drift = [
+        *check_files(p["files"]),
+        *check_directories(p["directories"]),
+        *check_paths(p["links"], p["not_files"], p["absent"], p["only"]),
+        *check_units(module, p["units"]),
+        *check_packages(module, p["packages"]),
+        *check_account(p["account"]),
+        *check_tree(p["owned_tree"]),
+        *check_python_package(p["python_package"]),
+    ]
+    loaded = read_loaded(p["instances"])
+    drift += [f"instance {r['__instance']['name']}: /api/ps did not answer ({r['msg']})" for r in loaded if "msg" in r]
+    module.exit_json(changed=False, drift=drift, loaded=loaded)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,211 @@
+"""The no-change path (issue 28): ollama_host_state reads what the role manages, and reads all of it."""
+
+import grp
+import hashlib
+import importlib.util
+import os
+import pwd
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+from ollama_proof import ollama_warm_misses
+
+REPO = Path(__file__).resolve().parents[2]
+ROLE = REPO / "roles/ollama"
+spec = importlib.util.spec_from_file_location("ollama_host_state", ROLE / "library/ollama_host_state.py")
+state = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(state)
+
+ME = pwd.getpwuid(os.getuid()).pw_name
+MY_GROUP = grp.getgrgid(os.getgid()).gr_name
+
+
+def tasks():
+    """Every task of the role that runs on a deploy (uninstall's own files aside), blocks opened."""
+
+    def walk(items):
+        for task in items or []:
+            yield task
+            for key in ("block", "rescue", "always"):
+                yield from walk(task.get(key))
+
+    for path in sorted((ROLE / "tasks").glob("*.yml")):
+        if not path.name.startswith("uninstall"):
+            yield from ((path.name, task) for task in walk(yaml.safe_load(path.read_text())))
+
+
+COMPARED = (ROLE / "tasks/host_state.yml").read_text() + (ROLE / "vars/main/host_state.yml").read_text()
+# Files a task writes that describe no state of the host's service, each with why it is not compared.
+NOT_COMPARED = {
+    "created-{{ item.kind }}": "written once, when the role creates the account; uninstall.yml reads it",
+    "ollama.service.before-toolkit": "install.sh's unit kept for uninstall.yml, only when one is set aside",
+    "/var/cache/{{ ollama_nvml_wheel_src | basename }}": "the installer's wheel: the venv's version is compared",
+}
+
+
+def test_every_file_a_task_writes_is_compared():
+    templates, copies = set(), set()
+    for name, task in tasks():
+        if "ansible.builtin.template" in task:
+            templates.add(task["ansible.builtin.template"]["src"])
+        if "ansible.builtin.copy" in task:
+            copies.add((name, task["ansible.builtin.copy"]["dest"]))
+    assert templates, "the role writes its units and env files with templates"
+    looked_up = set(re.findall(r"lookup\('template', '([^']+)'\)", COMPARED))
+    assert templates == looked_up, "host_state.yml renders exactly the templates the tasks write"
+    for name, dest in copies:
+        if any(dest.endswith(skipped) for skipped in NOT_COMPARED):
+            continue
+        variable = re.fullmatch(r"\{\{ (\w+) \}\}", dest)
+        assert variable and variable.group(1) in COMPARED, f"{name} writes {dest}, which host_state.yml does not read"
+
+
+@pytest.fixture
+def tree(tmp_path):
+    (tmp_path / "instances").mkdir()
+    for name in ("a", "b"):
+        (tmp_path / "instances" / f"{name}.env").write_text(f"OLLAMA_HOST={name}\n")
+    (tmp_path / "instances" / "a.env").chmod(0o640)
+    return tmp_path
+
+
+def sha1(text):
+    return hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest()
+
+
+def want_file(path, text, mode="0640"):
+    return {"path": str(path), "checksum": sha1(text), "owner": ME, "group": MY_GROUP, "mode": mode}
+
+
+def test_files_match_or_name_what_differs(tree):
+    a = tree / "instances/a.env"
+    assert state.check_files([want_file(a, "OLLAMA_HOST=a\n")]) == []
+    assert state.check_files([want_file(a, "OLLAMA_HOST=x\n")]) == [f"file {a}: content differs"]
+    assert state.check_files([want_file(a, "OLLAMA_HOST=a\n", mode="0644")]) == [f"file {a}: mode 0640, not 0644"]
+    gone = tree / "gone.env"
+    assert state.check_files([want_file(gone, "")]) == [f"file {gone}: missing"]
+    # judged only where the condition holds (the driver's modules file, without the driver)
+    assert state.check_files([{**want_file(gone, ""), "only_if": str(tree / "no-driver")}]) == []
+    other = [{**want_file(a, "OLLAMA_HOST=a\n"), "owner": "nobody"}]
+    assert state.check_files(other) == [f"file {a}: owner {ME}, not nobody"]
+
+
+def test_paths_links_and_instances_no_longer_planned(tree):
+    target = tree / "bin-ollama"
+    target.write_text("")
+    link = tree / "ollama"
+    link.symlink_to(target)
+    assert state.check_paths([{"path": str(link), "target": str(target)}], [], [], []) == []
+    assert state.check_paths([{"path": str(link), "target": "/elsewhere"}], [], [], []) == [
+        f"link {link}: does not point at /elsewhere"
+    ]
+    target.unlink()
+    assert state.check_paths([{"path": str(link), "target": str(target)}], [], [], []) == [
+        f"link {link}: {target} is missing"
+    ]
+    only = [{"path": str(tree / "instances"), "suffix": ".env", "names": ["a"]}]
+    assert state.check_paths([], [], [], only) == [f"file {tree}/instances/b.env: not in the plan"]
+    assert state.check_paths([], [str(tree / "instances/a.env")], [str(tree / "instances")], []) == [
+        f"file {tree}/instances/a.env: a regular file, set aside by the role",
+        f"path {tree}/instances: present, removed by the role",
+    ]
+
+
+def test_directories_and_the_python_package(tree):
+    assert state.check_directories([{"path": str(tree / "instances"), "mode": "0755"}]) in (
+        [],
+        [f"directory {tree}/instances: mode {(tree / 'instances').stat().st_mode & 0o7777:04o}, not 0755"],
+    )
+    assert state.check_directories([{"path": str(tree / "nope")}]) == [f"directory {tree}/nope: missing"]
+    site = tree / "venv/lib/python3.11/site-packages"
+    (site / "nvidia_ml_py-13.615.71.dist-info").mkdir(parents=True)
+    want = {"venv": str(tree / "venv"), "name": "nvidia-ml-py", "version": "13.615.71"}
+    assert state.check_python_package(want) == []
+    assert state.check_python_package({**want, "version": "12.0"}) == [
+        f"python package nvidia-ml-py in {tree}/venv: 13.615.71, not 12.0"
+    ]
+
+
+class FakeModule:
+    def __init__(self, out):
+        self.out, self.commands = out, []
+
+    def run_command(self, command):
+        self.commands.append(command)
+        return 0, self.out, ""
+
+    def fail_json(self, **kwargs):
+        raise AssertionError(kwargs)
+
+
+SHOW = """LoadState=loaded
+ActiveState=active
+UnitFileState=enabled
+NeedDaemonReload=no
+
+LoadState=loaded
+ActiveState=inactive
+UnitFileState=enabled
+NeedDaemonReload=yes
+
+LoadState=masked
+ActiveState=inactive
+UnitFileState=masked
+NeedDaemonReload=no
+"""
+
+
+def test_units_are_read_in_one_call_and_judged():
+    module = FakeModule(SHOW)
+    wanted = [
+        {"name": "ollama@a.service", "enabled": True, "active": True},
+        {"name": "ollama@b.service", "enabled": True, "active": True},
+        {"name": "ollama.service", "masked": True, "active": False},
+    ]
+    assert state.check_units(module, wanted) == [
+        "unit ollama@b.service: inactive, not active",
+        "unit ollama@b.service: its files changed since systemd loaded them",
+    ]
+    assert len(module.commands) == 1
+    assert module.commands[0][-3:] == ["ollama@a.service", "ollama@b.service", "ollama.service"]
+    masked_wrong = [
+        {"name": "ollama@a.service", "masked": True},
+        {"name": "x"},
+        {"name": "ollama.service", "enabled": True},
+    ]
+    assert state.check_units(FakeModule(SHOW), masked_wrong) == [
+        "unit ollama@a.service: not masked",
+        "unit x: its files changed since systemd loaded them",
+        "unit ollama.service: masked, not enabled",
+    ]
+
+
+def test_a_store_whose_owner_is_gone(tree):
+    want = {"path": str(tree), "owner": "no-such-user", "group": "no-such-group"}
+    assert state.check_tree(want) == [f"path {tree}: its owner no-such-user:no-such-group does not exist"]
+    assert state.check_tree({**want, "owner": ME, "group": MY_GROUP}) == []
+
+
+def test_the_account_and_its_groups():
+    assert state.check_account({"user": ME, "group": MY_GROUP, "groups": ["no-such-group"]}) == []
+    assert state.check_account({"user": "no-such-user", "group": "x"}) == ["account no-such-user: missing"]
+    assert state.check_account({"user": ME, "group": MY_GROUP, "shell": "/bin/nope"}) == [
+        f"account {ME}: shell {pwd.getpwnam(ME).pw_shell}, not /bin/nope"
+    ]
+
+
+INSTANCE = {"name": "a", "models": ["qwen3:0.6b"], "fit": [{"model": "qwen3:0.6b", "context": 4096}]}
+
+
+def test_warm_misses_name_each_model_the_warm_up_would_load():
+    loaded = {"name": "qwen3:0.6b", "context_length": 4096, "expires_at": "2318-01-01T00:00:00Z"}
+    assert ollama_warm_misses([{"__instance": INSTANCE, "status": 200, "json": {"models": [loaded]}}]) == []
+    other_context = {**loaded, "context_length": 2048}
+    assert ollama_warm_misses([{"__instance": INSTANCE, "status": 200, "json": {"models": [other_context]}}]) == [
+        "instance a: qwen3:0.6b is not loaded as pinned"
+    ]
+    assert ollama_warm_misses([{"__instance": INSTANCE, "status": -1, "msg": "refused"}]) == [
+        "instance a: qwen3:0.6b is not loaded as pinned"
+    ]
