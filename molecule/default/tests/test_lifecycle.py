@@ -152,6 +152,14 @@ def test_site_finds_and_repairs_each_drift():
     run = site()
     assert run.returncode == 0, run.stdout[-3000:]
     assert recap(run)[NAME]["changed"] > 0
+    # the one read of the host found each drift (tasks/host_state.yml), and sent the host down the full path
+    for found in (
+        "file /etc/ollama/instances/small.env: content differs",
+        "unit ollama@solo.service: inactive, not active",
+        "file /etc/systemd/system/ollama@large.service.d/devices.conf: missing",
+        "model registry.ollama.ai/library/qwen3:0.6b: to pull",
+    ):
+        assert found in run.stdout, found
     # the env file is the plan's again, and the instance runs with it
     assert h.check_output("sha256sum /etc/ollama/instances/small.env") == env_before
     assert process_env(h, "small")["OLLAMA_NUM_PARALLEL"] == "4"
@@ -165,6 +173,19 @@ def test_site_finds_and_repairs_each_drift():
     ps = json.loads(h.check_output("curl -sf http://127.0.0.1:11437/api/ps"))
     assert [m["name"] for m in ps["models"]] == ["qwen3:0.6b"]  # warm again, as site.yml leaves a pinned model
     wait_for_full_rotation(NAME)
+
+
+# After the repair run above, which also loaded again what earlier tests unloaded (a killed instance comes back
+# empty): the next run finds nothing to change.
+def test_a_run_that_changes_nothing_reads_the_host_once_and_skips_the_rest():
+    run = site()
+    assert run.returncode == 0, run.stdout[-3000:]
+    assert "TASK [ollama : Read how this host differs from the plan]" in run.stdout
+    # the full path's tasks did not run: neither its first task nor the env files' writes
+    shown = run.stdout.find("Show what differs from the plan on this host")
+    assert shown < 0, run.stdout[shown : shown + 2000]
+    assert "Write the environment of instance" not in run.stdout
+    assert recap(run)[NAME]["changed"] == 0
 
 
 def test_uninstall_asks_for_confirmation_first():
