@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Deploy benchmark: how site.yml's time grows with the fleet, at 1, 3 and 6 simulated GPU hosts, in one run.
 
-    .venv/bin/python bench/deploy_bench.py [--sizes 1,3,6]      (root; boots test hosts on olt-br0)
+    .venv/bin/python bench/deploy_bench.py [--sizes 1,3,6] [--baseline]      (root; boots test hosts on olt-br0)
 
 Each size gets fresh test hosts (tests/harness: systemd-nspawn, 10.213.0.101 upward), each a simulated 4× A100
 server whose 4 GPUs become 4 instances pinning qwen3:0.6b, the gateway on the first host. Timed, with
@@ -10,6 +10,9 @@ ansible-playbook's wall clock:
   no change        site.yml again; must report changed=0
   rolling change   site.yml -e ollama_keep_alive=10m: every instance restarts, drained first and warm before
                    it rejoins
+With --baseline, also (after the no-change run):
+  every task       site.yml -e ollama_check_everything=true: no change either, but every host runs all of the
+                   role's tasks, as every run did before the no-change path (issue 28)
 It prints one Markdown table for the README: seconds and the ratio to one host, and the controller's CPU seconds
 (user + system of ansible-playbook and everything it ran: its workers, ssh) for each run. The no-change run's
 cost per task (bench/callback_plugins/task_times.py) goes to .cache/bench/deploy/no-change-tasks-SIZE.json.
@@ -104,7 +107,7 @@ def cpu_of_children():
     return used.ru_utime + used.ru_stime
 
 
-def measure(size, key):
+def measure(size, key, baseline):
     names = hosts(size)
     inv = WORK / f"inventory-{size}.yml"
     inv.write_text(yaml.safe_dump(inventory(size, key)))
@@ -115,26 +118,35 @@ def measure(size, key):
         playbook("molecule/resources/prepare.yml", inv)
         first, _, first_cpu = playbook("site.yml", inv)
         again, changed, again_cpu = playbook("site.yml", inv, times_out=WORK / f"no-change-tasks-{size}.json")
+        every = playbook("site.yml", inv, {"ollama_check_everything": True}) if baseline else (0, 0, 0)
         rolling, _, rolling_cpu = playbook("site.yml", inv, {"ollama_keep_alive": "10m"})
         return {"hosts": size, "instances": 4 * size, "first": first, "first_cpu": first_cpu, "again": again,
-                "again_changed": changed, "again_cpu": again_cpu, "rolling": rolling, "rolling_cpu": rolling_cpu}  # fmt: skip
+                "again_changed": changed, "again_cpu": again_cpu, "every": every[0], "every_changed": every[1],
+                "every_cpu": every[2], "rolling": rolling, "rolling_cpu": rolling_cpu}  # fmt: skip
     finally:
         for name in names:
             subprocess.run([sys.executable, str(HARNESS), "down", name], capture_output=True)
 
 
-def table(rows):
+def table(rows, baseline):
     base = rows[0]
+    every = " no change, every task (baseline) | ratio | its CPU per host |" if baseline else ""
     lines = [
-        "| hosts (instances) | first deploy | no change | ratio | no change: controller CPU per host | rolling change (every"
-        " instance) | ratio |",
-        "|---|---|---|---|---|---|---|",
+        "| hosts (instances) | first deploy | no change | ratio | no change: controller CPU per host |"
+        + every
+        + " rolling change (every instance) | ratio |",
+        "|---|---|---|---|---|" + "---|---|---|" * baseline + "---|---|",
     ]
     for r in rows:
+        every = (
+            f" {r['every']:.0f} s (changed={r['every_changed']}) | {r['every'] / base['every']:.2f}× |"
+            f" {r['every_cpu'] / r['hosts']:.1f} s |"
+        )
         lines.append(
             f"| {r['hosts']} ({r['instances']}) | {r['first']:.0f} s | {r['again']:.0f} s (changed={r['again_changed']})"
             f" | {r['again'] / base['again']:.2f}× | {r['again_cpu'] / r['hosts']:.1f} s |"
-            f" {r['rolling']:.0f} s | {r['rolling'] / base['rolling']:.2f}× |"
+            + (every if baseline else "")
+            + f" {r['rolling']:.0f} s | {r['rolling'] / base['rolling']:.2f}× |"
         )
     return "\n".join(lines)
 
@@ -142,20 +154,23 @@ def table(rows):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="1,3,6")
-    sizes = [int(s) for s in parser.parse_args().sizes.split(",")]
+    parser.add_argument("--baseline", action="store_true", help="also time a no-change run of every task")
+    args = parser.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",")]
     WORK.mkdir(parents=True, exist_ok=True)
     key = WORK / "id_ed25519"
     if not key.exists():
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
     rows = []
     for size in sizes:
-        rows.append(measure(size, key))
+        rows.append(measure(size, key, args.baseline))
         print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
     (WORK / "results.json").write_text(json.dumps(rows, indent=2))
     cores = os.cpu_count()
     print(f"Deploy benchmark, {time.strftime('%Y-%m-%d')}: simulated 4× A100 hosts, 4 instances each, gateway on the "
-          f"first; controller with {cores} cores, forks 10; `.venv/bin/python bench/deploy_bench.py`\n")  # fmt: skip
-    print(table(rows))
+          f"first; controller with {cores} cores, forks 10; `.venv/bin/python bench/deploy_bench.py"
+          f"{' --baseline' if args.baseline else ''}`\n")  # fmt: skip
+    print(table(rows, args.baseline))
 
 
 if __name__ == "__main__":
