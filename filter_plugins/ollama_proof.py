@@ -130,7 +130,8 @@ def ollama_warm_misses(results, keep_alive="-1"):
     misses = []
     for result in results:
         instance = result["__instance"]
-        loaded = result.get("json", {}).get("models", []) if result.get("status") == 200 else []
+        answer = result.get("json") if result.get("status") == 200 else None
+        loaded = answer.get("models") or [] if isinstance(answer, dict) else []
         misses += [
             f"instance {instance['name']}: {model} is not loaded as pinned"
             for model in ollama_models_to_warm(instance, loaded, keep_alive)

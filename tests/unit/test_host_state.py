@@ -45,6 +45,30 @@ NOT_COMPARED = {
 }
 
 
+# Other state the full path's tasks make, each with the words host_state reads it by: a directory or link (file),
+# a unit (systemd_service), a package (apt), the account's home (user).
+def made_by(task):
+    file = task.get("ansible.builtin.file", {})
+    if file.get("state") in ("directory", "link") and not file.get("recurse"):
+        yield file.get("path", file.get("dest"))
+    if "name" in task.get("ansible.builtin.systemd_service", {}):
+        yield task["ansible.builtin.systemd_service"]["name"]
+    if "ansible.builtin.apt" in task:
+        yield task["ansible.builtin.apt"]["name"]
+    if "home" in task.get("ansible.builtin.user", {}):
+        yield task["ansible.builtin.user"]["home"]
+
+
+def test_every_directory_link_unit_package_and_home_a_task_makes_is_compared():
+    made = [(name, what) for name, task in tasks() for what in made_by(task)]
+    assert len(made) > 10
+    for name, what in made:
+        # each literal part and each variable of the expression, as host_state.yml or its vars spell them
+        parts = [p.strip() for p in re.split(r"\{\{|\}\}", what) if p.strip()]
+        missing = [p for p in parts if p.split(" | ")[0].removesuffix(".service") not in COMPARED]
+        assert not missing, f"{name}: {what} is made there, but host_state does not read {missing}"
+
+
 def test_every_file_a_task_writes_is_compared():
     templates, copies = set(), set()
     for name, task in tasks():
@@ -122,6 +146,13 @@ def test_directories_and_the_python_package(tree):
     site = tree / "venv/lib/python3.11/site-packages"
     (site / "nvidia_ml_py-13.615.71.dist-info").mkdir(parents=True)
     want = {"venv": str(tree / "venv"), "name": "nvidia-ml-py", "version": "13.615.71"}
+    (tree / "venv/bin").mkdir()
+    (tree / "venv/bin/python").symlink_to(tree / "python3.11")  # its interpreter gone: a Python upgrade
+    assert state.check_python_package(want) == [f"python package nvidia-ml-py: {tree}/venv/bin/python does not run"]
+    (tree / "python3.11").write_text("")
+    assert state.check_python_package(want) == []
+    # rebuilt under a newer Python: the same version twice is that version
+    (tree / "venv/lib/python3.12/site-packages/nvidia_ml_py-13.615.71.dist-info").mkdir(parents=True)
     assert state.check_python_package(want) == []
     assert state.check_python_package({**want, "version": "12.0"}) == [
         f"python package nvidia-ml-py in {tree}/venv: 13.615.71, not 12.0"
@@ -140,20 +171,17 @@ class FakeModule:
         raise AssertionError(kwargs)
 
 
-SHOW = """LoadState=loaded
+SHOW = """Id=ollama@a.service
 ActiveState=active
 UnitFileState=enabled
-NeedDaemonReload=no
 
-LoadState=loaded
+Id=ollama@b.service
 ActiveState=inactive
 UnitFileState=enabled
-NeedDaemonReload=yes
 
-LoadState=masked
+Id=ollama.service
 ActiveState=inactive
 UnitFileState=masked
-NeedDaemonReload=no
 """
 
 
@@ -164,28 +192,43 @@ def test_units_are_read_in_one_call_and_judged():
         {"name": "ollama@b.service", "enabled": True, "active": True},
         {"name": "ollama.service", "masked": True, "active": False},
     ]
-    assert state.check_units(module, wanted) == [
-        "unit ollama@b.service: inactive, not active",
-        "unit ollama@b.service: its files changed since systemd loaded them",
-    ]
+    assert state.check_units(module, wanted) == ["unit ollama@b.service: inactive, not active"]
     assert len(module.commands) == 1
-    assert module.commands[0][-3:] == ["ollama@a.service", "ollama@b.service", "ollama.service"]
+    assert sorted(module.commands[0][-3:]) == ["ollama.service", "ollama@a.service", "ollama@b.service"]
+    # one unit asked twice (enabled always, active only with the driver) is read once and judged twice
     masked_wrong = [
         {"name": "ollama@a.service", "masked": True},
-        {"name": "x"},
         {"name": "ollama.service", "enabled": True},
+        {"name": "ollama.service", "active": True},
     ]
-    assert state.check_units(FakeModule(SHOW), masked_wrong) == [
+    module = FakeModule(SHOW)
+    assert state.check_units(module, masked_wrong) == [
         "unit ollama@a.service: not masked",
-        "unit x: its files changed since systemd loaded them",
         "unit ollama.service: masked, not enabled",
+        "unit ollama.service: inactive, not active",
     ]
+    assert module.commands[0].count("ollama.service") == 1
 
 
 def test_a_store_whose_owner_is_gone(tree):
     want = {"path": str(tree), "owner": "no-such-user", "group": "no-such-group"}
     assert state.check_tree(want) == [f"path {tree}: its owner no-such-user:no-such-group does not exist"]
     assert state.check_tree({**want, "owner": ME, "group": MY_GROUP}) == []
+
+
+def test_held_packages_are_installed():
+    module = FakeModule("python3-venv hi \nnftables un \n")
+    assert state.check_packages(module, ["python3-venv", "nftables", "gone"]) == [
+        "package nftables: not installed",
+        "package gone: not installed",
+    ]
+
+
+def test_a_store_that_does_not_answer_is_a_difference():
+    closed = {"name": "a", "address": "127.0.0.1", "port": 1}
+    tags, drift = state.read_store(closed)
+    assert tags == {"models": []} and len(drift) == 1 and drift[0].startswith("instance a: /api/tags did not answer")
+    assert state.read_store(None) == ({"models": []}, [])
 
 
 def test_the_account_and_its_groups():

@@ -50,7 +50,7 @@ options:
   units:
     description:
       - systemd units with what each must be, C(enabled), C(active) and C(masked) (true or false; left out, not
-        judged). Every unit must be loaded from its current files (no pending daemon-reload). C(only_if) as for files.
+        judged). C(only_if) as for files.
     type: list
     elements: dict
     default: []
@@ -73,6 +73,10 @@ options:
   instances:
     description: Instances of the plan (C(name), C(address) and C(port)) whose C(/api/ps) to read; one that does not
       answer is a difference.
+  store:
+    description: The instance (C(name), C(address), C(port)) whose C(/api/tags) lists the shared store, as the
+      full path reads it; one that does not answer is a difference.
+    type: dict
     type: list
     elements: dict
     default: []
@@ -103,6 +107,10 @@ loaded:
       answer: the shape of an C(ansible.builtin.uri) loop over the plan, which the proof's filters read.
   type: list
   elements: dict
+  returned: always
+tags:
+  description: The store's C(/api/tags) answer through I(store) (C({"models": []}) without one, or no answer).
+  type: dict
   returned: always
 """
 
@@ -201,26 +209,31 @@ def check_paths(links, not_files, absent, only):
     return found
 
 
-UNIT_PROPERTIES = ("LoadState", "ActiveState", "UnitFileState", "NeedDaemonReload")
+UNIT_PROPERTIES = ("Id", "ActiveState", "UnitFileState")
 
 
 def _unit_states(module, names):
-    """systemctl show for every unit in one call: a block of properties per unit, in the order asked."""
+    """systemctl show for every unit in one call, by unit name (its Id)."""
     if not names:
-        return []
+        return {}
     command = ["systemctl", "show", "--property=" + ",".join(UNIT_PROPERTIES), "--", *names]
     rc, out, err = module.run_command(command)
     if rc != 0:
         module.fail_json(msg=f"systemctl show failed: {err.strip() or out.strip()}")
     blocks = [dict(line.split("=", 1) for line in block.splitlines() if "=" in line) for block in out.split("\n\n")]
-    return [block for block in blocks if block]
+    return {block["Id"]: block for block in blocks if "Id" in block}
 
 
 def check_units(module, units):
+    """What the full path's systemd_service tasks would change. A unit whose files changed without a daemon-reload
+    is not judged: the full path reloads only after its own writes, which the file comparison finds."""
     units = [unit for unit in units if _applies(unit)]
+    states = _unit_states(module, sorted({u["name"] for u in units}))
     found = []
-    for want, have in zip(units, _unit_states(module, [u["name"] for u in units]), strict=True):
-        name, file_state = want["name"], have.get("UnitFileState", "")
+    for want in units:
+        name = want["name"]
+        have = states.get(name, {})
+        file_state = have.get("UnitFileState", "")
         if want.get("masked") is not None and (file_state == "masked") != want["masked"]:
             found.append(f"unit {name}: {'not ' if want['masked'] else ''}masked")
         if want.get("enabled") is not None and (file_state == "enabled") != want["enabled"]:
@@ -230,8 +243,6 @@ def check_units(module, units):
             found.append(
                 f"unit {name}: {have.get('ActiveState', 'unknown')}, not {'' if want['active'] else 'in'}active"
             )
-        if have.get("NeedDaemonReload") == "yes":
-            found.append(f"unit {name}: its files changed since systemd loaded them")
     return found
 
 
@@ -239,7 +250,8 @@ def check_packages(module, packages):
     if not packages:
         return []
     rc, out, _ = module.run_command(["dpkg-query", "-W", "-f=${Package} ${db:Status-Abbrev}\n", "--", *packages])
-    installed = {line.split()[0] for line in out.splitlines() if line.split()[1:2] == ["ii"]}
+    # "ii", or "hi" where apt-mark holds it: installed either way, as apt's state=present sees it
+    installed = {fields[0] for fields in map(str.split, out.splitlines()) if len(fields) > 1 and fields[1][1:2] == "i"}
     return [f"package {name}: not installed" for name in packages if name not in installed]
 
 
@@ -279,7 +291,10 @@ def check_tree(want):
         return [f"path {want['path']}: its owner {want['owner']}:{want['group']} does not exist"]
     for root, dirs, files in os.walk(want["path"]):
         for name in dirs + files:
-            info = os.lstat(os.path.join(root, name))
+            try:
+                info = os.lstat(os.path.join(root, name))
+            except FileNotFoundError:
+                continue  # a pull's partial blob, gone since the walk listed it
             if (info.st_uid, info.st_gid) != (uid, gid):
                 return [f"path {os.path.join(root, name)}: not owned by {want['owner']}:{want['group']}"]
     return []
@@ -290,7 +305,9 @@ def check_python_package(want):
         return []
     dist = want["name"].replace("-", "_")
     pattern = os.path.join(glob.escape(want["venv"]), "lib", "python3*", "site-packages", f"{dist}-*.dist-info")
-    versions = sorted(os.path.basename(p)[len(dist) + 1 : -len(".dist-info")] for p in glob.glob(pattern))
+    versions = sorted({os.path.basename(p)[len(dist) + 1 : -len(".dist-info")] for p in glob.glob(pattern)})
+    if not os.path.exists(os.path.join(want["venv"], "bin", "python")):  # its interpreter gone with a Python upgrade
+        return [f"python package {want['name']}: {want['venv']}/bin/python does not run"]
     if versions != [want["version"]]:
         return [
             f"python package {want['name']} in {want['venv']}: {', '.join(versions) or 'missing'}, not {want['version']}"
@@ -298,16 +315,34 @@ def check_python_package(want):
     return []
 
 
+def get_json(address, port, path):
+    with urllib.request.urlopen(local_url(address, port) + path, timeout=10) as answer:
+        return answer.status, json.loads(answer.read())
+
+
+def read_store(instance):
+    """/api/tags of the store through INSTANCE, as store.yml reads it: ({models}, drift)."""
+    if not instance:
+        return {"models": []}, []
+    try:
+        status, answer = get_json(instance["address"], instance["port"], "/api/tags")
+        if status == 200 and isinstance(answer, dict) and isinstance(answer.get("models"), list):
+            return answer, []
+        problem = f"answered {status}"
+    except Exception as error:  # noqa: BLE001 - see read_loaded
+        problem = str(error) or type(error).__name__
+    return {"models": []}, [f"instance {instance.get('name')}: /api/tags did not answer ({problem})"]
+
+
 def read_loaded(instances):
     loaded = []
     for instance in instances:
         result = {"__instance": instance}
         try:
-            url = local_url(instance["address"], instance["port"]) + "/api/ps"
-            with urllib.request.urlopen(url, timeout=10) as answer:
-                result.update(status=answer.status, json=json.loads(answer.read()))
-        except (OSError, ValueError) as error:
-            result.update(status=-1, msg=str(error))
+            status, answer = get_json(instance["address"], instance["port"], "/api/ps")
+            result.update(status=status, json=answer)
+        except Exception as error:  # noqa: BLE001 - whatever the port answers, a difference, not a traceback
+            result.update(status=-1, msg=str(error) or type(error).__name__)
         loaded.append(result)
     return loaded
 
@@ -328,6 +363,7 @@ def main():
             "owned_tree": {"type": "dict"},
             "python_package": {"type": "dict"},
             "instances": listed,
+            "store": {"type": "dict"},
         },
         supports_check_mode=True,
     )
@@ -344,7 +380,8 @@ def main():
     ]
     loaded = read_loaded(p["instances"])
     drift += [f"instance {r['__instance']['name']}: /api/ps did not answer ({r['msg']})" for r in loaded if "msg" in r]
-    module.exit_json(changed=False, drift=drift, loaded=loaded)
+    tags, unanswered = read_store(p["store"])
+    module.exit_json(changed=False, drift=drift + unanswered, loaded=loaded, tags=tags)
 
 
 if __name__ == "__main__":
