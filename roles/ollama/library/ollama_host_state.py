@@ -158,38 +158,32 @@ def _applies(entry):
     return not entry.get("only_if") or os.path.exists(entry["only_if"])
 
 
-def check_files(files):
+def _check(kind, wanted, is_kind, checksum=False):
+    """Each wanted path of KIND (a file or a directory): present as that kind, with its owner, group, mode and,
+    with CHECKSUM, its content's sha1."""
     found = []
-    for want in filter(_applies, files):
+    for want in filter(_applies, wanted):
         path = want["path"]
         try:
             info = os.lstat(path)
         except FileNotFoundError:
-            found.append(f"file {path}: missing")
+            found.append(f"{kind} {path}: missing")
             continue
-        if not stat.S_ISREG(info.st_mode):
-            found.append(f"file {path}: not a regular file")
+        if not is_kind(info.st_mode):
+            found.append(f"{kind} {path}: not a {'regular file' if kind == 'file' else kind}")
             continue
-        if _sha1(path) != want["checksum"]:
-            found.append(f"file {path}: content differs")
-        found += _owner_mode("file", path, info, want)
+        if checksum and _sha1(path) != want["checksum"]:
+            found.append(f"{kind} {path}: content differs")
+        found += _owner_mode(kind, path, info, want)
     return found
+
+
+def check_files(files):
+    return _check("file", files, stat.S_ISREG, checksum=True)
 
 
 def check_directories(directories):
-    found = []
-    for want in directories:
-        path = want["path"]
-        try:
-            info = os.lstat(path)
-        except FileNotFoundError:
-            found.append(f"directory {path}: missing")
-            continue
-        if not stat.S_ISDIR(info.st_mode):
-            found.append(f"directory {path}: not a directory")
-            continue
-        found += _owner_mode("directory", path, info, want)
-    return found
+    return _check("directory", directories, stat.S_ISDIR)
 
 
 def check_paths(links, not_files, absent, only):
