@@ -73,13 +73,13 @@ options:
   instances:
     description: Instances of the plan (C(name), C(address) and C(port)) whose C(/api/ps) to read; one that does not
       answer is a difference.
+    type: list
+    elements: dict
+    default: []
   store:
     description: The instance (C(name), C(address), C(port)) whose C(/api/tags) lists the shared store, as the
       full path reads it; one that does not answer is a difference.
     type: dict
-    type: list
-    elements: dict
-    default: []
 """
 
 EXAMPLES = r"""
@@ -96,20 +96,23 @@ EXAMPLES = r"""
 
 RETURN = r"""
 drift:
-  description: One message per difference, e.g. "file /etc/ollama/instances/a.env: content differs"; empty when
+  description: >-
+    One message per difference, e.g. "file /etc/ollama/instances/a.env: content differs"; empty when
     the host holds exactly what the role would write.
   type: list
   elements: str
   returned: always
 loaded:
   description:
-    - Per instance (the input as C(__instance)), C(status) and C(json) of its C(/api/ps), or C(msg) when it did not
+    - >-
+      Per instance (the input as C(__instance)), C(status) and C(json) of its C(/api/ps), or C(msg) when it did not
       answer: the shape of an C(ansible.builtin.uri) loop over the plan, which the proof's filters read.
   type: list
   elements: dict
   returned: always
 tags:
-  description: The store's C(/api/tags) answer through I(store) (C({"models": []}) without one, or no answer).
+  description: >-
+    The store's C(/api/tags) answer through I(store) (C({"models": []}) without one, or no answer).
   type: dict
   returned: always
 """
