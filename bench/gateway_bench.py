@@ -104,7 +104,7 @@ def role_task(module: str, args: str, extra: Path):
     """One Ansible MODULE with ARGS on this machine, with the gateway role's defaults and vars, then EXTRA's."""
     sh(
         str(Path(sys.executable).parent / "ansible"), "localhost", "-c", "local", "-m", module, "-a", args,
-        "-e", f"@{REPO}/roles/ollama_gateway/defaults/main.yml", "-e", f"@{REPO}/roles/ollama_gateway/vars/main.yml",
+        "-e", f"@{REPO}/roles/ollama_gateway/defaults/main.yml", "-e", f"@{REPO}/roles/ollama_gateway/vars/main/gateway.yml",
         "-e", f"@{extra}",
         env={**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg")}, cwd=REPO,
     )  # fmt: skip

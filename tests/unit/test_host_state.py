@@ -2,10 +2,13 @@
 
 import grp
 import hashlib
+import http.server
 import importlib.util
 import os
 import pwd
 import re
+import socket
+import threading
 from pathlib import Path
 
 import pytest
@@ -14,7 +17,7 @@ from ollama_proof import ollama_warm_misses
 
 REPO = Path(__file__).resolve().parents[2]
 ROLE = REPO / "roles/ollama"
-spec = importlib.util.spec_from_file_location("ollama_host_state", ROLE / "library/ollama_host_state.py")
+spec = importlib.util.spec_from_file_location("ollama_host_state", REPO / "plugins/modules/ollama_host_state.py")
 state = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(state)
 
@@ -22,8 +25,8 @@ ME = pwd.getpwuid(os.getuid()).pw_name
 MY_GROUP = grp.getgrgid(os.getgid()).gr_name
 
 
-def tasks():
-    """Every task of the role that runs on a deploy (uninstall's own files aside), blocks opened."""
+def tasks(role=ROLE, skipped=("uninstall",)):
+    """Every task of ROLE that runs on a deploy (the files whose names start with SKIPPED aside), blocks opened."""
 
     def walk(items):
         for task in items or []:
@@ -31,8 +34,8 @@ def tasks():
             for key in ("block", "rescue", "always"):
                 yield from walk(task.get(key))
 
-    for path in sorted((ROLE / "tasks").glob("*.yml")):
-        if not path.name.startswith("uninstall"):
+    for path in sorted((role / "tasks").glob("*.yml")):
+        if not path.name.startswith(skipped):
             yield from ((path.name, task) for task in walk(yaml.safe_load(path.read_text())))
 
 
@@ -84,6 +87,33 @@ def test_every_file_a_task_writes_is_compared():
             continue
         variable = re.fullmatch(r"\{\{ (\w+) \}\}", dest)
         assert variable and variable.group(1) in COMPARED, f"{name} writes {dest}, which host_state.yml does not read"
+
+
+GATEWAY = REPO / "roles/ollama_gateway"
+# What the gateway's read-only files do not write: its checks (preflight), the status play and uninstall.
+GATEWAY_DEPLOY = ("uninstall", "status", "preflight", "host_state")
+GATEWAY_COMPARED = (GATEWAY / "tasks/host_state.yml").read_text() + (GATEWAY / "vars/main/host_state.yml").read_text()
+
+
+def test_every_file_directory_unit_and_package_the_gateway_makes_is_compared():
+    templates, made = set(), []
+    for name, task in tasks(GATEWAY, GATEWAY_DEPLOY):
+        if "ansible.builtin.template" in task:
+            templates.add(task["ansible.builtin.template"]["src"])
+        copy = task.get("ansible.builtin.copy", {})
+        sources = task.get("loop", []) if copy.get("src") == "{{ item }}" else [copy.get("src") or copy.get("content")]
+        made += [(name, source) for source in sources if source]
+        file = task.get("ansible.builtin.file", {})
+        if file.get("state") in ("directory", "absent") and file.get("path") != "{{ item }}":
+            made.append((name, file["path"]))
+        made += [(name, what) for what in made_by(task) if "{{ item }}" not in what]
+    looked_up = set(re.findall(r"lookup\('template', '([^']+)'", GATEWAY_COMPARED))
+    assert templates and templates == looked_up, "host_state.yml renders exactly the templates the tasks write"
+    assert len(made) > 15
+    for name, what in made:
+        parts = [p.strip() for p in re.split(r"\{\{|\}\}", what) if p.strip()]
+        missing = [p for p in parts if p.split(" | ")[0].removesuffix(".service") not in GATEWAY_COMPARED]
+        assert not missing, f"{name}: {what} is made there, but the gateway's host_state does not read {missing}"
 
 
 @pytest.fixture
@@ -252,3 +282,38 @@ def test_warm_misses_name_each_model_the_warm_up_would_load():
     assert ollama_warm_misses([{"__instance": INSTANCE, "status": -1, "msg": "refused"}]) == [
         "instance a: qwen3:0.6b is not loaded as pinned"
     ]
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "differs"),
+    [
+        (200, b'{"status": "up", "up": 3, "total": 3}', False),
+        (200, b"ok", False),  # the public answer, no counts: up
+        (200, b'{"up": 2, "total": 3}', True),
+        (503, b'{"up": 0, "total": 3}', True),
+    ],
+)
+def test_the_gateway_counts_only_when_every_instance_is_up(status, body, differs):
+    class Health(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - http.server's name
+            self.send_response(status)
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), Health) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        found = state.check_health({"url": f"http://127.0.0.1:{server.server_port}/healthz"})
+        server.shutdown()
+    assert bool(found) == differs, found
+    if differs:
+        assert found[0].startswith(f"gateway http://127.0.0.1:{server.server_port}/healthz: answered {status}")
+
+
+def test_a_gateway_that_does_not_answer_is_a_difference():
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+    assert "did not answer" in state.check_health({"url": f"http://127.0.0.1:{port}/healthz"})[0]

@@ -33,7 +33,7 @@ def render(template: str, dest: Path, tmp_path: Path, **more) -> str:
     ansible = str(Path(sys.executable).parent / "ansible")
     done = subprocess.run(
         [ansible, "localhost", "-c", "local", "-m", "template", "-a", f"src={ROLE}/templates/{template} dest={dest}",
-         "-e", f"@{ROLE}/defaults/main.yml", "-e", f"@{ROLE}/vars/main.yml", "-e", f"@{tmp_path}/extra.json"],
+         "-e", f"@{ROLE}/defaults/main.yml", "-e", f"@{ROLE}/vars/main/gateway.yml", "-e", f"@{tmp_path}/extra.json"],
         capture_output=True, text=True, env={**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg")},
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-2000:]

@@ -14,7 +14,8 @@ def readme_table(role: str) -> dict[str, str]:
     text = (REPO / "README.md").read_text()
     section = text.split(f"### Variables of the `{role}` role", 1)[1]
     section = re.split(r"\n##+ ", section, maxsplit=1)[0]
-    return dict(re.findall(r"^\| `(\w+)` \| `(.*?)` \|", section, re.M))
+    # a | inside a cell is written \| (GitHub's tables)
+    return {name: value.replace("\\|", "|") for name, value in re.findall(r"^\| `(\w+)` \| `(.*?)` \|", section, re.M)}
 
 
 @pytest.mark.parametrize("role", ROLES)

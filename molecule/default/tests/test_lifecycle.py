@@ -137,12 +137,15 @@ DRIFTS = {
     "a stopped instance": "systemctl stop ollama@solo.service",
     "a removed device drop-in": "rm /etc/systemd/system/ollama@large.service.d/devices.conf && systemctl daemon-reload",
     "a deleted pinned model": 'curl -sf -X DELETE http://127.0.0.1:11435/api/delete -d \'{"model": "qwen3:0.6b"}\'',
+    "a hand-edited gateway configuration": "echo '# by hand' >> /etc/nginx/conf.d/ollama-gateway.conf",
+    "a stopped health checker": "systemctl stop ollama-gateway-health.service",
 }
 
 
 def test_site_finds_and_repairs_each_drift():
     h = host(NAME)
     env_before = h.check_output("sha256sum /etc/ollama/instances/small.env")
+    gateway_conf_before = h.check_output("sha256sum /etc/nginx/conf.d/ollama-gateway.conf")
     devices_before = h.check_output("systemctl show -p DeviceAllow --value ollama@large.service")
     assert devices_before  # the drop-in's allow-list is what the unit runs with
     large_since = h.check_output("systemctl show -p ActiveEnterTimestampMonotonic --value ollama@large.service")
@@ -158,6 +161,9 @@ def test_site_finds_and_repairs_each_drift():
         "unit ollama@solo.service: inactive, not active",
         "file /etc/systemd/system/ollama@large.service.d/devices.conf: missing",
         "model registry.ollama.ai/library/qwen3:0.6b: to pull",
+        # and the gateway's (roles/ollama_gateway/tasks/host_state.yml)
+        "file /etc/nginx/conf.d/ollama-gateway.conf: content differs",
+        "unit ollama-gateway-health.service: inactive, not active",
     ):
         assert found in run.stdout, found
     # the env file is the plan's again, and the instance runs with it
@@ -172,6 +178,8 @@ def test_site_finds_and_repairs_each_drift():
     assert "qwen3:0.6b" in [m["name"] for m in tags["models"]]
     ps = json.loads(h.check_output("curl -sf http://127.0.0.1:11437/api/ps"))
     assert [m["name"] for m in ps["models"]] == ["qwen3:0.6b"]  # warm again, as site.yml leaves a pinned model
+    assert h.check_output("sha256sum /etc/nginx/conf.d/ollama-gateway.conf") == gateway_conf_before
+    assert h.service("ollama-gateway-health.service").is_running
     wait_for_full_rotation(NAME)
 
 
@@ -181,10 +189,13 @@ def test_a_run_that_changes_nothing_reads_the_host_once_and_skips_the_rest():
     run = site()
     assert run.returncode == 0, run.stdout[-3000:]
     assert "TASK [ollama : Read how this host differs from the plan]" in run.stdout
-    # the full path's tasks did not run: neither its first task nor the env files' writes
-    shown = run.stdout.find("Show what differs from the plan on this host")
-    assert shown < 0, run.stdout[shown : shown + 2000]
+    assert "TASK [ollama_gateway : Read how this gateway differs from the plan]" in run.stdout
+    # the full paths did not run: neither their first task nor the env files' or the gateway's writes
+    for first in ("Show what differs from the plan on this host", "Show what differs from the plan on this gateway"):
+        shown = run.stdout.find(first)
+        assert shown < 0, run.stdout[shown : shown + 2000]
     assert "Write the environment of instance" not in run.stdout
+    assert "Write the gateway's nginx configuration" not in run.stdout
     assert recap(run)[NAME]["changed"] == 0
 
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 DOCUMENTATION = r"""
 module: ollama_host_state
-short_description: Compare everything the ollama role manages on a host with what it would write, read-only
+short_description: Compare everything a role of the toolkit manages on a host with what it would write, read-only
 description:
   - One read of the files, directories, links, units, packages, account and Python package the role manages,
-    each compared with what the role's tasks would make of it, plus each instance's C(/api/ps).
+    each compared with what the role's tasks would make of it, plus each instance's C(/api/ps) (the ollama role)
+    or the gateway's C(/healthz) (the ollama_gateway role).
   - Returns the differences as messages. The role takes its full path (every task) when there is one, and
     skips it when there is none, so a run that changes nothing costs one module call instead of a hundred.
   - Never changes anything; runs in check mode as well.
@@ -80,11 +81,17 @@ options:
     description: The instance (C(name), C(address), C(port)) whose C(/api/tags) lists the shared store, as the
       full path reads it; one that does not answer is a difference.
     type: dict
+  health:
+    description:
+      - The gateway's health answer, C(url) (its C(/healthz)), read as the ollama_gateway role waits for it after a
+        change, a certificate not verified (the gateway's own, on this host); anything but a 200 with every
+        instance C(up) (C(up) equal to C(total), both 1 where the answer leaves them out) is a difference.
+    type: dict
 """
 
 EXAMPLES = r"""
 - name: Read how this host differs from the plan
-  ollama_host_state:
+  ollama.fleet.ollama_host_state:
     files:
       - {path: /etc/ollama/instances/a.env, checksum: "{{ lookup('template', 'instance.env.j2') | hash('sha1') }}",
          owner: root, group: root, mode: "0640"}
@@ -123,7 +130,9 @@ import hashlib
 import json
 import os
 import pwd
+import ssl
 import stat
+import urllib.error
 import urllib.request
 
 from ansible.module_utils.basic import AnsibleModule
@@ -331,6 +340,30 @@ def read_store(instance):
     return {"models": []}, [f"instance {instance.get('name')}: /api/tags did not answer ({problem})"]
 
 
+def check_health(want):
+    """The gateway's /healthz as services.yml waits for it: 200, and every instance up."""
+    if not want:
+        return []
+    context = ssl.create_default_context()
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE  # its own certificate, on this host
+    try:
+        with urllib.request.urlopen(want["url"], timeout=10, context=context) as answer:
+            status, body = answer.status, answer.read()
+    except urllib.error.HTTPError as error:
+        status, body = error.code, b""
+    except Exception as error:  # noqa: BLE001 - see read_loaded
+        return [f"gateway {want['url']}: did not answer ({error or type(error).__name__})"]
+    try:
+        answer = json.loads(body)
+    except ValueError:
+        answer = {}
+    answer = answer if isinstance(answer, dict) else {}
+    up, total = answer.get("up", 1), answer.get("total", 1)
+    if status != 200 or up != total:
+        return [f"gateway {want['url']}: answered {status}, {up} of {total} instances up"]
+    return []
+
+
 def read_loaded(instances):
     loaded = []
     for instance in instances:
@@ -361,6 +394,7 @@ def main():
             "python_package": {"type": "dict"},
             "instances": listed,
             "store": {"type": "dict"},
+            "health": {"type": "dict"},
         },
         supports_check_mode=True,
     )
@@ -374,6 +408,7 @@ def main():
         *check_account(p["account"]),
         *check_tree(p["owned_tree"]),
         *check_python_package(p["python_package"]),
+        *check_health(p["health"]),
     ]
     loaded = read_loaded(p["instances"])
     drift += [f"instance {r['__instance']['name']}: /api/ps did not answer ({r['msg']})" for r in loaded if "msg" in r]
