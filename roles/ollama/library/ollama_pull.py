@@ -11,7 +11,7 @@ description:
     I(progress_file) about every second, so a play that runs this module with C(async) can print progress while
     a 40 GB pull runs (Ansible shows a task's result only when it ends).
   - When I(source) is another name (the model as a local registry serves it), copies it to I(model) and deletes
-    I(source) afterwards (/api/copy, /api/delete): clients keep using the usual name, and the blobs are shared.
+    I(source) afterwards (/api/copy, /api/delete), so clients keep using the usual name; the blobs are shared.
   - Ollama verifies every blob's sha256 while it pulls; this module returns the manifest digest the store holds.
 options:
   url:
@@ -19,11 +19,11 @@ options:
     type: str
     required: true
   model:
-    description: The name clients use, e.g. llama3.1:8b.
+    description: The name clients use, for example C(llama3.1:8b).
     type: str
     required: true
   source:
-    description: The name to pull, e.g. registry.local:5000/library/llama3.1:8b; default I(model).
+    description: The name to pull, for example C(registry.local:5000/library/llama3.1:8b); default I(model).
     type: str
   insecure:
     description: Plain HTTP to the registry (Ollama's --insecure).
@@ -39,16 +39,29 @@ options:
     default: 300
 """
 
+EXAMPLES = r"""
+- name: Pull llama3.1:8b through the first instance, progress in a file
+  ollama_pull:
+    url: http://127.0.0.1:11434
+    model: llama3.1:8b
+    progress_file: /run/ollama-pull.json
+  async: 7200
+  poll: 0
+"""
+
 RETURN = r"""
 digest:
   description: The manifest digest (hex) of I(model) in the store after the pull.
   type: str
+  returned: success
 bytes:
   description: Size of the model's blobs.
   type: int
+  returned: success
 seconds:
   description: How long the pull took.
   type: float
+  returned: success
 """
 
 import json
