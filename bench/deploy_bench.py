@@ -138,14 +138,16 @@ def table(rows, baseline):
         "|---|---|---|---|---|" + "---|---|---|" * baseline + "---|---|",
     ]
     for r in rows:
-        every = (
+        every = (  # without --baseline there is no such run to show
             f" {r['every']:.0f} s (changed={r['every_changed']}) | {r['every'] / base['every']:.2f}× |"
             f" {r['every_cpu'] / r['hosts']:.1f} s |"
+            if baseline
+            else ""
         )
         lines.append(
             f"| {r['hosts']} ({r['instances']}) | {r['first']:.0f} s | {r['again']:.0f} s (changed={r['again_changed']})"
             f" | {r['again'] / base['again']:.2f}× | {r['again_cpu'] / r['hosts']:.1f} s |"
-            + (every if baseline else "")
+            + every
             + f" {r['rolling']:.0f} s | {r['rolling'] / base['rolling']:.2f}× |"
         )
     return "\n".join(lines)
