@@ -10,7 +10,7 @@ import pytest
 from conftest import REPO, SPECS, TESTS
 
 
-def gpu_facts(fake_nvml_dir, tmp_path, spec, source="auto"):
+def gpu_facts(fake_nvml_dir, tmp_path, spec, source="auto", **args):
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir(exist_ok=True)
     if not (bin_dir / "nvidia-smi").exists():
@@ -26,7 +26,7 @@ def gpu_facts(fake_nvml_dir, tmp_path, spec, source="auto"):
     ansible = str(Path(sys.executable).parent / "ansible")
     run = subprocess.run(
         [ansible, "localhost", "-c", "local", "-e", f"ansible_python_interpreter={sys.executable}",
-         "-m", "gpu_facts", "-a", f"source={source}", "--tree", str(tmp_path / "tree")],
+         "-m", "gpu_facts", "-a", json.dumps({"source": source, **args}), "--tree", str(tmp_path / "tree")],
         env=env, capture_output=True, text=True, cwd=REPO, timeout=60,
     )  # fmt: skip
     assert run.returncode == 0, run.stdout + run.stderr
@@ -59,3 +59,20 @@ def test_no_driver_is_an_empty_list_and_a_reason_not_a_failure(fake_nvml_dir, tm
     facts = gpu_facts(fake_nvml_dir, tmp_path, "nogpu")
     assert facts["gpus"] == [] and facts["source"] == "none" and not facts.get("failed")
     assert facts["reason"].startswith("NVML: Driver Not Loaded; nvidia-smi: NVIDIA-SMI has failed")
+
+
+def test_the_same_run_reads_the_architecture_and_the_routes_the_plan_needs(fake_nvml_dir, tmp_path):
+    # one module run per host brings everything planning reads from it (issue 28); `ip route get` is iproute2's own
+    gateways = [{"name": "gw-local", "address": "127.0.0.1"}, {"name": "gw-bad", "address": "not-an-address"}]
+    facts = gpu_facts(fake_nvml_dir, tmp_path, "a100x4", routes_to=gateways)
+    assert facts["architecture"] == os.uname().machine and len(facts["gpus"]) == 4
+    local, bad = facts["routes"]
+    assert local["item"] == gateways[0] and local["rc"] == 0
+    assert json.loads(local["stdout"])[0]["prefsrc"] == "127.0.0.1"
+    assert bad["item"] == gateways[1] and bad["rc"] != 0 and bad["stderr"]
+
+
+def test_gpus_the_inventory_pins_are_not_discovered(fake_nvml_dir, tmp_path):
+    facts = gpu_facts(fake_nvml_dir, tmp_path, "a100x4", "none")
+    assert facts["gpus"] == [] and facts["source"] == "none" and "pins" in facts["reason"]
+    assert facts["architecture"] == os.uname().machine and facts["routes"] == []

@@ -9,13 +9,23 @@ description:
   - Reads every GPU through NVML (nvidia-ml-py) when it is importable by the interpreter running the module,
     else through C(nvidia-smi --query-gpu=... --format=csv,noheader,nounits). Both give the same schema.
   - A host without GPU or driver is not an error; it returns no GPUs and says why in O(reason).
+  - The same run reads what else the plan needs from the host, the machine's architecture and the source address of
+    its route towards each of O(routes_to), so that planning costs one module run per host instead of three (fact
+    gathering, discovery, one C(ip route get) per gateway).
   - Changes nothing; supports check mode.
 options:
   source:
-    description: Which source to ask. C(auto) tries NVML, then nvidia-smi.
+    description: Which source to ask. C(auto) tries NVML, then nvidia-smi; C(none) reads no GPU (the inventory pins them).
     type: str
-    choices: [auto, nvml, nvidia-smi]
+    choices: [auto, nvml, nvidia-smi, none]
     default: auto
+  routes_to:
+    description:
+      - Destinations to look up with C(ip -json route get ADDRESS), each a dict with at least C(address); it is echoed
+        back as C(item) of its result.
+    type: list
+    elements: dict
+    default: []
   nvidia_smi:
     description: Path or name of nvidia-smi.
     type: str
@@ -67,7 +77,20 @@ reason:
   description: Why no GPU was found, with NVML's and nvidia-smi's own messages; empty when GPUs were found.
   returned: always
   type: str
+architecture:
+  description: The machine's architecture as C(uname -m) names it (C(x86_64), C(aarch64)).
+  returned: always
+  type: str
+routes:
+  description:
+    - One result per O(routes_to) entry, shaped as a C(command) loop's (C(item), C(rc), C(stdout), C(stderr)); C(rc)
+      127 where C(ip) is missing.
+  returned: always
+  type: list
+  elements: dict
 """
+
+import platform
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.ollama.fleet.plugins.module_utils.gpu_inventory import (
@@ -188,18 +211,33 @@ def from_nvidia_smi(module):
     return gpus, driver, cuda_version_from_smi_banner(banner)
 
 
+def routes(module):
+    """`ip -json route get` towards each destination, as a command loop would register it."""
+    binary = module.get_bin_path("ip")
+    results = []
+    for item in module.params["routes_to"]:
+        if binary is None:
+            rc, out, err = 127, "", "ip: not found (iproute2)"
+        else:
+            rc, out, err = module.run_command([binary, "-json", "route", "get", str(item["address"])])
+        results.append({"item": item, "rc": rc, "stdout": out, "stderr": err})
+    return results
+
+
 def main():
     module = AnsibleModule(
         argument_spec={
-            "source": {"type": "str", "default": "auto", "choices": ["auto", "nvml", "nvidia-smi"]},
+            "source": {"type": "str", "default": "auto", "choices": ["auto", "nvml", "nvidia-smi", "none"]},
             "nvidia_smi": {"type": "str", "default": "nvidia-smi"},
+            "routes_to": {"type": "list", "elements": "dict", "default": []},
         },
         supports_check_mode=True,
     )
+    host = {"changed": False, "architecture": platform.machine(), "routes": routes(module)}
     wanted = module.params["source"]
     sources = {"nvml": from_nvml, "nvidia-smi": lambda: from_nvidia_smi(module)}
-    reasons = []
-    for name in ("nvml", "nvidia-smi") if wanted == "auto" else (wanted,):
+    reasons = [] if wanted != "none" else ["none: the inventory pins the GPUs"]
+    for name in {"auto": ("nvml", "nvidia-smi"), "none": ()}.get(wanted, (wanted,)):
         try:
             gpus, driver, cuda = sources[name]()
         except Unavailable as exc:
@@ -208,10 +246,8 @@ def main():
         except RuntimeError as exc:
             module.fail_json(msg=str(exc), source=name)
         reason = "" if gpus else f"{name}: the driver answered but reports no GPU"
-        module.exit_json(changed=False, gpus=gpus, driver_version=driver, cuda_version=cuda, source=name, reason=reason)
-    module.exit_json(
-        changed=False, gpus=[], driver_version="", cuda_version="", source="none", reason="; ".join(reasons)
-    )
+        module.exit_json(gpus=gpus, driver_version=driver, cuda_version=cuda, source=name, reason=reason, **host)
+    module.exit_json(gpus=[], driver_version="", cuda_version="", source="none", reason="; ".join(reasons), **host)
 
 
 if __name__ == "__main__":
