@@ -127,16 +127,14 @@ tags:
 import glob
 import grp
 import hashlib
-import json
 import os
 import pwd
 import ssl
 import stat
-import urllib.error
-import urllib.request
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.ollama.fleet.plugins.module_utils.addresses import local_url
+from ansible_collections.ollama.fleet.plugins.module_utils.http_json import call
 
 
 def _sha1(path):
@@ -321,17 +319,12 @@ def check_python_package(want):
     return []
 
 
-def get_json(address, port, path):
-    with urllib.request.urlopen(local_url(address, port) + path, timeout=10) as answer:
-        return answer.status, json.loads(answer.read())
-
-
 def read_store(instance):
     """/api/tags of the store through INSTANCE, as store.yml reads it: ({models}, drift)."""
     if not instance:
         return {"models": []}, []
     try:
-        status, answer = get_json(instance["address"], instance["port"], "/api/tags")
+        status, answer = call(local_url(instance["address"], instance["port"]) + "/api/tags")
         if status == 200 and isinstance(answer, dict) and isinstance(answer.get("models"), list):
             return answer, []
         problem = f"answered {status}"
@@ -347,16 +340,9 @@ def check_health(want):
     context = ssl.create_default_context()
     context.check_hostname, context.verify_mode = False, ssl.CERT_NONE  # its own certificate, on this host
     try:
-        with urllib.request.urlopen(want["url"], timeout=10, context=context) as answer:
-            status, body = answer.status, answer.read()
-    except urllib.error.HTTPError as error:
-        status, body = error.code, b""
+        status, answer = call(want["url"], context=context)
     except Exception as error:  # noqa: BLE001 - see read_loaded
         return [f"gateway {want['url']}: did not answer ({error or type(error).__name__})"]
-    try:
-        answer = json.loads(body)
-    except ValueError:
-        answer = {}
     answer = answer if isinstance(answer, dict) else {}
     up, total = answer.get("up", 1), answer.get("total", 1)
     if status != 200 or up != total:
@@ -369,8 +355,8 @@ def read_loaded(instances):
     for instance in instances:
         result = {"__instance": instance}
         try:
-            status, answer = get_json(instance["address"], instance["port"], "/api/ps")
-            result.update(status=status, json=answer)
+            status, answer = call(local_url(instance["address"], instance["port"]) + "/api/ps")
+            result.update(status=status, json=answer, **({} if status == 200 else {"msg": f"answered {status}"}))
         except Exception as error:  # noqa: BLE001 - whatever the port answers, a difference, not a traceback
             result.update(status=-1, msg=str(error) or type(error).__name__)
         loaded.append(result)

@@ -60,22 +60,9 @@ results:
   returned: always
 """
 
-import json
-import urllib.error
-import urllib.request
-
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.ollama.fleet.plugins.module_utils.http_json import call
 from ansible_collections.ollama.fleet.plugins.module_utils.model_names import key
-
-
-def call(url, timeout, body=None):
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"} if data else {})
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as answer:
-            return answer.status, json.loads(answer.read())
-    except urllib.error.HTTPError as error:
-        return error.code, None
 
 
 def read_tags(urls, timeout):

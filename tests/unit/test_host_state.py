@@ -313,7 +313,25 @@ def test_the_gateway_counts_only_when_every_instance_is_up(status, body, differs
 
 
 def test_a_gateway_that_does_not_answer_is_a_difference():
-    with socket.socket() as unused:
-        unused.bind(("127.0.0.1", 0))
-        port = unused.getsockname()[1]
-    assert "did not answer" in state.check_health({"url": f"http://127.0.0.1:{port}/healthz"})[0]
+    with socket.socket() as bound:  # bound and not listening: refused, and no other test can take the port meanwhile
+        bound.bind(("127.0.0.1", 0))
+        port = bound.getsockname()[1]
+        assert "did not answer" in state.check_health({"url": f"http://127.0.0.1:{port}/healthz"})[0]
+
+
+def test_an_instance_whose_ps_fails_is_not_loaded_as_pinned():
+    class Failing(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - http.server's name
+            self.send_response(500)
+            self.end_headers()
+            self.wfile.write(b"boom")
+
+        def log_message(self, *args):
+            pass
+
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), Failing) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        (loaded,) = state.read_loaded([{**INSTANCE, "address": "127.0.0.1", "port": server.server_port}])
+        server.shutdown()
+    assert (loaded["status"], loaded["json"], loaded["msg"]) == (500, None, "answered 500")
+    assert ollama_warm_misses([loaded]) == ["instance a: qwen3:0.6b is not loaded as pinned"]
