@@ -14,8 +14,9 @@ With --baseline, also (after the no-change run):
   every task       site.yml -e ollama_check_everything=true: no change either, but every host runs all of the
                    role's tasks, as every run did before the no-change path (issue 28)
 It prints one Markdown table for the README: seconds and the ratio to one host, and the controller's CPU seconds
-(user + system of ansible-playbook and everything it ran: its workers, ssh) for each run. The no-change run's
-cost per task (bench/callback_plugins/task_times.py) goes to .cache/bench/deploy/no-change-tasks-SIZE.json.
+(user + system of ansible-playbook and everything it ran: its workers, ssh) for each run. Each timed run's cost per
+task (bench/callback_plugins/task_times.py) goes to .cache/bench/deploy/RUN-tasks-SIZE.json (RUN: first, no-change,
+rolling), so that two revisions' runs compare task by task.
 """
 
 from __future__ import annotations
@@ -116,10 +117,12 @@ def measure(size, key, baseline):
             subprocess.run([sys.executable, str(HARNESS), "up", name, address, "--pubkey", f"{key}.pub"],
                            check=True, capture_output=True)  # fmt: skip
         playbook("molecule/resources/prepare.yml", inv)
-        first, _, first_cpu = playbook("site.yml", inv)
+        first, _, first_cpu = playbook("site.yml", inv, times_out=WORK / f"first-tasks-{size}.json")
         again, changed, again_cpu = playbook("site.yml", inv, times_out=WORK / f"no-change-tasks-{size}.json")
         every = playbook("site.yml", inv, {"ollama_check_everything": True}) if baseline else (0, 0, 0)
-        rolling, _, rolling_cpu = playbook("site.yml", inv, {"ollama_keep_alive": "10m"})
+        rolling, _, rolling_cpu = playbook(
+            "site.yml", inv, {"ollama_keep_alive": "10m"}, times_out=WORK / f"rolling-tasks-{size}.json"
+        )
         return {"hosts": size, "instances": 4 * size, "first": first, "first_cpu": first_cpu, "again": again,
                 "again_changed": changed, "again_cpu": again_cpu, "every": every[0], "every_changed": every[1],
                 "every_cpu": every[2], "rolling": rolling, "rolling_cpu": rolling_cpu}  # fmt: skip
