@@ -1,6 +1,9 @@
 """Every role variable is declared, defaulted and documented alike (README drift is a bug)."""
 
+import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -28,3 +31,28 @@ def test_defaults_argument_specs_and_readme_list_the_same_variables(role):
     assert set(table) == set(defaults), "README variables table and defaults/main.yml disagree"
     for name, value in defaults.items():
         assert yaml.safe_load(table[name]) == value, f"README shows another default for {name}"
+
+
+SPEC_ROLES = sorted(p.name for p in (REPO / "roles").iterdir() if (p / "meta/argument_specs.yml").exists())
+
+
+@pytest.mark.parametrize("role", SPEC_ROLES)
+def test_every_entry_point_takes_its_options_from_main_and_ansible_doc_shows_it(role):
+    """An option is written once, under main; the other entry points name it by YAML alias (issue 29)."""
+    path = REPO / f"roles/{role}/meta/argument_specs.yml"
+    text = path.read_text()
+    specs = yaml.safe_load(text)["argument_specs"]
+    main = specs.get("main", {}).get("options", {})
+    for entry, spec in specs.items():
+        for name in spec.get("options", {}) if entry != "main" else ():
+            if name in main:
+                assert re.search(rf"^      {name}: \*{name}$", text, re.M), f"{entry}: {name} is a copy, not *{name}"
+    shown = subprocess.run(
+        [str(Path(sys.executable).parent / "ansible-doc"), "-t", "role", "-r", str(REPO / "roles"), role, "--json"],
+        capture_output=True, text=True, cwd=REPO, timeout=60, check=True,
+    )  # fmt: skip
+    entry_points = json.loads(shown.stdout)[role]["entry_points"]
+    assert set(entry_points) == set(specs)
+    for entry, spec in specs.items():
+        assert entry_points[entry]["short_description"] == spec["short_description"]
+        assert entry_points[entry].get("options", {}) == spec.get("options", {}), entry
