@@ -116,7 +116,7 @@ def gpu_facts(out, source):
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(REPO / "collections"), os.environ.get("PYTHONPATH", "")]),
     }
-    run = sh(sys.executable, str(ROLE / "library" / "gpu_facts.py"), str(args), env=env)
+    run = sh(sys.executable, str(REPO / "plugins" / "modules" / "gpu_facts.py"), str(args), env=env)
     args.unlink()
     try:
         result = json.loads(run["stdout"])

@@ -20,13 +20,12 @@ def gpu_facts(fake_nvml_dir, tmp_path, spec, source="auto", **args):
         "PATH": f"{bin_dir}:{os.environ['PATH']}",
         "LD_LIBRARY_PATH": str(fake_nvml_dir),
         "NVML_SIM_SPEC": str(SPECS / f"{spec}.json"),
-        "ANSIBLE_LIBRARY": str(REPO / "roles/ollama/library"),
         "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
     }
     ansible = str(Path(sys.executable).parent / "ansible")
     run = subprocess.run(
         [ansible, "localhost", "-c", "local", "-e", f"ansible_python_interpreter={sys.executable}",
-         "-m", "gpu_facts", "-a", json.dumps({"source": source, **args}), "--tree", str(tmp_path / "tree")],
+         "-m", "ollama.fleet.gpu_facts", "-a", json.dumps({"source": source, **args}), "--tree", str(tmp_path / "tree")],
         env=env, capture_output=True, text=True, cwd=REPO, timeout=60,
     )  # fmt: skip
     assert run.returncode == 0, run.stdout + run.stderr

@@ -1,4 +1,4 @@
-"""The model store's rules (filter_plugins/ollama_models.py) and ollama_pull against the stand-in: where a model
+"""The model store's rules (plugins/filter/ollama_models.py) and ollama_pull against the stand-in: where a model
 comes from, which digest it must have, which models leave, and the progress of a pull while it runs."""
 
 import json
@@ -126,13 +126,12 @@ def pull(tmp_path, url, model, source=None, insecure=False):
         args["source"] = source
     env = {
         **os.environ,
-        "ANSIBLE_LIBRARY": str(REPO / "roles/ollama/library"),
         "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
     }
     ansible = str(Path(sys.executable).parent / "ansible")
     proc = subprocess.Popen(
         [ansible, "localhost", "-c", "local", "-e", f"ansible_python_interpreter={sys.executable}",
-         "-m", "ollama_pull", "-a", json.dumps(args), "--tree", str(tmp_path / "tree")],
+         "-m", "ollama.fleet.ollama_pull", "-a", json.dumps(args), "--tree", str(tmp_path / "tree")],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO,
     )  # fmt: skip
     seen = []

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from conftest import REPO, free_port
 
-LIBRARY = REPO / "roles/ollama_registry/library"
+LIBRARY = REPO / "plugins/modules"
 REGISTRY_BIN = "/usr/bin/docker-registry"
 MANIFEST_TYPES = "application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json"
 
@@ -137,11 +137,11 @@ def make_store(store: Path, path="registry.ollama.ai/library/tiny/1b") -> dict:
 def load(tmp_path, check=False, fails=False, **args):
     """Run the module through `ansible localhost -m`; return its result and the combined output."""
     tree = tmp_path / f"tree{time.monotonic_ns()}"
-    env = {**os.environ, "ANSIBLE_LIBRARY": str(LIBRARY), "ANSIBLE_CONFIG": str(REPO / "ansible.cfg")}
+    env = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg")}
     ansible = str(Path(sys.executable).parent / "ansible")
     run = subprocess.run(
         [ansible, "localhost", "-c", "local", "-e", f"ansible_python_interpreter={sys.executable}",
-         "-m", "ollama_registry_load", "-a", json.dumps(args), "--tree", str(tree), *(["--check"] if check else [])],
+         "-m", "ollama.fleet.ollama_registry_load", "-a", json.dumps(args), "--tree", str(tree), *(["--check"] if check else [])],
         env=env, capture_output=True, text=True, cwd=REPO, timeout=120,
     )  # fmt: skip
     # 2: the task failed (the tree callback leaves "failed" out of the result it writes)
@@ -308,11 +308,11 @@ def test_bad_names_are_refused_with_the_part(name, message):
 
 def test_the_module_is_documented():
     doc = subprocess.run(
-        [str(Path(sys.executable).parent / "ansible-doc"), "-j", "ollama_registry_load"],
-        env={**os.environ, "ANSIBLE_LIBRARY": str(LIBRARY)}, capture_output=True, text=True, timeout=60,
+        [str(Path(sys.executable).parent / "ansible-doc"), "-j", "ollama.fleet.ollama_registry_load"],
+        env={**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg")}, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert doc.returncode == 0, doc.stderr
-    info = json.loads(doc.stdout)["ollama_registry_load"]
+    info = json.loads(doc.stdout)["ollama.fleet.ollama_registry_load"]
     assert set(info["doc"]["options"]) == {"registry", "source", "models", "ca_file", "timeout"}
     assert set(info["return"]["models"]["contains"]) == {
         "name", "repository", "tag", "digest", "pushed", "blobs_fetched", "bytes_fetched",

@@ -1,4 +1,4 @@
-"""One rule in two places: the plan's check of an instance's pinned models together (filter_plugins/ollama_vram.py
+"""One rule in two places: the plan's check of an instance's pinned models together (plugins/filter/ollama_vram.py
 together) foresees what the stand-in's scheduler, which follows Ollama v0.33's server/sched.go, does when the
 warm-up loads them in the plan's order: no eviction where the plan says they fit, and the first eviction at the
 model the plan names."""

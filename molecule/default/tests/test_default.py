@@ -87,7 +87,7 @@ SYSTEM_PYTHON = {"ansible_python_interpreter": "/usr/bin/python3"}
 
 
 def test_gpu_facts_reads_all_eight_gpus_through_nvml(host):
-    facts = host.ansible("gpu_facts", "", check=True, extra_vars=NVML_PYTHON)
+    facts = host.ansible("ollama.fleet.gpu_facts", "", check=True, extra_vars=NVML_PYTHON)
     assert facts["source"] == "nvml" and facts["reason"] == ""
     assert len(facts["gpus"]) == L20_COUNT
     assert facts["driver_version"] == "570.133.20" and facts["cuda_version"] == "12.8"
@@ -96,8 +96,8 @@ def test_gpu_facts_reads_all_eight_gpus_through_nvml(host):
 
 def test_gpu_facts_falls_back_to_nvidia_smi_with_identical_results(host):
     assert host.run("/usr/bin/python3 -c 'import pynvml'").rc != 0, "the system Python must lack nvidia-ml-py"
-    nvml = host.ansible("gpu_facts", "", check=True, extra_vars=NVML_PYTHON)
-    smi = host.ansible("gpu_facts", "", check=True, extra_vars=SYSTEM_PYTHON)
+    nvml = host.ansible("ollama.fleet.gpu_facts", "", check=True, extra_vars=NVML_PYTHON)
+    smi = host.ansible("ollama.fleet.gpu_facts", "", check=True, extra_vars=SYSTEM_PYTHON)
     assert smi["source"] == "nvidia-smi"
     assert smi["gpus"] == nvml["gpus"]
     assert (smi["driver_version"], smi["cuda_version"]) == (nvml["driver_version"], nvml["cuda_version"])
@@ -106,7 +106,7 @@ def test_gpu_facts_falls_back_to_nvidia_smi_with_identical_results(host):
 def test_gpu_facts_without_a_driver_says_why(host):
     host.check_output("mv /etc/nvidia-sim/gpus.json /etc/nvidia-sim/gpus.json.away")
     try:
-        facts = host.ansible("gpu_facts", "", check=True, extra_vars=NVML_PYTHON)
+        facts = host.ansible("ollama.fleet.gpu_facts", "", check=True, extra_vars=NVML_PYTHON)
     finally:
         host.check_output("mv /etc/nvidia-sim/gpus.json.away /etc/nvidia-sim/gpus.json")
     assert facts["gpus"] == [] and facts["source"] == "none"

@@ -20,7 +20,7 @@ options:
 """
 
 EXAMPLES = r"""
-units: "{{ __listed.stdout_lines | ollama_systemd_units }}"
+units: "{{ __listed.stdout_lines | ollama.fleet.ollama_systemd_units }}"
 # ["ollama@solo.service  not-found inactive dead  ollama@solo.service"]
 # => [{"unit": "ollama@solo.service", "load": "not-found", "active": "inactive", "sub": "dead"}]
 """

@@ -32,7 +32,7 @@ options:
 """
 
 EXAMPLES = r"""
-archive: "{{ '0.33.0' | ollama_release_archive(arch='amd64') }}"
+archive: "{{ '0.33.0' | ollama.fleet.ollama_release_archive(arch='amd64') }}"
 # => {"name": "ollama-linux-amd64.tar.zst", "format": "tar.zst", "version": "0.33.0",
 #     "url": "https://github.com/ollama/ollama/releases/download/v0.33.0/ollama-linux-amd64.tar.zst",
 #     "checksum": "sha256:https://github.com/ollama/ollama/releases/download/v0.33.0/sha256sum.txt"}

@@ -33,8 +33,8 @@ options:
 """
 
 EXAMPLES = r"""
-rows: "{{ groups['ollama_gpu_hosts'] | map('extract', hostvars) | ollama_status(gateways=groups['ollama_gateway'] | map('extract', hostvars)) }}"
-table: "{{ rows | ollama_status_table }}"
+rows: "{{ groups['ollama_gpu_hosts'] | map('extract', hostvars) | ollama.fleet.ollama_status(gateways=groups['ollama_gateway'] | map('extract', hostvars)) }}"
+table: "{{ rows | ollama.fleet.ollama_status_table }}"
 """
 
 RETURN = r"""

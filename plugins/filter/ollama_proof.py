@@ -40,7 +40,7 @@ options:
 """
 
 EXAMPLES = r"""
-misses: "{{ __ollama_proof_ps.results | ollama_plan_misses }}"
+misses: "{{ __ollama_proof_ps.results | ollama.fleet.ollama_plan_misses }}"
 # => ["host gpu1, instance 'large' (GPUs 2-6): llama3.3:70b has 38.1 of 41.0 GiB in VRAM (7 % on the CPU); ..."]
 """
 

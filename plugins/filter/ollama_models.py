@@ -25,7 +25,7 @@ options:
 """
 
 EXAMPLES = r"""
-source: "{{ 'llama3.1:8b' | ollama_registry_name('10.0.0.5:5000') }}"  # 10.0.0.5:5000/library/llama3.1:8b
+source: "{{ 'llama3.1:8b' | ollama.fleet.ollama_registry_name('10.0.0.5:5000') }}"  # 10.0.0.5:5000/library/llama3.1:8b
 """
 
 RETURN = r"""

@@ -38,7 +38,7 @@ options:
 """
 
 EXAMPLES = r"""
-keys: "{{ ollama_gateway_api_keys | ollama_gateway_keys(ollama_gateway_admin_keys, inventory_hostname) }}"
+keys: "{{ ollama_gateway_api_keys | ollama.fleet.ollama_gateway_keys(ollama_gateway_admin_keys, inventory_hostname) }}"
 # ollama_gateway_api_keys: ["old-plain-key-0000001", {name: team-a, key: "…", connections: 8, rate: "5r/s"}]
 # => [{"name": "key-1f0c2a9b", "key": "old-plain-key-0000001", "admin": false, "connections": null, "rate": null},
 #     {"name": "team-a", "key": "…", "admin": false, "connections": 8, "rate": "5r/s"}]

@@ -56,7 +56,7 @@ options:
 """
 
 EXAMPLES = r"""
-estimate: "{{ show.json.model_info | ollama_vram_estimate(42520413916, num_ctx=131072, num_parallel=4, gpu_count=5) }}"
+estimate: "{{ show.json.model_info | ollama.fleet.ollama_vram_estimate(42520413916, num_ctx=131072, num_parallel=4, gpu_count=5) }}"
 # => {"weights": 42520413916, "kv_cache": 171798691840, "compute": ..., "overhead": 5368709120, "total": ...}
 """
 

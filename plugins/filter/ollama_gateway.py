@@ -28,7 +28,7 @@ options:
 """
 
 EXAMPLES = r"""
-backends: "{{ groups['ollama_gpu_hosts'] | map('extract', hostvars) | ollama_gateway_backends(gateway=inventory_hostname) }}"
+backends: "{{ groups['ollama_gpu_hosts'] | map('extract', hostvars) | ollama.fleet.ollama_gateway_backends(gateway=inventory_hostname) }}"
 # => [{"host": "gpu1", "instance": "small", "address": "127.0.0.1", "port": 11435, "max_conns": 4,
 #      "models": ["llama3.1:8b"], "gpu_label": "GPUs 0-1"}, …]
 """

@@ -41,7 +41,7 @@ options:
 """
 
 EXAMPLES = r"""
-plan: "{{ gpus.gpus | ollama_plan(host=inventory_hostname, config=_ollama_plan_config) }}"
+plan: "{{ gpus.gpus | ollama.fleet.ollama_plan(host=inventory_hostname, config=_ollama_plan_config) }}"
 # 8x L20, instances [{name: small, gpus: [0, 1]}, {name: large, gpus: [2, 3, 4, 5, 6]}, {name: solo, gpus: [7]}]
 # => [{"name": "small", "port": 11435, "gpu_label": "GPUs 0-1", "cuda_visible_devices": "GPU-0f08…,GPU-b224…",
 #      "env": {"OLLAMA_HOST": "127.0.0.1:11435", "OLLAMA_NUM_PARALLEL": "1", …}, …}, …]

@@ -33,7 +33,7 @@ options:
 """
 
 EXAMPLES = r"""
-ollama_gpus: "{{ lookup('file', 'gpu1-smi.csv') | ollama_gpus_from_nvidia_smi }}"
+ollama_gpus: "{{ lookup('file', 'gpu1-smi.csv') | ollama.fleet.ollama_gpus_from_nvidia_smi }}"
 # '0, GPU-0f08…, NVIDIA L20, 49140, 49139, 00000000:18:00.0, 8.9, [N/A], 570.133.20'
 # => [{"index": 0, "uuid": "GPU-0f08…", "name": "NVIDIA L20", "memory_total": 51527024640,
 #      "memory_free": 51525976064, "pci_bus_id": "00000000:18:00.0", "compute_capability": "8.9",
