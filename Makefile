@@ -11,7 +11,7 @@ APT_PACKAGES := systemd-container debootstrap gcc make iproute2 openssh-client c
 # from the controller, where its "internet" runs).
 TEST_APT_PACKAGES := chromium chromium-driver nodejs njs prometheus mtail docker-registry nftables
 
-.PHONY: setup system-packages test-packages sandbox sandbox-down picture test lint unit molecule faults leftovers clean
+.PHONY: setup system-packages test-packages sandbox sandbox-down picture collection test lint unit molecule faults leftovers clean
 
 setup: system-packages $(VENV)/.installed
 
@@ -51,6 +51,11 @@ picture: setup test-packages
 
 sandbox-down:
 	python3 tests/harness/nspawn.py down sandbox-gpu1
+
+# The collection ollama.fleet as a tarball another Ansible repository installs offline:
+# dist/ollama-fleet-VERSION.tar.gz (README: "Use it from your own repository"; galaxy.yml says what goes in).
+collection: setup
+	ansible-galaxy collection build --force --output-path dist
 
 # Command 2: every test. Each step (lint, pytest, each molecule scenario, leftovers) runs even when
 # another failed; a summary table ends it, and the exit is non-zero if any step failed.
