@@ -164,7 +164,8 @@ def render_ours(
         (work / keys).write_text("")
 
 
-# The seeds' recipe, as FACTS.md quotes it, plus one line: nginx sends the upstream's name as Host, which
+# The recipe Ollama's maintainers point to (one ollama serve per GPU group behind least_conn: ollama/ollama
+# issues #3902, #8430), plus one line: nginx sends the upstream's name as Host, which
 # Ollama 0.33 on loopback refuses with 403 (server/routes.go allowedHostsMiddleware; so does the stand-in).
 RECIPE = """
 upstream recipe_backend {

@@ -72,7 +72,7 @@ KNOBS = {
     "debug": ("OLLAMA_DEBUG", "int", (0, 2)),
 }
 INSTANCE_KEYS = {"name", "gpus", "port", "models", "warm", "extra_env", *KNOBS}
-# Ollama v0.33's variables (envconfig/config.go, FACTS.md) that extra_env may set.
+# Ollama v0.33's variables (envconfig/config.go at v0.33.0-rc2) that extra_env may set.
 FREE_OLLAMA_ENV = {
     "OLLAMA_LLM_LIBRARY",
     "OLLAMA_DEBUG_LOG_REQUESTS",

@@ -9,7 +9,7 @@ name: ollama_vram_estimate
 short_description: Bytes of VRAM Ollama allocates for a model at a context and parallelism
 description:
   - Models what Ollama v0.30+ (llama-server with llama.cpp's --fit) allocates when a model is fully offloaded
-    to a GPU group. Sources in the project's FACTS.md; citations in tests/unit/test_ollama_vram.py.
+    to a GPU group. Sources: Ollama v0.33.0-rc2 (llm/, server/sched.go) and llama.cpp's --fit; each cited in tests/unit/test_ollama_vram.py.
   - "C(weights): the model file's size as /api/tags reports it. Approximate: the token embedding stays in host
     memory in llama.cpp, so this over-states VRAM by vocab × embedding × bits-per-weight (≈ 0.3 GiB for 8B)."
   - "C(kv_cache): for each layer, cells × n_head_kv × (key_length + value_length) × bytes per element;
@@ -209,7 +209,7 @@ MIN_ADJUSTED_CTX = 2048
 
 
 def effective_context(settings, vram_total):
-    """context_length 0 lets Ollama choose by visible VRAM (v0.15.5+, FACTS.md): 4k, 32k, or 256k."""
+    """context_length 0 lets Ollama choose by visible VRAM (v0.15.5+, ollama/ollama #14116, #14073): 4k, 32k, or 256k."""
     if settings.get("context_length"):
         return settings["context_length"]
     return 262144 if vram_total >= 47 * GIB else 32768 if vram_total >= 23 * GIB else 4096

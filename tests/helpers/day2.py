@@ -82,7 +82,7 @@ def units_left(host, *patterns: str) -> list[str]:
     """What an operator would call left of the units systemd lists for PATTERNS (default ollama*): one
     that runs or failed, one that is enabled, one whose cgroup still holds a process. A unit systemd
     merely still lists (its file gone, "not-found inactive dead") is not counted: some kernels keep a
-    stopped unit's cgroup marked populated (FACTS.md), and real hosts do when a process hangs in the GPU
+    stopped unit's cgroup marked populated (README, Uninstalling), and real hosts do when a process hangs in the GPU
     driver."""
     quoted = " ".join(shlex.quote(p) for p in patterns or ("ollama*",))
     listed = host.check_output(

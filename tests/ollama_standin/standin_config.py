@@ -14,7 +14,8 @@ VERSION = "@VERSION@"  # replaced when the archive is built
 HERE = Path(__file__).resolve().parent
 GIB = 1024**3
 MIB = 1024**2
-# llama.cpp --fit keeps this much free on every device (FACTS.md).
+# llama.cpp --fit keeps this much free on every device (LLAMA_ARG_FIT_TARGET's default, 1024 MiB, which Ollama
+# v0.33 passes to the llama-server it starts).
 FIT_MARGIN = 1024 * MIB
 KNOBS_FILE = "/etc/ollama-standin.env"
 

@@ -5,7 +5,7 @@ from ansible.errors import AnsibleFilterError
 from ollama_units import ollama_systemd_units
 
 # `systemctl list-units --all --plain --no-legend --full 'ollama*'` in a test host after uninstall.yml,
-# on a kernel that keeps a stopped unit's cgroup marked populated (FACTS.md), plus one running instance.
+# on a kernel that keeps a stopped unit's cgroup marked populated (README, Uninstalling), plus one running instance.
 LISTED = """\
 ollama-gateway-health.service not-found inactive dead   ollama-gateway-health.service
 ollama@large.service          loaded    active   running Ollama instance large

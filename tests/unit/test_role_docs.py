@@ -56,3 +56,14 @@ def test_every_entry_point_takes_its_options_from_main_and_ansible_doc_shows_it(
     for entry, spec in specs.items():
         assert entry_points[entry]["short_description"] == spec["short_description"]
         assert entry_points[entry].get("options", {}) == spec.get("options", {}), entry
+
+
+def test_sources_are_cited_not_a_document_the_repository_lacks():
+    """What the code relies on from outside is cited by its source (file, version, issue): no notes file that only
+    its developers have (issue 29)."""
+    tracked = subprocess.run(["git", "ls-files"], capture_output=True, text=True, cwd=REPO, check=True).stdout.split()
+    absent = "FACTS" + ".md"  # spelled apart so that this file does not cite it
+    citing = [
+        name for name in tracked if (REPO / name).is_file() and absent in (REPO / name).read_text(errors="replace")
+    ]
+    assert citing == []

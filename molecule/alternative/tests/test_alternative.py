@@ -29,7 +29,7 @@ def test_the_changed_setting_is_live(host):
 
 
 def test_the_removed_instance_and_its_files_are_gone(host):
-    # systemd may still list ollama@solo after the stop (FACTS.md): what counts is that nothing of it runs,
+    # systemd may still list ollama@solo after the stop (README, Uninstalling): what counts is that nothing of it runs,
     # starts at boot or answers, and that its file is gone
     assert units_left(host, "ollama@solo.service") == []
     solo = host.service("ollama@solo")

@@ -35,7 +35,7 @@ def test_retire_units_stops_disables_and_forgets_every_state(host):
         assert units_left(host, "olt-*") == []
         assert not host.service("olt-kept").is_enabled
         assert host.run("pgrep -f '^/bin/sleep 360[01]$'").rc == 1
-        # the failure was reset (systemd may still list the stopped units: FACTS.md)
+        # the failure was reset (systemd may still list the stopped units: README, Uninstalling)
         assert host.check_output("systemctl list-units --state=failed --plain --no-legend 'olt-*'") == ""
 
         again = playbook("molecule/alternative/retire_units.yml", {"retire": ["olt-*.service"]})

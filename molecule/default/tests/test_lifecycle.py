@@ -207,7 +207,7 @@ def test_uninstall_asks_for_confirmation_first():
 
 
 # A unit that refers to the toolkit's units keeps them in systemd's memory once their files are gone, as
-# a cgroup the kernel keeps marked populated does (FACTS.md): they stay listed as "not-found inactive dead".
+# a cgroup the kernel keeps marked populated does (README, Uninstalling): they stay listed as "not-found inactive dead".
 # Planted before the first uninstall, so both uninstalls meet that state on every machine.
 PIN = "/etc/systemd/system/olt-remembers.service"
 REMEMBERED = ["ollama@small.service", "ollama@solo.service", "ollama-gateway-health.service"]
@@ -260,7 +260,7 @@ def test_a_second_uninstall_changes_nothing():
         h.check_output(f"systemctl stop olt-remembers; rm -f {PIN}; systemctl daemon-reload")
 
 
-# What scripts/install.sh writes (FACTS.md): the unit operators have before they adopt the toolkit.
+# What Ollama's scripts/install.sh (v0.33.0-rc2) writes: the unit operators have before they adopt the toolkit.
 INSTALL_SH_UNIT = """[Unit]
 Description=Ollama Service
 After=network-online.target
