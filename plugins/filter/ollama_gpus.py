@@ -14,7 +14,8 @@ name: ollama_gpus_from_nvidia_smi
 short_description: Turn nvidia-smi CSV into the GPU list gpu_facts returns
 description:
   - Parses C(nvidia-smi --query-gpu=FIELDS --format=csv,noheader,nounits). Memory becomes bytes.
-  - With the output of C(nvidia-smi -L), MIG devices are added; their memory comes from the profile name
+  - >-
+    With the output of C(nvidia-smi -L), MIG devices are added; their memory comes from the profile name
     (C(3g.40gb) → 40 GiB), which is approximate: NVML reports the exact figure.
 options:
   _input:

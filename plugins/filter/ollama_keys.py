@@ -11,13 +11,14 @@ name: ollama_gateway_keys
 short_description: The gateway's API keys, each with a name and its own limits
 description:
   - Input is C(ollama_gateway_api_keys); the argument C(ollama_gateway_admin_keys). An entry is a key (a
-    string: named C(key-) and the first 8 hex digits of its SHA-256, so the name says nothing of the secret) or
+    string, named C(key-) and the first 8 hex digits of its SHA-256, so the name says nothing of the secret) or
     C({name, key, connections, rate}).
   - C(connections) (an integer from 1) and C(rate) (nginx syntax, C(10r/s) or C(600r/m)) limit the key by its
     name on every gateway, instead of the limits per client address (C(ollama_gateway_client_connections),
     C(ollama_gateway_rate_limit)), which stay for clients without a key and keys without limits of their own.
   - A key given in both lists is one key, with admin rights; its name is the admin entry's.
-  - Rejects, naming host, field and entry (never the secret): entries of another type, unknown fields, a key
+  - >-
+    Rejects, naming host, field and entry (never the secret): entries of another type, unknown fields, a key
     that is not 16+ characters of C(A-Z a-z 0-9 . _ ~ + / = -), a name that is not 1-64 of C(A-Z a-z 0-9 . _ -)
     (starting with a letter or digit), a limit of the wrong form, names or keys given twice.
 options:

@@ -19,7 +19,8 @@ description:
   - Each instance gets a name, a port (from C(base_port) upward unless given), CUDA_VISIBLE_DEVICES by UUID
     (stable across reboots and PCI re-ordering; indices when C(cuda_devices_by=index)), and settings merged
     role defaults → group/host vars (Ansible's precedence) → the instance's own keys.
-  - Rejects, naming host, instance and field and what would be valid, before anything changes: unknown or
+  - >-
+    Rejects, naming host, instance and field and what would be valid, before anything changes: unknown or
     overlapping GPUs, a GPU listed twice, empty groups, MIG devices mixed with whole GPUs, duplicate names or
     ports, ports outside 1024-65535 or on the gateway's, wrong types or ranges, unknown keys, unknown or
     managed OLLAMA_* names in extra_env, an unknown strategy.

@@ -10,14 +10,17 @@ short_description: Where a warmed instance does not hold its pinned models as pl
 description:
   - Input is the result list of an C(ansible.builtin.uri) loop over C(ollama_plan) (loop_var C(__instance))
     that asked each instance for C(/api/ps) after the warm-up.
-  - For every pinned model the fit check knows (C(fit) entries with a C(context)) the instance must show it
+  - >-
+    For every pinned model the fit check knows (C(fit) entries with a C(context)) the instance must show it
     loaded, 100 % in VRAM (C(size_vram) = C(size)), at the planned context (C(context_length) = the fit
     entry's C(context)) and, when the warm-up's keep_alive is forever, not counting down (C(expires_at)
     before 2200: loaded again with a finite keep_alive). A miss names host, instance, GPUs, model, GiB in VRAM against GiB loaded, the context
     seen against planned, and the causes to check.
-  - Models the fit check could not know (status unknown) or let through knowing they do not fit
+  - >-
+    Models the fit check could not know (status unknown) or let through knowing they do not fit
     (misfit, with ollama_fit_policy warn) are not judged: nothing was promised for them.
-  - 100 % is exact: Ollama reports a model whose layers are all offloaded with size = size_vram
+  - >-
+    100 % is exact: Ollama reports a model whose layers are all offloaded with size = size_vram
     (llm/llama_server.go, MemorySize).
 options:
   _input:

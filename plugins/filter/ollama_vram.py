@@ -8,7 +8,8 @@ DOCUMENTATION = r"""
 name: ollama_vram_estimate
 short_description: Bytes of VRAM Ollama allocates for a model at a context and parallelism
 description:
-  - Models what Ollama v0.30+ (llama-server with llama.cpp's --fit) allocates when a model is fully offloaded
+  - >-
+    Models what Ollama v0.30+ (llama-server with llama.cpp's --fit) allocates when a model is fully offloaded
     to a GPU group. Sources: Ollama v0.33.0-rc2 (llm/, server/sched.go) and llama.cpp's --fit; each cited in tests/unit/test_ollama_vram.py.
   - "C(weights): the model file's size as /api/tags reports it. Approximate: the token embedding stays in host
     memory in llama.cpp, so this over-states VRAM by vocab × embedding × bits-per-weight (≈ 0.3 GiB for 8B)."
@@ -22,7 +23,8 @@ description:
     cells × ubatch × heads × 4 bytes per device. Approximate: within 5% of llama.cpp's logged buffer at
     large contexts, over-states small contexts (by < 100 MiB)."
   - "C(overhead): the 1024 MiB llama.cpp's fit keeps free on every device (LLAMA_ARG_FIT_TARGET)."
-  - Not modelled: vision projectors, MoE expert offload, CUDA context memory outside the allocator.
+  - >-
+    Not modelled: vision projectors, MoE expert offload, CUDA context memory outside the allocator.
 options:
   _input:
     description: model_info from Ollama's POST /api/show (GGUF keys).
