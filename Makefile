@@ -11,7 +11,7 @@ APT_PACKAGES := systemd-container debootstrap gcc make iproute2 openssh-client c
 # from the controller, where its "internet" runs).
 TEST_APT_PACKAGES := chromium chromium-driver nodejs njs prometheus mtail docker-registry nftables
 
-.PHONY: setup system-packages test-packages sandbox sandbox-down picture collection test lint unit molecule faults leftovers clean
+.PHONY: setup system-packages test-packages sandbox sandbox-down picture collection role-docs test lint unit molecule faults leftovers clean
 
 setup: system-packages $(VENV)/.installed
 
@@ -56,6 +56,10 @@ sandbox-down:
 # dist/ollama-fleet-VERSION.tar.gz (README: "Use it from your own repository"; galaxy.yml says what goes in).
 collection: setup
 	ansible-galaxy collection build --force --output-path dist
+
+# Each role's README.md from its meta/argument_specs.yml and defaults/main.yml (a unit test checks they are current).
+role-docs: setup
+	python3 tests/helpers/role_readme.py
 
 # Command 2: every test. Each step (lint, pytest, each molecule scenario, leftovers) runs even when
 # another failed; a summary table ends it, and the exit is non-zero if any step failed.

@@ -14,11 +14,21 @@ ROLES = sorted(p.name for p in (REPO / "roles").iterdir() if (p / "defaults/main
 
 
 def readme_table(role: str) -> dict[str, str]:
-    text = (REPO / "README.md").read_text()
-    section = text.split(f"### Variables of the `{role}` role", 1)[1]
+    """The variables table of the role's README: name → default as written."""
+    text = (REPO / f"roles/{role}/README.md").read_text()
+    section = text.split("\n## Variables\n", 1)[1]
     section = re.split(r"\n##+ ", section, maxsplit=1)[0]
     # a | inside a cell is written \| (GitHub's tables)
     return {name: value.replace("\\|", "|") for name, value in re.findall(r"^\| `(\w+)` \| `(.*?)` \|", section, re.M)}
+
+
+def test_each_roles_readme_is_generated_from_its_argument_specs():
+    sys.path.insert(0, str(REPO / "tests/helpers"))
+    import role_readme  # noqa: PLC0415 - a helper script, importable only from its directory
+
+    for role in role_readme.ROLES:
+        written = (REPO / f"roles/{role}/README.md").read_text()
+        assert written == role_readme.readme(role), f"roles/{role}/README.md is stale: run make role-docs"
 
 
 @pytest.mark.parametrize("role", ROLES)
