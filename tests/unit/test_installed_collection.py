@@ -4,26 +4,16 @@ tarball into a fresh directory that has its own ansible.cfg and nothing else of 
 (issue 29). Deploying from the installed collection needs a test host: that is a scenario's step, not this test."""
 
 import json
-import os
 import shutil
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 from conftest import FIXTURES, REPO
-
-BIN = Path(sys.executable).parent
+from helpers.collection import BIN, ansible_env, galaxy_version, install_built_collection
 
 
 def run(args, cwd, config):
-    env = {
-        **os.environ,
-        "ANSIBLE_CONFIG": str(config),
-        "ANSIBLE_CALLBACK_RESULT_FORMAT": "json",
-        "ANSIBLE_NOCOLOR": "1",
-    }
-    env.pop("ANSIBLE_COLLECTIONS_PATH", None)
+    env = ansible_env(config, ANSIBLE_CALLBACK_RESULT_FORMAT="json")
     done = subprocess.run(args, capture_output=True, text=True, cwd=cwd, env=env, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return done.stdout
@@ -40,18 +30,7 @@ def shown_plan(stdout):
 def user_dir(tmp_path_factory):
     """A fresh directory with the collection installed from its tarball and a copy of the test inventory."""
     root = tmp_path_factory.mktemp("user")
-    dist = tmp_path_factory.mktemp("dist")
-    subprocess.run([str(BIN / "ansible-galaxy"), "collection", "build", "--output-path", str(dist), str(REPO)],
-                   check=True, capture_output=True, timeout=120)  # fmt: skip
-    (tarball,) = dist.glob("ollama-fleet-*.tar.gz")
-    (root / "ansible.cfg").write_text(
-        "[defaults]\ncollections_path = ./collections\ninterpreter_python = auto_silent\n"
-    )
-    run(
-        [str(BIN / "ansible-galaxy"), "collection", "install", str(tarball), "-p", "./collections"],
-        root,
-        root / "ansible.cfg",
-    )
+    install_built_collection(tmp_path_factory.mktemp("dist"), root)
     for fixture in ("inventory", "nvidia-smi"):
         shutil.copytree(FIXTURES / fixture, root / "fixtures" / fixture)
     return root
@@ -78,6 +57,8 @@ def test_the_installed_collection_plans_as_this_repository_does(user_dir):
                REPO, REPO / "ansible.cfg")  # fmt: skip
     plan = shown_plan(installed)
     assert plan == shown_plan(here)
+    for stdout in (installed, here):  # the release that planned, from MANIFEST.json installed, galaxy.yml here
+        assert f'"msg": "ollama.fleet {galaxy_version()}"' in stdout
     assert (
         plan[0].startswith("gpu1: 8 GPUs (inventory), 3 instances") and len(plan) == 5
     )  # a summary, the header, 3 rows

@@ -4,32 +4,16 @@ ollama.fleet.site` twice. The host was deployed from this repository with the sa
 collection's plan is checked against the repository's on a real host: a difference would be a change. First in this
 scenario's verify (files run in name order), while the host is as converge left it."""
 
-import os
 import subprocess
-import sys
-from pathlib import Path
 
+from helpers.collection import BIN, ansible_env, install_built_collection
 from helpers.fleet import inventory, recap
-
-REPO = Path(__file__).resolve().parents[3]
-BIN = Path(sys.executable).parent
 
 
 def test_the_installed_collection_deploys_this_host_as_the_repository_did(tmp_path):
-    subprocess.run([str(BIN / "ansible-galaxy"), "collection", "build", "--output-path", str(tmp_path), str(REPO)],
-                   check=True, capture_output=True, timeout=120)  # fmt: skip
-    (tarball,) = tmp_path.glob("ollama-fleet-*.tar.gz")
     user = tmp_path / "user"
     user.mkdir()
-    (user / "ansible.cfg").write_text(
-        "[defaults]\ncollections_path = ./collections\ninterpreter_python = auto_silent\nhost_key_checking = False\n"
-        "[ssh_connection]\npipelining = True\n"
-    )
-    # nothing of this repository's Ansible settings: molecule's, which point at the repository, are left out
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ANSIBLE_")}
-    env |= {"ANSIBLE_CONFIG": str(user / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"}
-    subprocess.run([str(BIN / "ansible-galaxy"), "collection", "install", str(tarball), "-p", "./collections"],
-                   check=True, capture_output=True, cwd=user, env=env, timeout=120)  # fmt: skip
+    env = ansible_env(install_built_collection(tmp_path, user))
     runs = []
     for _ in range(2):
         run = subprocess.run([str(BIN / "ansible-playbook"), "-i", inventory(), "ollama.fleet.site"],

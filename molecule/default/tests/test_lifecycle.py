@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 from helpers import browser
+from helpers.collection import galaxy_version
 from helpers.day2 import (
     GATEWAY_PATHS,
     GPU_HOST_PATHS,
@@ -56,6 +57,7 @@ def test_status_shows_every_instance_and_exits_0(gpus, tmp_path_factory):
     run = playbook("playbooks/status.yml", {"ollama_picture": str(picture)})
     assert run.returncode == 0, run.stdout[-3000:]
     assert "[WARNING]" not in run.stdout + run.stderr  # an operator reads a warning as a problem
+    assert f"ollama.fleet {galaxy_version()}" in run.stdout  # which release of the toolkit answered
     rows = status_rows(run)
     assert sorted(rows) == [(NAME, name) for name in sorted(PLAN)]
     for name, (port, indices, model) in PLAN.items():
