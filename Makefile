@@ -78,7 +78,7 @@ unit: setup test-packages
 molecule: setup test-packages
 	molecule test --all
 
-# The fault suite alone (it is part of `make test` too), then its results as the README's table.
+# The fault suite alone (it is part of `make test` too), then its results as the table of docs/reliability.md.
 faults: setup
 	molecule test -s faults
 	python3 tests/faults_report.py

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Prints the fault suite's results (.cache/faults/results.json, written by `molecule test -s faults`)
-as the Markdown table the README shows."""
+as the Markdown table docs/reliability.md shows."""
 
 import json
 from pathlib import Path

@@ -32,7 +32,7 @@ CACHE_DIR = Path(os.environ.get("OLT_CACHE_DIR", "/var/cache/ollama-toolkit"))
 STATE_DIR = Path(os.environ.get("OLT_STATE_DIR", "/run/ollama-toolkit-hosts"))
 MIRROR = os.environ.get("OLT_DEBIAN_MIRROR", "http://deb.debian.org/debian")
 SUITE = "bookworm"
-# The test subnet: fixed and documented in the README. Nothing else is ever addressed.
+# The test subnet: fixed and documented in docs/testing.md. Nothing else is ever addressed.
 BRIDGE = "olt-br0"
 BRIDGE_CIDR = "10.213.0.1/24"
 # What every test host has without reaching a mirror: sshd, Python for Ansible,

@@ -2,7 +2,7 @@
 against the code.
 
 CI has no GPU; these fixtures are the part of the real world the simulated driver stands in for.
-Re-record on a GPU machine with tests/device/boot_probe_host.sh (README: "Checked on a real GPU").
+Re-record on a GPU machine with tests/device/boot_probe_host.sh (docs/testing.md: "Checked on a real GPU").
 """
 
 import importlib.util

@@ -1,4 +1,4 @@
-"""What one request body may cost the gateway's router (README, "What a request costs the gateway"): the router
+"""What one request body may cost the gateway's router (docs/gateway.md, "What a request costs the gateway"): the router
 reads a body's structure, long strings left out, and refuses one whose structure is beyond its limits (413),
 under njs (Debian's njs 0.7.9, as nginx runs it) and Node.js. route() runs whole here, with nginx's request
 object stood in for: what it refuses, where it sends a body and what it forwards. The memory and time these

@@ -21,7 +21,7 @@ GATEWAY = f"http://{ADDRESS}:11434"
 ADMIN = "olt-test-admin-key-0001"
 PORTS = {"llama3.1:8b": 11435, "llama3.3:70b": 11436, "qwen3:0.6b": 11437}
 SERVED = "this gateway serves llama3.1:8b, llama3.3:70b, qwen3:0.6b"
-# What nginx may grow by while 100 clients upload 4 MB each and stall (README, "Security"): the 128 KiB body
+# What nginx may grow by while 100 clients upload 4 MB each and stall (docs/gateway.md, "Security"): the 128 KiB body
 # buffer per upload (12.5 MiB) and slack; before, each body sat whole in memory (400 MB).
 RSS_BUDGET_MIB = 32
 
@@ -177,7 +177,7 @@ def test_every_guarded_field_given_twice_is_guarded(host):
     assert loaded(host) == before
 
 
-# What one request may cost an nginx worker, whatever its body (README, "What a request costs the gateway"):
+# What one request may cost an nginx worker, whatever its body (docs/gateway.md, "What a request costs the gateway"):
 # the body read from its file (up to ollama_gateway_max_body_size, 16 MiB) and at most 1 MiB of JSON
 # structure with at most 65,536 arrays and objects parsed.
 ROUTER_BOUND_MIB = 64

@@ -1,5 +1,5 @@
 """Faults under a steady mixed load through the gateway. Each case records what happened in
-.cache/faults/results.json (tests/faults_report.py turns it into the README table).
+.cache/faults/results.json (tests/faults_report.py turns it into the table of docs/reliability.md).
 
 Bounded: every load stops by itself (time and request count); traffic goes only to the test hosts."""
 

@@ -189,7 +189,7 @@ function readFile(file) {
 
 // ------------------------------------------------------------------------------------ a body read in bounds
 
-// What one request may cost the router, whatever its body (README, "What a request costs the gateway"):
+// What one request may cost the router, whatever its body (docs/gateway.md, "What a request costs the gateway"):
 // njs 0.7 frees nothing until the request ends, and JSON.parse takes 30 to 215 bytes of memory per value
 // (a million small keys: 0.6 s and 250 MB; an empty array, the dearest, 215 bytes), so the router never parses
 // a body as it came. Strings of more than LONG_STRING bytes (prompts, messages, images: what makes bodies
