@@ -8,39 +8,6 @@ import socket
 from ansible.errors import AnsibleFilterError
 from ansible_collections.ollama.fleet.plugins.module_utils import addresses, model_names
 
-DOCUMENTATION = r"""
-name: ollama_gateway_backends
-short_description: Every instance of every GPU host, with the address the gateway uses to reach it
-description:
-  - Input is the hostvars of the GPU hosts (C(groups['ollama_gpu_hosts'] | map('extract', hostvars))), each
-    holding C(ollama_plan) from the ollama role in the same run.
-  - An instance on loopback is reachable only from a gateway on the same host; anything else is rejected,
-    naming the host, the instance and C(ollama_bind_address). C(0.0.0.0) means the host's C(ansible_host).
-options:
-  _input:
-    description: hostvars of the GPU hosts.
-    type: list
-    required: true
-  gateway:
-    description: inventory_hostname of the gateway.
-    type: str
-    required: true
-"""
-
-EXAMPLES = r"""
-backends: "{{ groups['ollama_gpu_hosts'] | map('extract', hostvars) | ollama.fleet.ollama_gateway_backends(gateway=inventory_hostname) }}"
-# => [{"host": "gpu1", "instance": "small", "address": "127.0.0.1", "port": 11435, "max_conns": 4,
-#      "models": ["llama3.1:8b"], "gpu_label": "GPUs 0-1"}, …]
-"""
-
-RETURN = r"""
-_value:
-  description: "host, instance, address, port, max_conns (the instance's num_parallel), models, slots (model →
-    the slots Ollama gives it, from the plan's fit check), gpu_label, gpus (index, uuid), for each instance."
-  type: list
-  elements: dict
-"""
-
 
 def model_key(name):
     """A model's identity to Ollama (model_names.key); None for a name that is none (no pinned model has it)."""

@@ -6,52 +6,6 @@ import re
 
 from ansible.errors import AnsibleFilterError
 
-DOCUMENTATION = r"""
-name: ollama_gateway_keys
-short_description: The gateway's API keys, each with a name and its own limits
-description:
-  - Input is C(ollama_gateway_api_keys); the argument C(ollama_gateway_admin_keys). An entry is a key (a
-    string, named C(key-) and the first 8 hex digits of its SHA-256, so the name says nothing of the secret) or
-    C({name, key, connections, rate}).
-  - C(connections) (an integer from 1) and C(rate) (nginx syntax, C(10r/s) or C(600r/m)) limit the key by its
-    name on every gateway, instead of the limits per client address (C(ollama_gateway_client_connections),
-    C(ollama_gateway_rate_limit)), which stay for clients without a key and keys without limits of their own.
-  - A key given in both lists is one key, with admin rights; its name is the admin entry's.
-  - >-
-    Rejects, naming host, field and entry (never the secret): entries of another type, unknown fields, a key
-    that is not 16+ characters of C(A-Z a-z 0-9 . _ ~ + / = -), a name that is not 1-64 of C(A-Z a-z 0-9 . _ -)
-    (starting with a letter or digit), a limit of the wrong form, names or keys given twice.
-options:
-  _input:
-    description: ollama_gateway_api_keys.
-    type: list
-    elements: raw
-    required: true
-  admin_keys:
-    description: ollama_gateway_admin_keys.
-    type: list
-    elements: raw
-    default: []
-  host:
-    description: inventory_hostname, for messages.
-    type: str
-    default: "?"
-"""
-
-EXAMPLES = r"""
-keys: "{{ ollama_gateway_api_keys | ollama.fleet.ollama_gateway_keys(ollama_gateway_admin_keys, inventory_hostname) }}"
-# ollama_gateway_api_keys: ["old-plain-key-0000001", {name: team-a, key: "…", connections: 8, rate: "5r/s"}]
-# => [{"name": "key-1f0c2a9b", "key": "old-plain-key-0000001", "admin": false, "connections": null, "rate": null},
-#     {"name": "team-a", "key": "…", "admin": false, "connections": 8, "rate": "5r/s"}]
-"""
-
-RETURN = r"""
-_value:
-  description: name, key, admin, connections (or null), rate (or null) per key, API keys first.
-  type: list
-  elements: dict
-"""
-
 SECRET = re.compile(r"^[A-Za-z0-9._~+/=-]{16,}$")
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 RATE = re.compile(r"^[1-9][0-9]*r/[sm]$")

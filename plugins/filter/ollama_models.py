@@ -6,34 +6,6 @@ from ansible.errors import AnsibleFilterError
 from ansible_collections.ollama.fleet.plugins.module_utils.model_names import DEFAULT_HOST, key, parse
 from ansible_collections.ollama.fleet.plugins.module_utils.report import text_table
 
-DOCUMENTATION = r"""
-name: ollama_registry_name
-short_description: The name a GPU host pulls a model by, from the fleet's registry or Ollama's
-description:
-  - With an empty registry the model's own name (Ollama's public registry). With C(host:port), the model as that
-    registry serves it (C(llama3.1:8b) is C(host:port/library/llama3.1:8b)); models.yml copies it back to the name
-    clients use. A name with a registry of its own (C(other.example/team/model:tag)) keeps it.
-options:
-  _input:
-    description: A model name as the inventory pins it.
-    type: str
-    required: true
-  registry:
-    description: ollama_model_registry, C(host[:port]) or empty.
-    type: str
-    required: true
-"""
-
-EXAMPLES = r"""
-source: "{{ 'llama3.1:8b' | ollama.fleet.ollama_registry_name('10.0.0.5:5000') }}"  # 10.0.0.5:5000/library/llama3.1:8b
-"""
-
-RETURN = r"""
-_value:
-  description: The name to give /api/pull.
-  type: str
-"""
-
 DIGEST = re.compile(r"^(sha256:)?([0-9a-f]{12,64})$")
 
 

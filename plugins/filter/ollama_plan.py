@@ -8,55 +8,6 @@ from ansible_collections.ollama.fleet.plugins.module_utils.plan import planned_u
 from ansible_collections.ollama.fleet.plugins.module_utils.report import gib as _gib
 from ansible_collections.ollama.fleet.plugins.module_utils.report import text_table
 
-DOCUMENTATION = r"""
-name: ollama_plan
-short_description: Group a host's GPUs into Ollama instances, with ports and OLLAMA_* settings, validated
-description:
-  - Input is the GPU list of gpu_facts (or ollama_gpus pinned in inventory). Groups come from explicit
-    C(instances) (GPUs by index, GPU- or MIG- UUID) or a C(strategy)
-    (C(per_gpu), C(all), C(fixed) with C(group_size), C(balanced) by memory with C(group_count)).
-    A GPU in MIG mode contributes its MIG devices, one per instance (CUDA uses one MIG device per process).
-  - Each instance gets a name, a port (from C(base_port) upward unless given), CUDA_VISIBLE_DEVICES by UUID
-    (stable across reboots and PCI re-ordering; indices when C(cuda_devices_by=index)), and settings merged
-    role defaults → group/host vars (Ansible's precedence) → the instance's own keys.
-  - >-
-    Rejects, naming host, instance and field and what would be valid, before anything changes: unknown or
-    overlapping GPUs, a GPU listed twice, empty groups, MIG devices mixed with whole GPUs, duplicate names or
-    ports, ports outside 1024-65535 or on the gateway's, wrong types or ranges, unknown keys, unknown or
-    managed OLLAMA_* names in extra_env, an unknown strategy.
-options:
-  _input:
-    description: GPUs in the gpu_facts schema.
-    type: list
-    elements: dict
-    required: true
-  host:
-    description: inventory_hostname, for messages and the plan.
-    type: str
-    required: true
-  config:
-    description: "strategy, group_size, group_count, base_port, bind_address, gateway_ports, cuda_devices_by,
-      models_dir, settings (the ollama_* knobs), extra_env, models, instances."
-    type: dict
-    required: true
-"""
-
-EXAMPLES = r"""
-plan: "{{ gpus.gpus | ollama.fleet.ollama_plan(host=inventory_hostname, config=_ollama_plan_config) }}"
-# 8x L20, instances [{name: small, gpus: [0, 1]}, {name: large, gpus: [2, 3, 4, 5, 6]}, {name: solo, gpus: [7]}]
-# => [{"name": "small", "port": 11435, "gpu_label": "GPUs 0-1", "cuda_visible_devices": "GPU-0f08…,GPU-b224…",
-#      "env": {"OLLAMA_HOST": "127.0.0.1:11435", "OLLAMA_NUM_PARALLEL": "1", …}, …}, …]
-"""
-
-RETURN = r"""
-_value:
-  description: "Instances: host, name, port, address, gpus, gpu_label, vram_total, cuda_visible_devices,
-    device_nodes (its GPUs' /dev/nvidiaN, from gpu_facts' minor_number; [] when one is unknown), settings, env,
-    models, warm."
-  type: list
-  elements: dict
-"""
-
 # Typed settings: field → (environment variable, kind, bounds or choices).
 KNOBS = {
     "num_parallel": ("OLLAMA_NUM_PARALLEL", "int", (1, None)),

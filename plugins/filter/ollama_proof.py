@@ -4,57 +4,6 @@
 from ansible_collections.ollama.fleet.plugins.module_utils.model_names import key as model_key
 from ansible_collections.ollama.fleet.plugins.module_utils.report import gib as _gib
 
-DOCUMENTATION = r"""
-name: ollama_plan_misses
-short_description: Where a warmed instance does not hold its pinned models as planned, one message per instance
-description:
-  - Input is the result list of an C(ansible.builtin.uri) loop over C(ollama_plan) (loop_var C(__instance))
-    that asked each instance for C(/api/ps) after the warm-up.
-  - >-
-    For every pinned model the fit check knows (C(fit) entries with a C(context)) the instance must show it
-    loaded, 100 % in VRAM (C(size_vram) = C(size)), at the planned context (C(context_length) = the fit
-    entry's C(context)) and, when the warm-up's keep_alive is forever, not counting down (C(expires_at)
-    before 2200: loaded again with a finite keep_alive). A miss names host, instance, GPUs, model, GiB in VRAM against GiB loaded, the context
-    seen against planned, and the causes to check.
-  - >-
-    Models the fit check could not know (status unknown) or let through knowing they do not fit
-    (misfit, with ollama_fit_policy warn) are not judged: nothing was promised for them.
-  - >-
-    100 % is exact: Ollama reports a model whose layers are all offloaded with size = size_vram
-    (llm/llama_server.go, MemorySize).
-options:
-  _input:
-    description: uri results, each with C(__instance) (an instance of ollama_plan), C(status) and C(json).
-    type: list
-    elements: dict
-    required: true
-  keep_alive:
-    description: The warm-up's keep_alive (ollama_warm_keep_alive); negative means pinned for good.
-    type: str
-    default: "-1"
-  loads:
-    description:
-      - What the warm-up saw after each of its loads, in order, C([{instance, model, loaded}]) (C(loaded) the
-        model names C(/api/ps) showed then). A pinned model that one load showed and a later load did not was
-        evicted by that later load; the miss names both and the instance's check of its models together.
-    type: list
-    elements: dict
-    default: []
-"""
-
-EXAMPLES = r"""
-misses: "{{ __ollama_proof_ps.results | ollama.fleet.ollama_plan_misses }}"
-# => ["host gpu1, instance 'large' (GPUs 2-6): llama3.3:70b has 38.1 of 41.0 GiB in VRAM (7 % on the CPU); ..."]
-"""
-
-RETURN = r"""
-_value:
-  description: One message per instance that misses its plan; empty when every instance holds it. (The same
-    file's ollama_models_to_warm(instance, ps_models) lists the pinned models a warm-up must (re)load.)
-  type: list
-  elements: str
-"""
-
 PROMISED = ("fits", "adjusted")
 CAUSES = (
     "check: the unit may open its GPUs' device nodes and nvidia-uvm is loaded (`ls -l /dev/nvidia*`); "

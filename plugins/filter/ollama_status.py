@@ -11,41 +11,6 @@ from ansible_collections.ollama.fleet.plugins.module_utils.plan import planned_u
 from ansible_collections.ollama.fleet.plugins.module_utils.report import gib as _gib
 from ansible_collections.ollama.fleet.plugins.module_utils.report import text_table
 
-DOCUMENTATION = r"""
-name: ollama_status
-short_description: One row per instance (plan, unit, API, loaded models, gateways' view) and its problems
-description:
-  - Input is the hostvars of the GPU hosts after the ollama role's C(status) tasks (C(ollama_plan),
-    C(ollama_status_report)); C(gateways) the hostvars of the gateways after the ollama_gateway role's C(status) tasks.
-  - An instance has a problem when its unit is not running, its API does not answer, a gateway cannot reach it
-    or holds it out after failed health probes, or one of its models is partly in system memory (CPU spill).
-    An instance drained by hand or by a rolling restart is shown, not counted as a problem.
-  - Instances whose environment file is on the host but not in the plan are reported too (site.yml removes them).
-options:
-  _input:
-    description: hostvars of the GPU hosts.
-    type: list
-    required: true
-  gateways:
-    description: hostvars of the gateways.
-    type: list
-    required: false
-"""
-
-EXAMPLES = r"""
-rows: "{{ groups['ollama_gpu_hosts'] | map('extract', hostvars) | ollama.fleet.ollama_status(gateways=groups['ollama_gateway'] | map('extract', hostvars)) }}"
-table: "{{ rows | ollama.fleet.ollama_status_table }}"
-"""
-
-RETURN = r"""
-_value:
-  description: "host, instance, port, gpus, gpu_label, vram_total, settings, unit, enabled, version, models
-    (name, size, size_vram, estimate, context_length, pinned), gateways (gateway, up, drained, connections,
-    requests_per_second and ttft_p95 over the gateway's recent requests, or None), problems."
-  type: list
-  elements: dict
-"""
-
 
 def _json(result):
     """The JSON of a uri result that answered 200, else None."""

@@ -2,37 +2,6 @@
 
 from ansible.errors import AnsibleFilterError
 
-DOCUMENTATION = r"""
-name: ollama_systemd_units
-short_description: Parse C(systemctl list-units --all --plain --no-legend --full) into one dict per unit
-description:
-  - Systemd lists a unit while it holds it in memory, which is not the same as the unit being there for an
-    operator. A unit whose file is gone stays listed as C(not-found) while it runs, while it is failed, while
-    another unit refers to it, or while the kernel keeps its cgroup marked populated (a process stuck in the GPU
-    driver; some kernels after any stop). The load state tells the roles how to retire such a unit -
-    C(ansible.builtin.systemd_service) refuses units without a file.
-options:
-  _input:
-    description: The command's stdout lines (UNIT LOAD ACTIVE SUB DESCRIPTION, blank-separated).
-    type: list
-    elements: str
-    required: true
-"""
-
-EXAMPLES = r"""
-units: "{{ __listed.stdout_lines | ollama.fleet.ollama_systemd_units }}"
-# ["ollama@solo.service  not-found inactive dead  ollama@solo.service"]
-# => [{"unit": "ollama@solo.service", "load": "not-found", "active": "inactive", "sub": "dead"}]
-"""
-
-RETURN = r"""
-_value:
-  description: One dict per listed unit with keys unit, load (loaded, not-found, masked, ...), active (active,
-    inactive, failed, activating, deactivating, ...) and sub.
-  type: list
-  elements: dict
-"""
-
 
 def ollama_systemd_units(lines):
     if isinstance(lines, str) or not isinstance(lines, list):

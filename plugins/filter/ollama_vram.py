@@ -4,81 +4,6 @@ from ansible.errors import AnsibleFilterError
 from ansible_collections.ollama.fleet.plugins.module_utils import model_names
 from ansible_collections.ollama.fleet.plugins.module_utils.report import gib as _gib
 
-DOCUMENTATION = r"""
-name: ollama_vram_estimate
-short_description: Bytes of VRAM Ollama allocates for a model at a context and parallelism
-description:
-  - >-
-    Models what Ollama v0.30+ (llama-server with llama.cpp's --fit) allocates when a model is fully offloaded
-    to a GPU group. Sources: Ollama v0.33.0-rc2 (llm/, server/sched.go) and llama.cpp's --fit; each cited in tests/unit/test_ollama_vram.py.
-  - "C(weights): the model file's size as /api/tags reports it. Approximate: the token embedding stays in host
-    memory in llama.cpp, so this over-states VRAM by vocab × embedding × bits-per-weight (≈ 0.3 GiB for 8B)."
-  - "C(kv_cache): for each layer, cells × n_head_kv × (key_length + value_length) × bytes per element;
-    cells = min(num_ctx, training context) × num_parallel (llama-server runs with -c num_ctx×np -np np).
-    f16 2, q8_0 1.0625, q4_0 0.5625 bytes; quantised types only with flash attention (else f16, as Ollama
-    falls back). Sliding-window layers (gemma2/3, gpt-oss) hold pad256(window × parallel + 512) cells and
-    stay f16 (llama.cpp does not quantise the SWA cache). Exact for dense transformers."
-  - "C(compute): with flash attention, ubatch (512) × (vocab × 4 + embedding × 32) bytes on the first device
-    and ubatch × embedding × 32 on each further one; without it add the attention matrix
-    cells × ubatch × heads × 4 bytes per device. Approximate: within 5% of llama.cpp's logged buffer at
-    large contexts, over-states small contexts (by < 100 MiB)."
-  - "C(overhead): the 1024 MiB llama.cpp's fit keeps free on every device (LLAMA_ARG_FIT_TARGET)."
-  - >-
-    Not modelled: vision projectors, MoE expert offload, CUDA context memory outside the allocator.
-options:
-  _input:
-    description: model_info from Ollama's POST /api/show (GGUF keys).
-    type: dict
-    required: true
-  size:
-    description: The model's bytes as /api/tags reports them.
-    type: int
-    required: true
-  num_ctx:
-    description: Context per request (OLLAMA_CONTEXT_LENGTH or the num_ctx option).
-    type: int
-    default: 4096
-  num_parallel:
-    description: OLLAMA_NUM_PARALLEL.
-    type: int
-    default: 1
-  kv_cache_type:
-    description: OLLAMA_KV_CACHE_TYPE.
-    type: str
-    choices: [f16, q8_0, q4_0]
-    default: f16
-  flash_attention:
-    description: Whether flash attention is on.
-    type: bool
-    default: true
-  gpu_count:
-    description: GPUs the model is spread over (compute buffers and reserve are per device).
-    type: int
-    default: 1
-"""
-
-EXAMPLES = r"""
-estimate: "{{ show.json.model_info | ollama.fleet.ollama_vram_estimate(42520413916, num_ctx=131072, num_parallel=4, gpu_count=5) }}"
-# => {"weights": 42520413916, "kv_cache": 171798691840, "compute": ..., "overhead": 5368709120, "total": ...}
-"""
-
-RETURN = r"""
-_value:
-  description: Integer bytes, keys weights, kv_cache, compute, overhead, total.
-  type: dict
-"""
-
-RETURN_FIT = r"""
-_value:
-  description: "The plan, each instance with C(fit): per pinned model status (fits, misfit, adjusted, unknown),
-    source of its metadata, message, and for known models estimate (bytes, as ollama_vram_estimate), slots
-    (what Ollama will give it) and context (the num_ctx /api/ps must show: the instance's context capped at the
-    model's training context). An instance with two or more known models also has C(together): status (fits,
-    misfit, adjusted), total and capacity (bytes), shares (model, bytes, gpus) and evicts, as together()
-    describes. With policy adjust, settings and env carry the adjusted values."
-  type: list
-"""
-
 MIB = 1024 * 1024
 GIB = 1024 * MIB
 UBATCH = 512
@@ -170,42 +95,6 @@ def ollama_vram_estimate(
     result["total"] = sum(result.values())
     return result
 
-
-DOCUMENTATION_FIT = r"""
-name: ollama_fit_check
-short_description: Check every model pinned to every instance fits its GPU group, before users meet a CPU fallback
-description:
-  - For each instance of a plan (ollama_plan) and each model pinned to it whose model_info and size are known,
-    estimates VRAM (ollama_vram_estimate) at the instance's context × the model's slots and compares it with
-    the group's VRAM minus headroom.
-  - "A model's slots are what Ollama gives it: num_parallel, but 1 for a model without the completion
-    capability (embedding models) and for the families Ollama runs single-slot (server/sched.go
-    Scheduler.load: mllama, qwen3vl, qwen35, qwen3next, lfm2, nemotron_h and their variants)."
-  - "An instance's known pinned models are also checked together, loaded in the plan's order as Ollama v0.33's
-    scheduler places them (together): their allocations and a fit margin per GPU within each GPU's VRAM less
-    headroom, and each model's own prediction within 80 % of the memory the ones before it leave, else Ollama
-    would evict one to load it."
-  - policy C(fail) raises with every misfit; C(warn) reports them; C(adjust) lowers num_parallel, then the
-    context (halving, not below 2048), to the largest that fits (alone, then together), and says so.
-options:
-  _input:
-    description: The plan, a list of instances from ollama_plan.
-    type: list
-    required: true
-  models:
-    description: "{model name: {model_info, size, capabilities (optional), source (optional: ollama when it came
-      from /api/show, else catalogue)}}; missing models are reported as unknown."
-    type: dict
-    required: true
-  headroom:
-    description: Fraction of each group's VRAM kept free.
-    type: float
-    default: 0.10
-  policy:
-    type: str
-    choices: [fail, warn, adjust]
-    default: fail
-"""
 
 MIN_ADJUSTED_CTX = 2048
 
