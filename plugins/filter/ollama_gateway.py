@@ -133,7 +133,9 @@ def ollama_gateway_backends(hosts, gateway):
                 }
             )
     if not backends:
-        raise AnsibleFilterError(f"gateway {gateway}: no Ollama instance to balance; is ollama_gpu_hosts empty?")
+        raise AnsibleFilterError(
+            f"gateway {gateway}: no Ollama instance to balance; is the group ollama_gateway_backend_group names empty?"
+        )
     return _one_spelling(backends)
 
 
@@ -154,8 +156,8 @@ def _one_spelling(backends):
 
 def ollama_gateway_routes(backends):
     """{"upstreams": {name: [backend, …]}, "routes": {model: name}}: one upstream per distinct set of
-    instances (with the model's slots on each) that pin a model; models pinned nowhere use the default
-    upstream. A pinned upstream's max_conns is the slots Ollama gives that model, not the instance's
+    instances (with the model's slots on each) that pin a model; a model pinned nowhere has no route (the router
+    refuses it, or sends it to the on-demand instances, as fleet.json's unpinned policy says). A pinned upstream's max_conns is the slots Ollama gives that model, not the instance's
     num_parallel: an embedding model has one whatever OLLAMA_NUM_PARALLEL says."""
     by_model = {}
     for backend in backends:

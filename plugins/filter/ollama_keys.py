@@ -69,13 +69,18 @@ def _keys(api_keys, admin_keys, host):
     return list(keys.values()), errors
 
 
+def _listed(admin_keys):
+    """The default () as a list; anything else as given, so a string is reported as one, not split."""
+    return list(admin_keys) if isinstance(admin_keys, tuple) else admin_keys
+
+
 def ollama_gateway_key_errors(api_keys, admin_keys=(), host="?"):
     """What is wrong with the keys, one message per problem (no secret in them); empty when nothing is."""
-    return _keys(api_keys, list(admin_keys), host)[1]
+    return _keys(api_keys, _listed(admin_keys), host)[1]
 
 
 def ollama_gateway_keys(api_keys, admin_keys=(), host="?"):
-    keys, errors = _keys(api_keys, list(admin_keys), host)
+    keys, errors = _keys(api_keys, _listed(admin_keys), host)
     if errors:
         raise AnsibleFilterError("\n".join(errors) + f"\nA key is a string or {NEW_FORM}.")
     return keys

@@ -97,11 +97,14 @@ def ollama_store_digests(gpu_hosts):
     """Per pinned model, which digest each host's store holds: [{model, digest, hosts, pinned, problem}].
 
     gpu_hosts are hostvars with ollama_status_report (roles/ollama/tasks/status.yml): name, store (/api/tags), pinned,
-    digests. A problem is a digest other than the pinned one, or, without a pin, hosts that disagree."""
+    digests; a host without it (unreachable) holds nothing here. A problem is a digest other than the pinned one, or,
+    without a pin, hosts that disagree."""
     found = {}
     pins = {}
     for host in gpu_hosts:
-        status = host["ollama_status_report"]
+        status = host.get("ollama_status_report")
+        if status is None:
+            continue  # unreachable: ollama_status gives it its row and problem
         where = f"host {host['inventory_hostname']}, field ollama_model_digests"
         pins.update({key(k): digest_hex(v, where) for k, v in status.get("digests", {}).items()})
         stored = {key(m["name"]): m.get("digest", "") for m in status["store"].get("models", [])}

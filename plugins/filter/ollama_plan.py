@@ -338,7 +338,9 @@ class _Ports:
     def __init__(self, host, config, specs):
         self.gateway = {int(p) for p in config.get("gateway_ports") or []}
         self.next = _check_value(_where(host), "ollama_base_port", "int", (1024, 65535), config.get("base_port", 11435))
-        self.explicit = {spec["port"] for spec, _ in specs if isinstance(spec.get("port"), int)}
+        # the ports instances give themselves, as take() will read them ("11435" too): no other instance gets one
+        normalise, _ = KINDS["int"]
+        self.explicit = {normalise(spec["port"], (1024, 65535)) for spec, _ in specs if "port" in spec} - {None}
         self.taken = set()
 
     def take(self, where, spec):

@@ -55,3 +55,8 @@ def test_bad_keys_are_named_by_host_field_and_entry_never_by_secret(api_keys, ex
     assert not any(TEAM in e or PLAIN in e for e in errors)
     with pytest.raises(AnsibleFilterError, match="A key is a string or"):
         ollama_gateway_keys(api_keys, [], "gw1")
+
+
+def test_admin_keys_given_as_one_string_are_named_as_such_not_split_into_characters():
+    errors = ollama_gateway_key_errors([TEAM], PLAIN, "gw1")
+    assert errors == ["host gw1, field ollama_gateway_admin_keys: a list of keys, got str"]

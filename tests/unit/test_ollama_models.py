@@ -117,6 +117,11 @@ def test_status_flags_hosts_that_disagree_and_hosts_off_the_pin():
     assert table[0].split() == ["model", "digest", "hosts", "problem"] and table[-1].endswith("ok")
 
 
+def test_an_unreachable_host_leaves_the_digests_to_the_others():
+    hosts = [status("gpu1", {"llama3.1:8b": A}, ["llama3.1:8b"]), {"inventory_hostname": "gpu2"}]
+    assert [(r["hosts"], r["problem"]) for r in ollama_store_digests(hosts)] == [(["gpu1"], "")]
+
+
 # --- ollama_pull through Ansible, against the stand-in -------------------------------------------------------
 def pull(tmp_path, url, model, source=None, insecure=False):
     """Runs ollama_pull as the play does (in the background); returns (result, progress snapshots)."""

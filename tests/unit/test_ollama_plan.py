@@ -102,7 +102,8 @@ def test_mig_devices_each_get_an_instance():
     assert plan[0]["vram_total"] == 40 * GIB and plan[0]["gpu_label"] == "MIG 0/0"
 
 
-def test_ports_skip_explicit_and_gateway_ports():
+@pytest.mark.parametrize("port", [11435, "11435"])  # YAML or -e may give the port as a string
+def test_ports_skip_explicit_and_gateway_ports(port):
     plan = ollama_plan(
         gpus("a100x4"),
         "a100",
@@ -111,7 +112,7 @@ def test_ports_skip_explicit_and_gateway_ports():
             gateway_ports=[11434, 11436],
             instances=[
                 {"name": "a", "gpus": [0]},
-                {"name": "b", "gpus": [1], "port": 11435},
+                {"name": "b", "gpus": [1], "port": port},
                 {"name": "c", "gpus": [2]},
             ],
         ),
