@@ -384,6 +384,11 @@ def ollama_fit_check(plan, models, headroom=0.10, policy="fail"):
             "VRAM fit check failed (ollama_fit_policy: fail; lower num_parallel or context_length, "
             "give the instance more GPUs, or set ollama_fit_policy to warn or adjust):\n" + "\n".join(misfits)
         )
+    if misfits and policy == "adjust":  # what adjust cannot bring into VRAM would run on the CPU: as fail does
+        raise AnsibleFilterError(
+            "VRAM fit check failed (ollama_fit_policy: adjust found no num_parallel and context at which these fit; "
+            "give the instance more GPUs or fewer models, or set ollama_fit_policy to warn):\n" + "\n".join(misfits)
+        )
     return checked
 
 

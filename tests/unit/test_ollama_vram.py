@@ -201,6 +201,15 @@ def test_fit_check_adjust_lowers_parallel_then_context():
     assert "; adjusted: num_parallel 4 → 1, context 131072 → " in one_gpu["fit"][0]["message"]
 
 
+def test_fit_check_adjust_fails_where_no_setting_fits():
+    """42 GB of weights on a 24 GB GPU fit at no num_parallel and context: run, it would spill to the CPU."""
+    small = dict(instance(gpus=1), vram_total=24 * 1024 * MIB)
+    with pytest.raises(AnsibleFilterError, match=r"adjust found no num_parallel and context(.|\n)*llama3.3:70b"):
+        ollama_fit_check([small], MODELS, policy="adjust")
+    (warned,) = ollama_fit_check([small], MODELS, policy="warn")  # warn still deploys it, saying so
+    assert warned["fit"][0]["status"] == "misfit"
+
+
 def test_fit_check_unknown_models_and_bad_policy():
     (checked,) = ollama_fit_check([instance(models=("mystery:1b",))], MODELS)
     assert checked["fit"] == [
