@@ -44,8 +44,20 @@ def test_the_built_collection_holds_what_a_user_needs_and_not_the_tests(user_dir
                    "plugins/modules/gpu_facts.py", "plugins/module_utils/model_names.py", "playbooks/plan.yml",
                    "playbooks/files/ollama-fleet-alerts.yml", "meta/runtime.yml", "CHANGELOG.md"):  # fmt: skip
         assert (installed / needed).is_file(), needed
-    for left_out in ("tests", "molecule", "bench", "collections", ".venv", ".cache", "ansible.cfg"):
+    for left_out in ("tests", "molecule", "bench", "collections", ".venv", ".cache", "ansible.cfg",
+                     "playbooks/sandbox.yml"):  # fmt: skip
         assert not (installed / left_out).exists(), left_out
+
+
+def test_the_installed_collection_passes_ansible_lint_production_profile(user_dir):
+    """As a user's CI lints what it installed: every playbook and role resolves (the sandbox's playbooks, which need
+    the test harness, are not shipped) and the production profile holds without this repository's .ansible-lint."""
+    installed = user_dir / "collections/ansible_collections/ollama/fleet"
+    env = ansible_env(user_dir / "ansible.cfg", ANSIBLE_COLLECTIONS_PATH=str(user_dir / "collections"))
+    env["PATH"] = f"{BIN}:{env['PATH']}"
+    lint = subprocess.run([str(BIN / "ansible-lint"), "--profile", "production", "--nocolor"],
+                          capture_output=True, text=True, cwd=installed, env=env, timeout=600)  # fmt: skip
+    assert lint.returncode == 0, lint.stdout[-3000:] + lint.stderr[-3000:]
 
 
 def test_the_installed_collection_plans_as_this_repository_does(user_dir):
