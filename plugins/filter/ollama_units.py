@@ -11,7 +11,8 @@ def ollama_systemd_units(lines):
         fields = str(line).split()
         if not fields:
             continue
-        if len(fields) < 4:
+        # a legend's header or a unit marked by systemctl's bullet is output without --plain --no-legend
+        if len(fields) < 4 or fields[0] in ("UNIT", "●", "*"):
             raise AnsibleFilterError(
                 f"ollama_systemd_units: {line!r} is not a systemctl list-units row (UNIT LOAD ACTIVE SUB ...); "
                 "run it with --plain --no-legend --full"

@@ -31,6 +31,8 @@ def test_nothing_listed_is_no_unit():
     [
         ("ollama@a.service loaded active running", "as a list"),
         (["UNIT LOAD"], "is not a systemctl list-units row"),
+        (["UNIT LOAD ACTIVE SUB DESCRIPTION"], "is not a systemctl list-units row"),
+        (["● ollama@a.service not-found inactive dead ollama@a.service"], "run it with --plain --no-legend"),
     ],
 )
 def test_other_input_is_refused_with_what_to_run(lines, message):
