@@ -55,6 +55,14 @@ options:
     type: list
     elements: dict
     default: []
+  commands:
+    description:
+      - Checks a file's owner makes itself, each C(argv) (its first item an absolute path) and the C(drift) to report
+        where it exits other than 0 (with the last line it printed) or is not there. For a file rendered from state
+        of the moment, which no checksum given in advance can describe (the gateway's upstreams.conf).
+    type: list
+    elements: dict
+    default: []
   packages:
     description: Debian packages that must be installed.
     type: list
@@ -363,6 +371,20 @@ def read_loaded(instances):
     return loaded
 
 
+def check_commands(module, commands):
+    drift = []
+    for command in commands:
+        argv = [str(arg) for arg in command["argv"]]
+        if not os.path.exists(argv[0]):
+            drift.append(f"{command['drift']} ({argv[0]}: missing)")
+            continue
+        rc, out, err = module.run_command(argv)
+        said = (err or out).strip().splitlines()
+        if rc != 0:
+            drift.append(f"{command['drift']} ({said[-1] if said else f'exit status {rc}'})")
+    return drift
+
+
 def main():
     listed = {"type": "list", "elements": "dict", "default": []}
     module = AnsibleModule(
@@ -381,6 +403,7 @@ def main():
             "instances": listed,
             "store": {"type": "dict"},
             "health": {"type": "dict"},
+            "commands": listed,
         },
         supports_check_mode=True,
     )
@@ -395,6 +418,7 @@ def main():
         *check_tree(p["owned_tree"]),
         *check_python_package(p["python_package"]),
         *check_health(p["health"]),
+        *check_commands(module, p["commands"]),
     ]
     loaded = read_loaded(p["instances"])
     drift += [f"instance {r['__instance']['name']}: /api/ps did not answer ({r['msg']})" for r in loaded if "msg" in r]

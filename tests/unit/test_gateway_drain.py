@@ -216,3 +216,18 @@ def test_a_failed_render_leaves_the_marks_as_they_were(drain, monkeypatch, capsy
     with pytest.raises(subprocess.CalledProcessError):
         drain("gpu1/small", "on", "--reason", "health")
     assert marks(tool) == ["127.0.0.1:11436@manual"]
+
+
+def test_check_says_whether_the_upstreams_are_what_sync_renders(drain, capsys):
+    """site.yml's one read of the gateway asks the tool (ollama_host_state's commands): a hand edit is a difference."""
+    assert drain("check").status == 1  # nothing rendered yet
+    tool = drain("sync", "--no-reload")
+    assert drain("check").status == 0
+    drain("gpu1/large", "on", "--reason", "health")  # a drain changes what is rendered, and renders it
+    assert drain("check").status == 0
+    tool.UPSTREAMS.write_text(tool.UPSTREAMS.read_text() + "# by hand\n")
+    capsys.readouterr()
+    assert drain("check").status == 1
+    assert "upstreams.conf: differs from what fleet.json and the drain marks render" in capsys.readouterr().err
+    drain("sync", "--no-reload")
+    assert drain("check").status == 0 and "# by hand" not in tool.UPSTREAMS.read_text()

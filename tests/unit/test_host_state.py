@@ -8,6 +8,7 @@ import os
 import pwd
 import re
 import socket
+import subprocess
 import threading
 from pathlib import Path
 
@@ -251,6 +252,29 @@ def test_held_packages_are_installed():
     assert state.check_packages(module, ["python3-venv", "nftables", "gone"]) == [
         "package nftables: not installed",
         "package gone: not installed",
+    ]
+
+
+class RunModule:
+    """Runs the commands, as AnsibleModule.run_command does."""
+
+    def run_command(self, argv):
+        done = subprocess.run(argv, capture_output=True, text=True, check=False)
+        return done.returncode, done.stdout, done.stderr
+
+
+def test_a_check_the_files_owner_makes_itself_is_a_difference_where_it_fails(tmp_path):
+    failing = tmp_path / "check"
+    failing.write_text("#!/bin/sh\necho 'upstreams.conf: differs' >&2\nexit 1\n")
+    failing.chmod(0o755)
+    commands = [
+        {"argv": ["/bin/true"], "drift": "never"},
+        {"argv": [failing, "check"], "drift": "upstreams: not rendered"},
+        {"argv": [tmp_path / "gone", "check"], "drift": "upstreams: no tool"},
+    ]
+    assert state.check_commands(RunModule(), commands) == [
+        "upstreams: not rendered (upstreams.conf: differs)",
+        f"upstreams: no tool ({tmp_path}/gone: missing)",
     ]
 
 

@@ -185,6 +185,21 @@ def test_site_finds_and_repairs_each_drift():
     wait_for_full_rotation(NAME)
 
 
+def test_a_hand_edited_upstreams_list_is_found_and_rendered_again():
+    """upstreams.conf is the drain tool's, rendered from fleet.json and the drain marks: the gateway's one read asks
+    the tool whether it holds that (no instance restarts here, whose drains would render it again on the way)."""
+    h = host(NAME)
+    upstreams = "/etc/nginx/ollama-gateway/upstreams.conf"
+    assert h.run(f"echo '# by hand' >> {upstreams}").rc == 0
+    run = site()
+    assert run.returncode == 0, run.stdout[-3000:]
+    assert f"upstreams: not what the drain tool renders ({upstreams}: differs" in run.stdout
+    assert recap(run)[NAME]["changed"] > 0
+    assert "# by hand" not in h.file(upstreams).content_string
+    assert h.run("/usr/local/sbin/ollama-gateway-drain check").rc == 0
+    wait_for_full_rotation(NAME)
+
+
 # After the repair run above, which also loaded again what earlier tests unloaded (a killed instance comes back
 # empty): the next run finds nothing to change.
 def test_a_run_that_changes_nothing_reads_the_host_once_and_skips_the_rest():
