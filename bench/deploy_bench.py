@@ -174,7 +174,7 @@ def main():
     cores = os.cpu_count()
     print(f"Deploy benchmark, {time.strftime('%Y-%m-%d')}: simulated 4× A100 hosts, 4 instances each, gateway on the "
           f"first; controller with {cores} cores, forks 10; `.venv/bin/python bench/deploy_bench.py"
-          f"{' --baseline' if args.baseline else ''}`\n")  # fmt: skip
+          f" --sizes {args.sizes}{' --baseline' if args.baseline else ''}`\n")  # fmt: skip
     print(table(rows, args.baseline))
 
 
