@@ -77,7 +77,7 @@ def ollama_models_to_warm(instance, loaded, keep_alive="-1"):
 
 
 def ollama_warm_misses(results, keep_alive="-1"):
-    """For the no-change path (host_state.yml): what warm.yml would load, one message per model, from RESULTS
+    """For the no-change path (vars/main/host_state.yml): what warm.yml would load, one message per model, from RESULTS
     shaped as ollama_plan_misses reads them (an instance as C(__instance), its /api/ps as C(status) and C(json))."""
     misses = []
     for result in results:

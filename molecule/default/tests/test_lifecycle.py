@@ -157,7 +157,7 @@ def test_site_finds_and_repairs_each_drift():
     run = site()
     assert run.returncode == 0, run.stdout[-3000:]
     assert recap(run)[NAME]["changed"] > 0
-    # the one read of the host found each drift (tasks/host_state.yml), and sent the host down the full path
+    # the one read of the host found each drift (ollama_plan_host's), and sent the host down the full path
     for found in (
         "file /etc/ollama/instances/small.env: content differs",
         "unit ollama@solo.service: inactive, not active",
@@ -206,7 +206,7 @@ def test_a_hand_edited_upstreams_list_is_found_and_rendered_again():
 def test_a_run_that_changes_nothing_reads_the_host_once_and_skips_the_rest():
     run = site()
     assert run.returncode == 0, run.stdout[-3000:]
-    assert "TASK [ollama : Read how this host differs from the plan]" in run.stdout
+    assert "TASK [ollama : Discover the GPUs and plan the instances, check the plan and compare" in run.stdout
     assert "TASK [ollama_gateway : Read how this gateway differs from the plan]" in run.stdout
     # the full paths did not run: neither their first task nor the env files' or the gateway's writes
     for first in ("Show what differs from the plan on this host", "Show what differs from the plan on this gateway"):
