@@ -25,6 +25,7 @@ SETTING_ERRORS = "__ollama_setting_errors"  # messages of the settings' rules th
 LAYOUT_FACTS = "__ollama_layout_facts"  # the GPUs grouped into instances
 STORE_READ = "__ollama_store_read"  # options of ollama_store_info
 PLAN_FACTS = "__ollama_plan_facts"  # ollama_plan, fit-checked with the store's metadata
+FIT_NOTES = "__ollama_fit_notes"  # what the fit check found worth saying: the task's warnings
 MODEL_ERRORS = "__ollama_model_errors"  # messages of the models' rules that fail
 STATE_INSTANCE = "__ollama_state_instance"  # one instance's files, drop-in directory and unit, for __instance
 STATE_READ = "__ollama_state_read"  # options of ollama_host_state
@@ -50,15 +51,19 @@ class ActionModule(ActionBase):
 
         read["__ollama_discovered"], venv_missing = self._discover(args["discovery"], args["python"])
         facts.update(read["__ollama_discovered"].pop("ansible_facts", {}))  # the host's interpreter, where discovered
+        # The reads below run with the interpreter discovery ran with: each module run that leaves it to Ansible to
+        # find one costs a round trip to the host first (interpreter discovery).
+        python = facts.get("discovered_interpreter_python") if venv_missing else args["python"]
         self._set(facts, read, DISCOVERY_FACTS)
         if args["check"]:
             self._stop_on(facts, read, SETTING_ERRORS)
         self._set(facts, read, LAYOUT_FACTS)
         # refine.yml and status.yml read the store's answer again
         facts["__ollama_store_shows"] = self._module(
-            "ollama.fleet.ollama_store_info", self._template(facts, read, STORE_READ)
+            "ollama.fleet.ollama_store_info", self._template(facts, read, STORE_READ), python
         )
         self._set(facts, read, PLAN_FACTS)
+        result["warnings"] = self._template(facts, read, FIT_NOTES)  # misfits let through and settings adjusted
         if args["check"]:
             self._stop_on(facts, read, MODEL_ERRORS)
             facts["__ollama_plan_checked"] = True  # main.yml applies this plan instead of making it again
@@ -75,7 +80,7 @@ class ActionModule(ActionBase):
                 for instance in facts["ollama_plan"]
             ]
             read["__ollama_state"] = self._module(
-                "ollama.fleet.ollama_host_state", self._rendered(facts, read, STATE_READ)
+                "ollama.fleet.ollama_host_state", self._rendered(facts, read, STATE_READ), python
             )
             self._set(facts, read, DRIFT_FACTS)
 

@@ -20,6 +20,10 @@ description:
   - Each step templates that variable of the C(ollama) role (roles/ollama/vars/main) once the steps before it have set
     what it reads; the rules live there, not here. A file of the host state's options that names a C(template) gets the
     sha1 of that template of the role, rendered as M(ansible.builtin.template) writes it.
+  - What the fit check found worth saying (C(__ollama_fit_notes)), misfits ollama_fit_policy lets through and settings it
+    adjusted, are the task's warnings.
+  - The store read and the host's read run with the interpreter discovery ran with, so that Ansible need not look for
+    one on the host first (a round trip more per module run).
   - A rule that fails stops the host with the messages of every failing rule of that step, joined by C(; ). A module
     that fails stops it with the module's message.
   - Never changes anything on the host.
@@ -69,4 +73,9 @@ ansible_facts:
       host holds its plan).
   type: dict
   returned: success
+warnings:
+  description: The fit check's notes, one message each.
+  type: list
+  elements: str
+  returned: always
 """

@@ -29,6 +29,7 @@ def role_vars(**overrides):
         "__ollama_layout_facts": {"__ollama_layout": "{{ ollama_gpus_found | map(attribute='index') | list }}"},
         "__ollama_store_read": {"urls": "{{ __ollama_layout | map('string') | list }}"},
         "__ollama_plan_facts": {"ollama_plan": "{{ [{'name': 'gpu0', 'models': __ollama_store_shows.tags.models}] }}"},
+        "__ollama_fit_notes": "{{ ['instance gpu0: adjusted'] if adjusted else [] }}",
         "__ollama_model_errors": "{{ ['one', 'two'] if bad_models else [] }}",
         "__ollama_state_instance": {"files": [{"path": "/etc/{{ __instance.name }}.env", "template": "x.j2"}]},
         "__ollama_state_read": {"files": "{{ __ollama_state_instances | map(attribute='files') | flatten }}"},
@@ -36,6 +37,7 @@ def role_vars(**overrides):
         "ollama_nvml_venv": "/opt/ollama-fleet/nvml",
         "bad_setting": False,
         "bad_models": False,
+        "adjusted": False,
     }
     names.update(overrides)
     return trusted(names)
@@ -91,7 +93,8 @@ def test_the_steps_run_in_the_roles_order_each_seeing_what_the_ones_before_set()
         "ollama.fleet.ollama_store_info",
         "ollama.fleet.ollama_host_state",
     ]
-    assert host.runs[0][2] == "/venv/python"  # discovery through the venv first
+    # through the venv's interpreter, each: none leaves it to Ansible to find one (a round trip to the host more)
+    assert [python for _, _, python in host.runs] == ["/venv/python"] * 3
     assert host.runs[1][1] == {"urls": ["0"]}  # the store read, from the layout of the discovered GPUs
     assert facts["ollama_plan"] == [{"name": "gpu0", "models": [{"name": "qwen3:0.6b"}]}]  # from the store's answer
     assert facts["__ollama_plan_checked"] is True
@@ -113,19 +116,28 @@ def test_the_host_state_gets_each_instances_files_with_the_sha1_the_template_mod
     assert file["checksum"] == hashlib.sha1(lookup.encode()).hexdigest()
 
 
+def test_what_the_fit_check_adjusted_or_let_through_is_shown_as_a_warning():
+    assert run(Host())["warnings"] == []
+    assert run(Host(), adjusted=True)["warnings"] == ["instance gpu0: adjusted"]
+
+
 def test_a_drift_the_read_finds_is_the_hosts_drift():
     host = Host(**{"ollama.fleet.ollama_host_state": [{"drift": ["file /etc/gpu0.env: content differs"]}]})
     assert run(host)["ansible_facts"]["ollama_host_drift"] == ["file /etc/gpu0.env: content differs"]
 
 
 def test_a_host_without_the_venv_is_discovered_with_its_own_python_and_not_read():
-    host = Host(**{"ollama.fleet.gpu_facts": [{"failed": True, "rc": 127, "msg": "no interpreter"}, {"gpus": GPUS}]})
+    found = {"ansible_facts": {"discovered_interpreter_python": "/usr/bin/python3.11"}}
+    host = Host(
+        **{"ollama.fleet.gpu_facts": [{"failed": True, "rc": 127, "msg": "no interpreter"}, {"gpus": GPUS, **found}]}
+    )
     facts = run(host)["ansible_facts"]
     assert [(name, python) for name, _, python in host.runs] == [
         ("ollama.fleet.gpu_facts", "/venv/python"),
-        ("ollama.fleet.gpu_facts", None),  # the host's Python
-        ("ollama.fleet.ollama_store_info", None),
+        ("ollama.fleet.gpu_facts", None),  # the host's Python, which Ansible finds
+        ("ollama.fleet.ollama_store_info", "/usr/bin/python3.11"),  # the one it found
     ]
+    assert facts["discovered_interpreter_python"] == "/usr/bin/python3.11"  # the host's later tasks need not look
     assert facts["ollama_host_drift"] == ["/opt/ollama-fleet/nvml: no Python there (a first deploy)"]
 
 
