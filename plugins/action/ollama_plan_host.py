@@ -41,7 +41,8 @@ class ActionModule(ActionBase):
             argument_spec={
                 "discovery": {"type": "dict", "required": True},
                 "python": {"type": "str", "required": True},
-                "check": {"type": "bool", "default": True},
+                "check_settings": {"type": "bool", "default": True},
+                "check_models": {"type": "bool", "default": True},
                 "compare": {"type": "bool", "default": True},
             }
         )
@@ -55,7 +56,7 @@ class ActionModule(ActionBase):
         # find one costs a round trip to the host first (interpreter discovery).
         python = facts.get("discovered_interpreter_python") if venv_missing else args["python"]
         self._set(facts, read, DISCOVERY_FACTS)
-        if args["check"]:
+        if args["check_settings"]:
             self._stop_on(facts, read, SETTING_ERRORS)
         self._set(facts, read, LAYOUT_FACTS)
         # refine.yml and status.yml read the store's answer again
@@ -64,8 +65,9 @@ class ActionModule(ActionBase):
         )
         self._set(facts, read, PLAN_FACTS)
         result["warnings"] = self._template(facts, read, FIT_NOTES)  # misfits let through and settings adjusted
-        if args["check"]:
+        if args["check_models"]:
             self._stop_on(facts, read, MODEL_ERRORS)
+        if args["check_settings"] and args["check_models"]:
             facts["__ollama_plan_checked"] = True  # main.yml applies this plan instead of making it again
 
         # A host without the venv is not read: it differs in that already (a first deploy, or a venv removed), and the

@@ -12,9 +12,10 @@ description:
     and a merge of every variable, per host and per run, so that a run that changed nothing grew with the fleet.
   - "The steps, in order: M(ollama.fleet.gpu_facts) with O(discovery), through O(python) (the nvidia-ml-py venv), and
     with the host's Python where that interpreter is missing (exit status 127: the role has not installed the host yet);
-    the facts of C(__ollama_discovery_facts) (GPUs, architecture, the address to listen on); with O(check), the
-    settings' rules (C(__ollama_setting_errors)); the layout (C(__ollama_layout_facts)); M(ollama.fleet.ollama_store_info)
-    with C(__ollama_store_read); the fit-checked plan (C(__ollama_plan_facts)); with O(check), the models' rules
+    the facts of C(__ollama_discovery_facts) (GPUs, architecture, the address to listen on); with O(check_settings),
+    the settings' rules (C(__ollama_setting_errors)); the layout (C(__ollama_layout_facts));
+    M(ollama.fleet.ollama_store_info) with C(__ollama_store_read); the fit-checked plan (C(__ollama_plan_facts)); with
+    O(check_models), the models' rules
     (C(__ollama_model_errors)); with O(compare), M(ollama.fleet.ollama_host_state) with C(__ollama_state_read) (each
     instance's part from C(__ollama_state_instance)) and the drift (C(__ollama_drift_facts))."
   - Each step templates that variable of the C(ollama) role (roles/ollama/vars/main) once the steps before it have set
@@ -36,8 +37,14 @@ options:
     description: The interpreter discovery tries first, the venv that holds nvidia-ml-py.
     type: str
     required: true
-  check:
-    description: Evaluate the settings' and the models' rules, and set C(__ollama_plan_checked).
+  check_settings:
+    description:
+      - Evaluate the settings' rules; with O(check_models) as well, set C(__ollama_plan_checked) (the check path has
+        run).
+    type: bool
+    default: true
+  check_models:
+    description: Evaluate the models' rules (what plan.yml and status.yml check too).
     type: bool
     default: true
   compare:
@@ -60,7 +67,7 @@ EXAMPLES = r"""
   ollama.fleet.ollama_plan_host:
     discovery: "{{ __ollama_discovery }}"
     python: "{{ __ollama_nvml_python }}"
-    check: true
+    check_settings: true
     compare: "{{ not ollama_check_everything | bool }}"
 """
 
@@ -68,7 +75,7 @@ RETURN = r"""
 ansible_facts:
   description:
     - The keys of every facts variable of the steps (C(ollama_gpus_found), C(ollama_gpus_source), C(ollama_plan), ...),
-      C(__ollama_store_shows) (the store's answer, read again by refine.yml and status.yml), with O(check)
+      C(__ollama_store_shows) (the store's answer, read again by refine.yml and status.yml), after both checks
       C(__ollama_plan_checked), and with O(compare) C(ollama_host_drift), the differences as messages (empty where the
       host holds its plan).
   type: dict

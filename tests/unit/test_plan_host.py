@@ -69,11 +69,12 @@ class Host:
         return dict(self.answers[module_name].pop(0))
 
 
-def run(host, check=True, compare=True, **overrides):
+def run(host, check_settings=True, check_models=True, compare=True, **overrides):
     variables = role_vars(**overrides)
     loader = DataLoader()
     task = mock.MagicMock(async_val=0, check_mode=False)
-    task.args = {"discovery": {"source": "auto"}, "python": "/venv/python", "check": check, "compare": compare}
+    task.args = {"discovery": {"source": "auto"}, "python": "/venv/python", "compare": compare,
+                 "check_settings": check_settings, "check_models": check_models}  # fmt: skip
     connection = mock.MagicMock()
     connection._shell.tmpdir = "/tmp"
     action = action_module.ActionModule(task, connection, mock.MagicMock(), loader, Templar(loader, variables), None)
@@ -162,8 +163,15 @@ def test_every_failing_model_rule_is_named_and_the_host_is_not_read():
     assert "ollama.fleet.ollama_host_state" not in [name for name, _, _ in host.runs]
 
 
-def test_without_check_no_rule_runs_and_without_compare_the_host_is_not_read():
+def test_without_the_checks_no_rule_runs_and_without_compare_the_host_is_not_read():
     host = Host()
-    facts = run(host, check=False, compare=False, bad_setting=True, bad_models=True)["ansible_facts"]
+    facts = run(host, False, False, compare=False, bad_setting=True, bad_models=True)["ansible_facts"]
     assert facts["ollama_plan"] and "__ollama_plan_checked" not in facts and "ollama_host_drift" not in facts
     assert len(host.runs) == 2
+
+
+def test_plan_yml_and_status_yml_check_the_models_but_not_the_settings():
+    facts = run(Host(), check_settings=False, compare=False, bad_setting=True)["ansible_facts"]
+    assert "__ollama_plan_checked" not in facts  # site.yml's install play makes the plan again
+    with pytest.raises(AnsibleActionFail, match="^one; two$"):
+        run(Host(), check_settings=False, compare=False, bad_models=True)
