@@ -153,7 +153,7 @@ def table(rows, baseline):
             else ""
         )
         lines.append(
-            f"| {r['hosts']} ({r['instances']}) | {r['first']:.0f} s | {r['again']:.0f} s (changed={r['again_changed']})"
+            f"| {r['hosts']} ({r['instances']}) | {r['first']:.0f} s | {r['again']:.1f} s (changed={r['again_changed']})"
             f" | {r['again'] / base['again']:.2f}× | {r['again_cpu'] / r['hosts']:.1f} s |"
             + every
             + f" {r['rolling']:.0f} s | {r['rolling'] / base['rolling']:.2f}× |"
